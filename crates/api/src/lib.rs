@@ -1,0 +1,93 @@
+//! The node's HTTP API: every endpoint of the contract that exists so far, on every node.
+//!
+//! Handlers are thin: they ask the mesh handle and shape JSON from `mycel_protocol::api`.
+//! Every error is `{"error", "code"}` with a 4xx/5xx status; nothing internal leaks.
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use mycel_mesh::MeshHandle;
+use mycel_protocol::api::{Health, Nodes};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub mesh: MeshHandle,
+    pub registry: Arc<Registry>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/nodes", get(nodes))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        peer_id: state.mesh.peer_id().to_string(),
+    })
+}
+
+async fn nodes(State(state): State<ApiState>) -> Result<Json<Nodes>, ApiError> {
+    let nodes = state
+        .mesh
+        .nodes()
+        .await
+        .map_err(|_| ApiError::shutting_down())?;
+    Ok(Json(Nodes { nodes }))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.registry)
+        .map_err(|_| ApiError::internal("encoding metrics failed"))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}

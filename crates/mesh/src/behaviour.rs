@@ -1,0 +1,115 @@
+//! The libp2p protocols a mycel node speaks, assembled into one `NetworkBehaviour`.
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol, allow_block_list, gossipsub, identify, identity::Keypair, kad, ping,
+    request_response, swarm::NetworkBehaviour,
+};
+use mycel_protocol::{
+    membership::{
+        MAX_GOSSIP_FRAME_BYTES, MAX_MEMBER_SYNC_BYTES, MemberSyncRequest, MemberSyncResponse,
+    },
+    names,
+};
+
+use crate::codec::CborCodec;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) type MemberSyncCodec = CborCodec<MemberSyncRequest, MemberSyncResponse>;
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) member_sync: request_response::Behaviour<MemberSyncCodec>,
+}
+
+pub(crate) fn membership_topic() -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(names::MEMBERSHIP_TOPIC)
+}
+
+impl Behaviour {
+    pub(crate) fn new(key: &Keypair) -> Result<Self, BoxError> {
+        let local = key.public().to_peer_id();
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(names::IDENTIFY_PROTOCOL.to_string(), key.public())
+                .with_agent_version(format!("mycel/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        );
+
+        let mut kad_config = kad::Config::new(StreamProtocol::new(names::KADEMLIA_PROTOCOL));
+        kad_config.set_query_timeout(Duration::from_secs(30));
+        let mut kad =
+            kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
+        // Loopback and private addresses are never "confirmed external", so without this every
+        // node of a local or LAN mesh would stay a DHT client and nobody would answer queries.
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            // The application checks every message (signature, size, sequence) before it is
+            // forwarded, so a bad message stops at the first honest node.
+            .validate_messages()
+            .max_transmit_size(MAX_GOSSIP_FRAME_BYTES)
+            .heartbeat_initial_delay(Duration::from_millis(100))
+            .heartbeat_interval(Duration::from_millis(700))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )?;
+        let (params, thresholds) = score_params();
+        gossipsub.with_peer_score(params, thresholds)?;
+        gossipsub
+            .subscribe(&membership_topic())
+            .map_err(|e| e.to_string())?;
+
+        let member_sync = request_response::Behaviour::with_codec(
+            MemberSyncCodec::new(64, MAX_MEMBER_SYNC_BYTES),
+            [(
+                StreamProtocol::new(names::MEMBER_SYNC_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        );
+
+        Ok(Self {
+            blocked: Default::default(),
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            gossipsub,
+            member_sync,
+        })
+    }
+}
+
+/// Peer scoring that punishes invalid messages hard and nothing else: the defaults also punish
+/// many peers behind one IP (every node of a local mesh) and slow mesh deliveries (every quiet
+/// topic), which would cut honest nodes off.
+fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        first_message_deliveries_weight: 0.1,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        // One invalid message takes a peer below the graylist threshold.
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    };
+    let mut params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    params.topics.insert(membership_topic().hash(), topic);
+    (params, gossipsub::PeerScoreThresholds::default())
+}

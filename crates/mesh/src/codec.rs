@@ -1,0 +1,96 @@
+//! The request-response codec seam: one versioned CBOR frame per request and per response,
+//! read with a hard size limit before anything is decoded.
+
+use std::{io, marker::PhantomData};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::{StreamProtocol, request_response};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// A request-response codec for `Req`/`Resp`, with per-direction size limits.
+pub struct CborCodec<Req, Resp> {
+    request_limit: usize,
+    response_limit: usize,
+    types: PhantomData<fn() -> (Req, Resp)>,
+}
+
+impl<Req, Resp> CborCodec<Req, Resp> {
+    pub fn new(request_limit: usize, response_limit: usize) -> Self {
+        Self {
+            request_limit,
+            response_limit,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp> Clone for CborCodec<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self::new(self.request_limit, self.response_limit)
+    }
+}
+
+async fn read_frame<T, I>(io: &mut I, limit: usize) -> io::Result<T>
+where
+    T: DeserializeOwned,
+    I: AsyncRead + Unpin + Send,
+{
+    let mut bytes = Vec::new();
+    // One byte over the limit is enough to know the frame is too large.
+    io.take(limit as u64 + 1).read_to_end(&mut bytes).await?;
+    mycel_protocol::decode(&bytes, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn write_frame<T, I>(io: &mut I, message: &T) -> io::Result<()>
+where
+    T: Serialize,
+    I: AsyncWrite + Unpin + Send,
+{
+    let bytes = mycel_protocol::encode(message)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+impl<Req, Resp> request_response::Codec for CborCodec<Req, Resp>
+where
+    Req: Serialize + DeserializeOwned + Send + Sync + 'static,
+    Resp: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Protocol = StreamProtocol;
+    type Request = Req;
+    type Response = Resp;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, self.request_limit).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, self.response_limit).await
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        resp: Resp,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &resp).await
+    }
+}

@@ -1,0 +1,75 @@
+//! The handle through which the rest of the node talks to the mesh actor.
+
+use libp2p::{Multiaddr, PeerId};
+use mycel_protocol::api::NodeInfo;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::{LocalNode, MeshError};
+
+pub(crate) enum Command {
+    Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    ConnectedPeers(oneshot::Sender<usize>),
+    UpdateLocal(LocalNode),
+    /// Announce the departure, remember peers, close connections, stop.
+    Leave(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle to the mesh actor.
+#[derive(Clone, Debug)]
+pub struct MeshHandle {
+    pub(crate) peer_id: PeerId,
+    pub(crate) commands: mpsc::Sender<Command>,
+}
+
+impl MeshHandle {
+    /// This node's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The mesh as this node sees it, itself first.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, MeshError> {
+        self.ask(Command::Nodes).await
+    }
+
+    /// How many peers this node holds a connection to.
+    pub async fn connected_peers(&self) -> Result<usize, MeshError> {
+        self.ask(Command::ConnectedPeers).await
+    }
+
+    /// Replaces what this node advertises about itself; a change other than resources is
+    /// announced at once.
+    pub async fn update_local(&self, local: LocalNode) -> Result<(), MeshError> {
+        self.commands
+            .send(Command::UpdateLocal(local))
+            .await
+            .map_err(|_| MeshError::Stopped)
+    }
+
+    /// Leaves the mesh gracefully: announces the departure and waits until the actor stopped.
+    pub async fn leave(&self) -> Result<(), MeshError> {
+        self.ask(Command::Leave).await
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(command(tx))
+            .await
+            .map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+}
+
+/// A running mesh: its handle, where it listens, and its task.
+#[derive(Debug)]
+pub struct Mesh {
+    pub handle: MeshHandle,
+    /// The addresses the node listens on, each ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<Multiaddr>,
+    pub task: JoinHandle<()>,
+}

@@ -1,0 +1,86 @@
+//! mycel's mesh: the libp2p swarm as one actor, and the membership view it keeps.
+//!
+//! ```text
+//!  MeshHandle ──Command──▶ actor (owns the Swarm and the Membership view)
+//!      ▲                      │  gossipsub  : signed adverts and departures on one topic
+//!      └──oneshot replies─────┤  member-sync: full view on connect (request-response, CBOR)
+//!                             │  kademlia, identify, ping, block list
+//!                             └─ ticks: re-announce, judge liveness, keep peers, remember peers
+//! ```
+//!
+//! Transports: TCP with Noise and Yamux, and QUIC. Every node announces its signed capability
+//! advert every `advert_interval` and whenever it changes; each node keeps a view of all members
+//! with alive / suspect / dead from how long each has been silent (see [`membership`]).
+//! Announcements are checked before anything else sees them: a forged, oversized or malformed one
+//! is rejected (the gossip score of whoever sent it drops, and a forger is disconnected and
+//! blocked); a stale one is ignored.
+
+mod actor;
+mod behaviour;
+pub mod codec;
+mod handle;
+pub mod membership;
+mod metrics;
+pub mod peer_store;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use libp2p::{Multiaddr, identity::Keypair};
+use mycel_protocol::{Resources, Runtime};
+
+pub use actor::start;
+pub use handle::{Mesh, MeshHandle};
+pub use membership::Timing;
+pub use metrics::DropReason;
+
+/// How to run the mesh.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    pub keypair: Keypair,
+    /// Multiaddrs to listen on (port 0 picks a free port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through, each a multiaddr ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Where to remember peers across restarts; `None` remembers nothing.
+    pub peer_store: Option<PathBuf>,
+    pub timing: Timing,
+    /// How many connections the node keeps open by dialling known members when it has fewer.
+    pub target_peers: usize,
+    /// How long a listener may take to report its address before start-up fails.
+    pub listen_timeout: Duration,
+}
+
+impl MeshConfig {
+    pub fn new(keypair: Keypair, listen: Vec<Multiaddr>) -> Self {
+        Self {
+            keypair,
+            listen,
+            bootstrap: Vec::new(),
+            peer_store: None,
+            timing: Timing::default(),
+            target_peers: 8,
+            listen_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What this node says about itself in its advert (its addresses are added by the mesh).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalNode {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub runtimes: Vec<Runtime>,
+    pub resources: Resources,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("setting up the transport: {0}")]
+    Transport(String),
+    #[error("setting up the mesh protocols: {0}")]
+    Behaviour(String),
+    #[error("listening on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("the mesh has stopped")]
+    Stopped,
+}

@@ -1,0 +1,164 @@
+//! The command line. Usage errors print one line on stderr and exit 2.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use libp2p::{Multiaddr, multiaddr::Protocol};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mycel",
+    version,
+    about = "A peer-to-peer mesh that runs apps with no manager node"
+)]
+pub(crate) struct Cli {
+    /// The node API that client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "MYCEL_NODE",
+        default_value = "http://127.0.0.1:7401"
+    )]
+    pub(crate) node: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node: join a mesh through a bootstrap peer, or start a new one.
+    Up(Box<UpArgs>),
+    /// The mesh as the node sees it.
+    Nodes(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Flags of `mycel up`. Every one can also come from `MYCEL_*` or the `--config` file; flags win
+/// over the environment, the environment over the file.
+#[derive(Debug, Args, Default)]
+pub(crate) struct UpArgs {
+    /// Where the node keeps its key, state and node.json.
+    #[arg(long, env = "MYCEL_DATA_DIR")]
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// libp2p multiaddr to listen on (repeatable); port 0 picks a free port.
+    #[arg(long, env = "MYCEL_LISTEN", value_delimiter = ',', value_parser = parse_multiaddr)]
+    pub(crate) listen: Vec<Multiaddr>,
+    /// HOST:PORT of the HTTP API.
+    #[arg(long, env = "MYCEL_API")]
+    pub(crate) api: Option<String>,
+    /// HOST:PORT of the HTTP gateway.
+    #[arg(long, env = "MYCEL_GATEWAY")]
+    pub(crate) gateway: Option<String>,
+    /// A peer to join through: a multiaddr ending in /p2p/<peer id> (repeatable).
+    #[arg(long, env = "MYCEL_BOOTSTRAP", value_delimiter = ',', value_parser = parse_bootstrap)]
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    /// This node's name in listings (default: host name and the end of the peer id).
+    #[arg(long, env = "MYCEL_NAME")]
+    pub(crate) name: Option<String>,
+    /// KEY=VALUE label advertised to the mesh (repeatable).
+    #[arg(long = "label", env = "MYCEL_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub(crate) labels: Vec<(String, String)>,
+    /// Comma list out of wasm,docker,process (default: every runtime this host has).
+    #[arg(long, env = "MYCEL_RUNTIMES")]
+    pub(crate) runtimes: Option<String>,
+    /// The gateway routes Host: <app>.<domain>.
+    #[arg(long, env = "MYCEL_DOMAIN")]
+    pub(crate) domain: Option<String>,
+    /// TOML file with the same keys as these flags.
+    #[arg(long, env = "MYCEL_CONFIG")]
+    pub(crate) config: Option<std::path::PathBuf>,
+}
+
+pub(crate) fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
+    s.parse()
+        .map_err(|e| format!("not a multiaddr ({e}); e.g. /ip4/127.0.0.1/tcp/7400"))
+}
+
+pub(crate) fn parse_bootstrap(s: &str) -> Result<Multiaddr, String> {
+    let addr = parse_multiaddr(s)?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(_)) => Ok(addr),
+        _ => Err("a bootstrap address must end in /p2p/<peer id>".into()),
+    }
+}
+
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label '{s}' must be KEY=VALUE"))?;
+    mycel_protocol::membership::validate_label(key, value).map_err(|e| e.to_string())?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Parses the command line; on a usage error prints one line and returns the exit code.
+pub(crate) fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|error| {
+        use clap::error::ErrorKind;
+        match error.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = error.print();
+                if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            _ => {
+                eprintln!("mycel: {} (see 'mycel --help')", first_line(&error));
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
+/// clap's message without its "error: " prefix, usage block and tips.
+fn first_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let line = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid usage");
+    line.trim_start_matches("error: ").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_needs_a_peer_id() {
+        assert!(parse_bootstrap("/ip4/127.0.0.1/tcp/7400").is_err());
+        assert!(
+            parse_bootstrap(
+                "/ip4/127.0.0.1/tcp/7400/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn labels_are_key_value() {
+        assert_eq!(
+            parse_label("zone=eu-1").unwrap(),
+            ("zone".into(), "eu-1".into())
+        );
+        assert!(parse_label("zone").is_err());
+        assert!(parse_label("bad key=x").is_err());
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let error = Cli::try_parse_from(["mycel", "up", "--nope"]).unwrap_err();
+        let line = first_line(&error);
+        assert!(line.contains("--nope"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}

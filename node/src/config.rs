@@ -1,0 +1,309 @@
+//! The node's configuration: flags, then `MYCEL_*` variables, then the `--config` TOML file, then
+//! defaults. Everything is checked here, before anything is bound or written.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use libp2p::Multiaddr;
+use mycel_mesh::Timing;
+use mycel_protocol::Runtime;
+use serde::Deserialize;
+
+use crate::cli::{UpArgs, parse_bootstrap, parse_label, parse_multiaddr};
+
+pub(crate) const DEFAULT_P2P_PORT: u16 = 7400;
+pub(crate) const DEFAULT_API: &str = "127.0.0.1:7401";
+pub(crate) const DEFAULT_GATEWAY: &str = "127.0.0.1:7402";
+
+/// A node's settings, resolved and checked.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeConfig {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) api: SocketAddr,
+    pub(crate) gateway: SocketAddr,
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) name: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    /// `None`: every runtime this host has.
+    pub(crate) runtimes: Option<Vec<Runtime>>,
+    pub(crate) domain: String,
+    pub(crate) timing: Timing,
+}
+
+/// The `--config` file: the flags' keys, plus tuning that has no flag.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    listen: Vec<String>,
+    api: Option<String>,
+    gateway: Option<String>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    name: Option<String>,
+    /// `label = ["zone=a"]`, as the flag.
+    #[serde(default)]
+    label: Vec<String>,
+    /// `[labels] zone = "a"`, the natural TOML form.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    runtimes: Option<Runtimes>,
+    domain: Option<String>,
+    #[serde(default)]
+    membership: MembershipFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Runtimes {
+    Comma(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembershipFile {
+    advert_interval_ms: Option<u64>,
+    suspect_after_ms: Option<u64>,
+    dead_after_ms: Option<u64>,
+}
+
+impl NodeConfig {
+    /// Merges flags and environment (already merged by clap) over the file over the defaults.
+    pub(crate) fn resolve(args: UpArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .map_or_else(default_data_dir, Ok)?;
+
+        let listen = if !args.listen.is_empty() {
+            args.listen
+        } else if !file.listen.is_empty() {
+            parse_all(&file.listen, parse_multiaddr)?
+        } else {
+            default_listen()
+        };
+        let bootstrap = if !args.bootstrap.is_empty() {
+            args.bootstrap
+        } else {
+            parse_all(&file.bootstrap, parse_bootstrap)?
+        };
+
+        let api = parse_socket(
+            args.api.or(file.api).as_deref().unwrap_or(DEFAULT_API),
+            "api",
+        )?;
+        let gateway = parse_socket(
+            args.gateway
+                .or(file.gateway)
+                .as_deref()
+                .unwrap_or(DEFAULT_GATEWAY),
+            "gateway",
+        )?;
+
+        let name = args.name.or(file.name);
+        if let Some(name) = &name {
+            mycel_protocol::membership::validate_node_name(name)
+                .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+        }
+
+        let mut labels = file.labels;
+        for (key, value) in &labels {
+            mycel_protocol::membership::validate_label(key, value)
+                .map_err(|e| anyhow::anyhow!("labels in the config file: {e}"))?;
+        }
+        labels.extend(parse_all(&file.label, parse_label)?);
+        labels.extend(args.labels);
+
+        let runtimes = match args.runtimes {
+            Some(list) => Some(parse_runtimes(list.split(','))?),
+            None => match file.runtimes {
+                Some(Runtimes::Comma(list)) => Some(parse_runtimes(list.split(','))?),
+                Some(Runtimes::List(list)) => {
+                    Some(parse_runtimes(list.iter().map(String::as_str))?)
+                }
+                None => None,
+            },
+        };
+
+        let domain = args
+            .domain
+            .or(file.domain)
+            .unwrap_or_else(|| "localhost".into());
+        if domain.is_empty() || domain.starts_with('.') || domain.contains(['/', ':', ' ']) {
+            bail!("--domain '{domain}' is not a domain name");
+        }
+
+        Ok(Self {
+            data_dir,
+            listen,
+            api,
+            gateway,
+            bootstrap,
+            name,
+            labels,
+            runtimes,
+            domain,
+            timing: timing(&file.membership)?,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("mycel"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/mycel")),
+        None => bail!("no data dir: set --data-dir, MYCEL_DATA_DIR, XDG_DATA_HOME or HOME"),
+    }
+}
+
+fn default_listen() -> Vec<Multiaddr> {
+    let any = Ipv4Addr::UNSPECIFIED;
+    vec![
+        format!("/ip4/{any}/tcp/{DEFAULT_P2P_PORT}")
+            .parse()
+            .expect("valid multiaddr"),
+        format!("/ip4/{any}/udp/{DEFAULT_P2P_PORT}/quic-v1")
+            .parse()
+            .expect("valid multiaddr"),
+    ]
+}
+
+fn parse_all<T>(items: &[String], parse: fn(&str) -> Result<T, String>) -> anyhow::Result<Vec<T>> {
+    items
+        .iter()
+        .map(|s| parse(s).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+fn parse_socket(value: &str, flag: &str) -> anyhow::Result<SocketAddr> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--{flag} '{value}' must be HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = if host == "localhost" {
+        Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse()
+            .map_err(|_| anyhow::anyhow!("--{flag} '{value}': '{host}' is not an IP address"))?
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--{flag} '{value}': '{port}' is not a port"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn parse_runtimes<'a>(names: impl Iterator<Item = &'a str>) -> anyhow::Result<Vec<Runtime>> {
+    let mut runtimes = Vec::new();
+    for name in names.map(str::trim).filter(|n| !n.is_empty()) {
+        let runtime: Runtime = name
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--runtimes: {e}"))?;
+        if !runtimes.contains(&runtime) {
+            runtimes.push(runtime);
+        }
+    }
+    if runtimes.is_empty() {
+        bail!("--runtimes names no runtime");
+    }
+    Ok(runtimes)
+}
+
+fn timing(file: &MembershipFile) -> anyhow::Result<Timing> {
+    let defaults = Timing::default();
+    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+    let timing = Timing {
+        advert_interval: ms(file.advert_interval_ms, defaults.advert_interval),
+        suspect_after: ms(file.suspect_after_ms, defaults.suspect_after),
+        dead_after: ms(file.dead_after_ms, defaults.dead_after),
+        forget_after: defaults.forget_after,
+    };
+    if timing.advert_interval.is_zero()
+        || timing.suspect_after <= timing.advert_interval
+        || timing.dead_after <= timing.suspect_after
+    {
+        bail!("[membership] needs 0 < advert_interval_ms < suspect_after_ms < dead_after_ms");
+    }
+    Ok(timing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> UpArgs {
+        UpArgs {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = NodeConfig::resolve(args()).unwrap();
+        assert_eq!(c.api.to_string(), DEFAULT_API);
+        assert_eq!(c.gateway.to_string(), DEFAULT_GATEWAY);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.domain, "localhost");
+        assert!(c.runtimes.is_none());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mycel.toml");
+        std::fs::write(
+            &path,
+            "name = \"from-file\"\napi = \"127.0.0.1:9000\"\nruntimes = \"wasm\"\n[labels]\nzone = \"a\"\n[membership]\ndead_after_ms = 9000\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        a.name = Some("from-flag".into());
+        a.labels = vec![("rack".into(), "r1".into())];
+        let c = NodeConfig::resolve(a).unwrap();
+        assert_eq!(c.name.as_deref(), Some("from-flag"));
+        assert_eq!(c.api.port(), 9000);
+        assert_eq!(c.runtimes, Some(vec![Runtime::Wasm]));
+        assert_eq!(c.labels.len(), 2);
+        assert_eq!(c.timing.dead_after, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        assert!(NodeConfig::resolve(a).is_err());
+
+        let mut a = args();
+        a.api = Some("nowhere".into());
+        assert!(NodeConfig::resolve(a).is_err());
+
+        let mut a = args();
+        a.runtimes = Some("wasm,vm".into());
+        assert!(NodeConfig::resolve(a).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! `mycel`: the node (`mycel up`) and the client commands that talk to a node's API.
+//!
+//! Thin on purpose: parse the command line, then hand over to `up` (wiring the crates into a
+//! node) or `client` (HTTP calls and printing). Exit codes: 0 ok, 1 failure, 2 usage.
+
+mod cli;
+mod client;
+mod config;
+mod datadir;
+mod up;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(exit) => return exit,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mycel: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Up(args) => match config::NodeConfig::resolve(*args) {
+            Ok(config) => runtime.block_on(up::run(config)),
+            Err(e) => {
+                eprintln!("mycel: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        cli::Command::Nodes(args) => runtime.block_on(client::nodes(&cli.node, args.json)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mycel: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, as the contract promises.
+fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}").replace('\n', " ")
+}

@@ -1,0 +1,186 @@
+//! `mycel up`: wires the crates into a running node, then waits for a signal to leave.
+//!
+//! Order matters: bind every listener first (port 0 resolves here), start the mesh, serve the API
+//! and gateway, and only then write `node.json` — its presence means "ready".
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use mycel_mesh::{LocalNode, MeshConfig, MeshHandle};
+use mycel_protocol::Runtime;
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, signal::unix::SignalKind};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::NodeConfig, datadir};
+
+/// How often the node re-measures what it has free.
+const MEASURE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the API and gateway get to finish in-flight requests when the node stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    init_tracing();
+    datadir::prepare(&config.data_dir)?;
+    datadir::remove_node_file(&config.data_dir);
+    let keypair = datadir::load_or_create_key(&config.data_dir)?;
+    let peer_id = keypair.public().to_peer_id();
+
+    let api_listener = TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("binding the API to {}", config.api))?;
+    let gateway_listener = TcpListener::bind(config.gateway)
+        .await
+        .with_context(|| format!("binding the gateway to {}", config.gateway))?;
+    let api_addr = api_listener.local_addr()?;
+    let gateway_addr = gateway_listener.local_addr()?;
+
+    let name = config.name.clone().unwrap_or_else(|| {
+        let id = peer_id.to_string();
+        format!("{}-{}", datadir::hostname(), &id[id.len() - 6..])
+    });
+    let runtimes = runtimes(config.runtimes.as_deref()).await;
+    let local = LocalNode {
+        name: name.clone(),
+        labels: config.labels.clone(),
+        runtimes: runtimes.clone(),
+        resources: mycel_host::measure(&config.data_dir),
+    };
+
+    let mut registry = Registry::default();
+    let mut mesh_config = MeshConfig::new(keypair, config.listen.clone());
+    mesh_config.bootstrap = config.bootstrap.clone();
+    mesh_config.peer_store = Some(config.data_dir.join(datadir::PEERS_FILE));
+    mesh_config.timing = config.timing;
+    let mesh = mycel_mesh::start(mesh_config, local.clone(), &mut registry)
+        .await
+        .context("starting the mesh")?;
+    let registry = Arc::new(registry);
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let api_state = mycel_api::ApiState {
+        mesh: mesh.handle.clone(),
+        registry,
+    };
+    tasks.spawn(log_exit(
+        "API",
+        mycel_api::serve(api_listener, api_state, shutdown.clone()),
+    ));
+    let gateway_config = mycel_gateway::GatewayConfig {
+        domain: config.domain.clone(),
+    };
+    tasks.spawn(log_exit(
+        "gateway",
+        mycel_gateway::serve(gateway_listener, gateway_config, shutdown.clone()),
+    ));
+    tasks.spawn(measure_resources(
+        mesh.handle.clone(),
+        local,
+        config.data_dir.clone(),
+        shutdown.clone(),
+    ));
+    tasks.close();
+
+    let node_file = datadir::NodeFile {
+        peer_id: peer_id.to_string(),
+        name: name.clone(),
+        listen_addrs: mesh.listen_addrs.iter().map(|a| a.to_string()).collect(),
+        api: format!("http://{api_addr}"),
+        gateway: format!("http://{gateway_addr}"),
+    };
+    datadir::write_node_file(&config.data_dir, &node_file)?;
+    tracing::info!(
+        peer_id = %peer_id,
+        name = %name,
+        p2p = %node_file.listen_addrs.join(","),
+        api = %node_file.api,
+        gateway = %node_file.gateway,
+        runtimes = %runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+        "mycel node ready"
+    );
+
+    wait_for_signal().await?;
+    tracing::info!("leaving the mesh");
+    datadir::remove_node_file(&config.data_dir);
+    shutdown.cancel();
+    if let Err(e) = mesh.handle.leave().await {
+        tracing::warn!(error = %e, "leaving the mesh");
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some requests did not finish in time");
+    }
+    Ok(())
+}
+
+/// The runtimes to offer: those asked for that this host really has (default: all it has).
+async fn runtimes(requested: Option<&[Runtime]>) -> Vec<Runtime> {
+    let available = mycel_host::detect_runtimes().await;
+    let Some(requested) = requested else {
+        return available;
+    };
+    for missing in requested.iter().filter(|r| !available.contains(r)) {
+        tracing::warn!(runtime = %missing, "runtime requested but not available on this host; not offering it");
+    }
+    requested
+        .iter()
+        .copied()
+        .filter(|r| available.contains(r))
+        .collect()
+}
+
+/// Re-measures free memory and disk so adverts stay current.
+async fn measure_resources(
+    mesh: MeshHandle,
+    mut local: LocalNode,
+    data_dir: std::path::PathBuf,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(MEASURE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let resources = mycel_host::measure(&data_dir);
+                if resources != local.resources {
+                    local.resources = resources;
+                    if mesh.update_local(local.clone()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn log_exit(what: &'static str, server: impl Future<Output = std::io::Result<()>>) {
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "the {what} server stopped");
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MYCEL_LOG")
+        // kad warns at every periodic bootstrap of a node that is alone; that is not news.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error")
+        });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

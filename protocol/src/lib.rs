@@ -1,0 +1,20 @@
+//! mycel's protocol: every type that crosses a process boundary, and nothing that does I/O.
+//!
+//! - [`codec`]: versioned CBOR frames whose size is checked before a byte is decoded.
+//! - [`envelope`]: ed25519-signed envelopes; the signer's key is the node's libp2p identity.
+//! - [`membership`]: the capability advert and the departure notice that nodes gossip.
+//! - [`api`]: the JSON shapes of the HTTP API that the CLI, the tests and users read.
+//! - [`names`]: protocol ids and topic names, each versioned.
+//!
+//! Everything here is deterministic and unit-testable; the network lives in `mycel-mesh`.
+
+pub mod api;
+pub mod codec;
+pub mod envelope;
+pub mod membership;
+pub mod names;
+
+pub use codec::{CodecError, WIRE_VERSION, decode, encode};
+pub use envelope::{EnvelopeError, Signed};
+pub use libp2p_identity::{Keypair, PeerId, PublicKey};
+pub use membership::{Advert, Announcement, Departure, Resources, Runtime, ValidationError};

@@ -1,0 +1,286 @@
+//! What nodes tell each other about themselves: the capability advert and the departure notice.
+//!
+//! Both travel as [`Signed<Announcement>`](crate::Signed) on the membership topic. The signer is
+//! the node the announcement is about, so a node can only ever speak for itself. `seq` orders a
+//! node's announcements: a receiver keeps the highest it has seen and drops anything at or below it.
+//! Nodes derive `seq` from their wall clock in milliseconds (strictly increasing within a run), so a
+//! node restarted with the same key is never taken for a replay of its former self.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::SignedKind;
+
+/// Largest announcement payload accepted. A real advert is a few hundred bytes.
+pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 * 1024;
+/// Largest signed-announcement frame accepted: the payload plus the envelope (key, signature).
+pub const MAX_ANNOUNCEMENT_FRAME_BYTES: usize = MAX_ANNOUNCEMENT_BYTES + 256;
+/// Largest gossip message the mesh accepts on any topic; larger frames are refused by the
+/// gossip layer itself before anything reads them.
+pub const MAX_GOSSIP_FRAME_BYTES: usize = 64 * 1024;
+/// Largest member-sync response accepted: the signed announcements of every known member.
+pub const MAX_MEMBER_SYNC_BYTES: usize = 4 * 1024 * 1024;
+/// Most announcements one member-sync response may carry.
+pub const MAX_MEMBER_SYNC_ENTRIES: usize = 4096;
+
+const MAX_NAME_LEN: usize = 64;
+const MAX_ADDRS: usize = 16;
+const MAX_ADDR_LEN: usize = 256;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY_LEN: usize = 63;
+const MAX_LABEL_VALUE_LEN: usize = 253;
+const MAX_RUNTIMES: usize = 8;
+
+/// A workload runtime a node can offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Wasm,
+    Docker,
+    Process,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 3] = [Runtime::Wasm, Runtime::Docker, Runtime::Process];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Wasm => "wasm",
+            Runtime::Docker => "docker",
+            Runtime::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Runtime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Runtime::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown runtime '{s}' (expected wasm, docker or process)"))
+    }
+}
+
+/// What a node has room for, as it measured itself when it made the advert.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_cores: u32,
+    pub memory_mb: u64,
+    pub memory_free_mb: u64,
+    pub disk_free_mb: u64,
+}
+
+/// A node's signed description of itself, gossiped periodically and whenever it changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advert {
+    pub seq: u64,
+    pub name: String,
+    /// Multiaddrs other nodes can dial this node at (without the `/p2p/` suffix).
+    pub addrs: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub runtimes: Vec<Runtime>,
+    pub resources: Resources,
+}
+
+/// A node's signed notice that it is leaving on purpose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    pub seq: u64,
+}
+
+/// Everything published on the membership topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Announcement {
+    Advert(Advert),
+    Departure(Departure),
+}
+
+impl SignedKind for Announcement {
+    const DOMAIN: &'static [u8] = b"mycel/announcement/1";
+}
+
+impl Announcement {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Announcement::Advert(a) => a.seq,
+            Announcement::Departure(d) => d.seq,
+        }
+    }
+
+    /// Checks the limits every receiver enforces, so a peer cannot grow others' state at will.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            Announcement::Advert(advert) => advert.validate(),
+            Announcement::Departure(_) => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> Result<(), ValidationError> {
+    Err(ValidationError::Invalid(message.into()))
+}
+
+impl Advert {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_node_name(&self.name)?;
+        if self.addrs.len() > MAX_ADDRS {
+            return invalid(format!("more than {MAX_ADDRS} addresses"));
+        }
+        if let Some(addr) = self
+            .addrs
+            .iter()
+            .find(|a| a.is_empty() || a.len() > MAX_ADDR_LEN || !a.starts_with('/'))
+        {
+            return invalid(format!("address '{addr:.64}' is not a multiaddr"));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return invalid(format!("more than {MAX_LABELS} labels"));
+        }
+        for (key, value) in &self.labels {
+            validate_label(key, value)?;
+        }
+        if self.runtimes.len() > MAX_RUNTIMES {
+            return invalid(format!("more than {MAX_RUNTIMES} runtimes"));
+        }
+        Ok(())
+    }
+}
+
+/// A node name: 1 to 64 printable characters without spaces.
+pub fn validate_node_name(name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return invalid(format!("node name must be 1 to {MAX_NAME_LEN} bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return invalid("node name must not contain spaces or control characters");
+    }
+    Ok(())
+}
+
+/// A label: key of letters, digits, `.`, `_`, `-`, `/`; value of printable characters.
+pub fn validate_label(key: &str, value: &str) -> Result<(), ValidationError> {
+    if key.is_empty() || key.len() > MAX_LABEL_KEY_LEN {
+        return invalid(format!("label key must be 1 to {MAX_LABEL_KEY_LEN} bytes"));
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+    {
+        return invalid(format!(
+            "label key '{key}' may hold only letters, digits, '.', '_', '-' and '/'"
+        ));
+    }
+    if value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
+        return invalid(format!(
+            "label value of '{key}' must be at most {MAX_LABEL_VALUE_LEN} printable bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Request of the member-sync protocol: "send me the announcements of every member you know".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSyncRequest {}
+
+/// Answer of the member-sync protocol: each member's latest signed announcement. Every entry is
+/// verified on its own by the receiver, so a relaying peer cannot forge what it forwards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberSyncResponse {
+    pub members: Vec<MemberSyncEntry>,
+}
+
+/// One member as the answering node knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberSyncEntry {
+    pub announcement: crate::Signed<Announcement>,
+    /// Milliseconds since the answering node last heard from this member, so the asker does not
+    /// take an old announcement for a sign of life.
+    pub age_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Keypair, Signed, codec};
+
+    pub(crate) fn sample_advert() -> Advert {
+        Advert {
+            seq: 1,
+            name: "node-a".into(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/7400".into()],
+            labels: BTreeMap::from([("zone".into(), "eu-1".into())]),
+            runtimes: vec![Runtime::Wasm],
+            resources: Resources {
+                cpu_cores: 2,
+                memory_mb: 1024,
+                memory_free_mb: 512,
+                disk_free_mb: 10_000,
+            },
+        }
+    }
+
+    #[test]
+    fn a_signed_advert_round_trips_through_the_wire() {
+        let key = Keypair::generate_ed25519();
+        let announcement = Announcement::Advert(sample_advert());
+        let frame = codec::encode(&Signed::sign(&key, &announcement).unwrap()).unwrap();
+        let envelope: Signed<Announcement> = codec::decode(&frame, MAX_ANNOUNCEMENT_BYTES).unwrap();
+        let verified = envelope.verify(MAX_ANNOUNCEMENT_BYTES).unwrap();
+        assert_eq!(verified.signer, key.public().to_peer_id());
+        assert_eq!(verified.message, announcement);
+        assert!(verified.message.validate().is_ok());
+        assert!(frame.len() < 400, "advert frame is {} bytes", frame.len());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut a = sample_advert();
+        a.name = String::new();
+        assert!(a.validate().is_err());
+
+        let mut a = sample_advert();
+        a.addrs = vec!["/ip4/1.2.3.4/tcp/1".into(); MAX_ADDRS + 1];
+        assert!(a.validate().is_err());
+
+        let mut a = sample_advert();
+        a.addrs = vec!["not a multiaddr".into()];
+        assert!(a.validate().is_err());
+
+        let mut a = sample_advert();
+        a.labels.insert("bad key".into(), "v".into());
+        assert!(a.validate().is_err());
+
+        let mut a = sample_advert();
+        a.labels = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert!(a.validate().is_err());
+    }
+
+    #[test]
+    fn runtimes_parse_and_print() {
+        for r in Runtime::ALL {
+            assert_eq!(r.as_str().parse::<Runtime>().unwrap(), r);
+        }
+        assert!("vm".parse::<Runtime>().is_err());
+        assert_eq!(
+            serde_json::to_string(&Runtime::Docker).unwrap(),
+            "\"docker\""
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! Protocol ids and topic names. A breaking change to a message bumps its version here.
+
+/// Gossipsub topic on which nodes announce their adverts and departures.
+pub const MEMBERSHIP_TOPIC: &str = "/mycel/membership/1";
+/// Request-response protocol: "send me every member you know" (used right after connecting).
+pub const MEMBER_SYNC_PROTOCOL: &str = "/mycel/member-sync/1";
+/// Kademlia protocol id, private to mycel meshes so they never mix with the public IPFS DHT.
+pub const KADEMLIA_PROTOCOL: &str = "/mycel/kad/1";
+/// Identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/mycel/id/1";
