@@ -164,7 +164,17 @@ impl NodeConfig {
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    toml::from_str(&text).map_err(|e| {
+        // toml's own rendering spans several lines; the contract promises one.
+        let line = e
+            .span()
+            .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+        anyhow::anyhow!(
+            "config file {} line {line}: {}",
+            path.display(),
+            e.message().trim()
+        )
+    })
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         cli::Command::Up(args) => match config::NodeConfig::resolve(*args) {
             Ok(config) => runtime.block_on(up::run(config)),
             Err(e) => {
-                eprintln!("mycel: {e:#}");
+                eprintln!("mycel: {}", one_line(&e));
                 return ExitCode::from(2);
             }
         },

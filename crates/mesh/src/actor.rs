@@ -19,6 +19,7 @@ use libp2p::{
 };
 use mycel_protocol::{
     Advert, Announcement, Departure, EnvelopeError, Signed,
+    api::MemberStatus,
     codec::CodecError,
     membership::{
         MAX_ANNOUNCEMENT_BYTES, MAX_ANNOUNCEMENT_FRAME_BYTES, MAX_MEMBER_SYNC_ENTRIES,
@@ -44,6 +45,10 @@ const JUDGE_INTERVAL: Duration = Duration::from_millis(250);
 const MAINTAIN_INTERVAL: Duration = Duration::from_secs(2);
 /// How often remembered peers are written, when they changed.
 const REMEMBER_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a silent (dead, not departed) member is redialled: what heals a partition.
+const REDIAL_SILENT_EVERY: Duration = Duration::from_secs(10);
+/// How many silent members one maintenance round redials.
+const REDIAL_SILENT_PER_ROUND: usize = 2;
 /// How long a forger stays blocked.
 const BLOCK_FOR: Duration = Duration::from_secs(600);
 /// A gossiped announcement this far behind what we hold is a replay, not reordering.
@@ -71,6 +76,7 @@ pub async fn start(
         synced: HashSet::new(),
         blocked_until: HashMap::new(),
         join_peers: join_peers(&config),
+        redialled_at: HashMap::new(),
         remembered_dirty: false,
         metrics,
         config,
@@ -204,6 +210,8 @@ struct Actor {
     synced: HashSet<PeerId>,
     blocked_until: HashMap<PeerId, Instant>,
     join_peers: Vec<(Option<PeerId>, Vec<Multiaddr>)>,
+    /// When each silent member was last redialled.
+    redialled_at: HashMap<PeerId, Instant>,
     remembered_dirty: bool,
     metrics: MeshMetrics,
 }
@@ -471,8 +479,7 @@ impl Actor {
                 self.remembered_dirty = true;
                 if let Announcement::Advert(advert) = announcement {
                     tracing::info!(peer = %signer, name = %advert.name, "member joined");
-                    let addrs: Vec<Multiaddr> =
-                        advert.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                    let addrs = parse_addrs(&advert.addrs);
                     self.add_known_addresses(Some(signer), &addrs);
                 }
             }
@@ -607,26 +614,48 @@ impl Actor {
     }
 
     /// Keeps `target_peers` connections open by dialling alive members, so gossip never hangs
-    /// on one link; redials the join peers while the node is alone.
+    /// on one link; redials the join peers while the node is alone, and a few silent members
+    /// every round, so the two sides of a healed partition find each other again.
     fn maintain_connections(&mut self) {
+        use rand::seq::SliceRandom;
         let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
         if connected.is_empty() {
             self.dial_join_peers();
         }
+        let dialable =
+            |peer: &PeerId| !connected.contains(peer) && !self.blocked_until.contains_key(peer);
         let wanted = self.config.target_peers.saturating_sub(connected.len());
-        if wanted == 0 {
-            return;
-        }
-        let mut candidates: Vec<(PeerId, Vec<Multiaddr>)> = self
+        let mut alive: Vec<(PeerId, Vec<Multiaddr>)> = self
             .membership
             .alive_peers()
-            .filter(|(peer, _)| !connected.contains(peer) && !self.blocked_until.contains_key(peer))
-            .map(|(peer, addrs)| (*peer, addrs.iter().filter_map(|a| a.parse().ok()).collect()))
+            .filter(|(peer, _)| dialable(peer))
+            .map(|(peer, addrs)| (*peer, parse_addrs(addrs)))
             .collect();
         // Random picks spread the connections: everyone dialling the same few would not.
-        use rand::seq::SliceRandom;
-        candidates.shuffle(&mut rand::rng());
-        for (peer, addrs) in candidates.into_iter().take(wanted) {
+        alive.shuffle(&mut rand::rng());
+        alive.truncate(wanted);
+
+        let now = Instant::now();
+        let mut silent: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .membership
+            .silent_peers()
+            .filter(|(peer, _)| dialable(peer))
+            .filter(|(peer, _)| {
+                self.redialled_at
+                    .get(*peer)
+                    .is_none_or(|at| now.duration_since(*at) >= REDIAL_SILENT_EVERY)
+            })
+            .map(|(peer, addrs)| (*peer, parse_addrs(addrs)))
+            .collect();
+        silent.shuffle(&mut rand::rng());
+        silent.truncate(REDIAL_SILENT_PER_ROUND);
+        self.redialled_at
+            .retain(|peer, _| self.membership.status(peer) == Some(MemberStatus::Dead));
+        for (peer, _) in &silent {
+            self.redialled_at.insert(*peer, now);
+        }
+
+        for (peer, addrs) in alive.into_iter().chain(silent) {
             let opts = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -716,6 +745,10 @@ fn envelope_drop_reason(error: &EnvelopeError) -> DropReason {
         EnvelopeError::Payload(e) => codec_drop_reason(e),
         EnvelopeError::Signing(_) => DropReason::Malformed,
     }
+}
+
+fn parse_addrs(addrs: &[String]) -> Vec<Multiaddr> {
+    addrs.iter().filter_map(|a| a.parse().ok()).collect()
 }
 
 fn strip_p2p(addr: &Multiaddr) -> Multiaddr {

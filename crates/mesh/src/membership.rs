@@ -196,6 +196,15 @@ impl Membership {
             .map(|(p, m)| (p, m.advert.as_ref().map_or(&[][..], |a| &a.addrs[..])))
     }
 
+    /// Members judged dead from silence (not departed), with their advertised addresses: the
+    /// other side of a partition looks exactly like this, so they are worth redialling.
+    pub fn silent_peers(&self) -> impl Iterator<Item = (&PeerId, &[String])> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.status == MemberStatus::Dead && !m.departed)
+            .map(|(p, m)| (p, m.advert.as_ref().map_or(&[][..], |a| &a.addrs[..])))
+    }
+
     /// How many members have each status (this node not included).
     pub fn counts(&self) -> [(MemberStatus, usize); 3] {
         let count = |s| self.members.values().filter(|m| m.status == s).count();
@@ -409,6 +418,23 @@ mod tests {
         m.observe(t0, p.id(), &a, &s, Duration::from_secs(10));
         m.tick(t0);
         assert_eq!(m.status(&p.id()), Some(MemberStatus::Dead));
+    }
+
+    #[test]
+    fn silent_members_are_redial_candidates_and_departed_ones_are_not() {
+        let t0 = Instant::now();
+        let mut m = view();
+        let mut silent = Peer::new();
+        let mut leaving = Peer::new();
+        for p in [&mut silent, &mut leaving] {
+            let (a, s) = p.advert();
+            m.observe(t0, p.id(), &a, &s, Duration::ZERO);
+        }
+        let (d, ds) = leaving.departure();
+        m.observe(t0, leaving.id(), &d, &ds, Duration::ZERO);
+        m.tick(t0 + Duration::from_secs(5));
+        let candidates: Vec<PeerId> = m.silent_peers().map(|(p, _)| *p).collect();
+        assert_eq!(candidates, vec![silent.id()]);
     }
 
     #[test]

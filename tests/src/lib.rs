@@ -1,0 +1,147 @@
+//! The end-to-end harness: it owns real `mycel` processes and nothing else.
+//!
+//! Tests and the bench start nodes exactly as a user would (`mycel up` on 127.0.0.1, every port
+//! picked by the OS) and talk to them only through the contract: `node.json`, the HTTP API, the
+//! CLI and signals. Modelled on quickwit's `cluster_sandbox`: a builder starts the mesh, and tests
+//! wait on conditions ([`wait_until`]), never on sleeps.
+//!
+//! - [`node`]: one `mycel up` child ([`NodeProcess`]) with its own data dir and log file; dropping
+//!   it kills and reaps the process, and prints its log tail when the test is panicking.
+//! - [`mesh`]: several nodes joined as a chain or a star ([`Mesh`]), and the "everyone sees
+//!   everyone alive" condition.
+//! - [`metrics`]: a small parser for the Prometheus text that `GET /metrics` serves.
+//! - [`mycel_bin`], [`mycel_cli`]: where the binary is and how to run one-shot commands.
+
+pub mod mesh;
+pub mod metrics;
+pub mod node;
+
+use std::{
+    ffi::OsStr,
+    future::Future,
+    path::PathBuf,
+    process::{Output, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use tokio::time::Instant;
+
+pub use mesh::Mesh;
+pub use node::{DataDir, NodeBuilder, NodeJson, NodeProcess};
+
+/// How long a node may take from spawn to writing `node.json`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `mycel` binary under test: `$MYCEL_BIN`, else `target/<profile>/mycel` next to the running
+/// test or bench executable.
+pub fn mycel_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MYCEL_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "MYCEL_BIN={} is not a file; build it with `cargo build -p mycel`",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("locating the running executable");
+    // Tests live in target/<profile>/deps/, binaries in target/<profile>/.
+    let mut dir = exe
+        .parent()
+        .expect("executable has a parent dir")
+        .to_path_buf();
+    if dir.file_name() == Some(OsStr::new("deps")) {
+        dir.pop();
+    }
+    let bin = dir.join("mycel");
+    assert!(
+        bin.is_file(),
+        "no mycel binary at {}; build it with `cargo build -p mycel` (or `--release` for the \
+         bench), or set MYCEL_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `condition` every `poll` until it returns `Ok(true)` or `timeout` passes.
+///
+/// `Ok(false)` and `Err(_)` both mean "not yet"; an error says why, and the last one is reported
+/// when the wait times out, so conditions should fail with a sentence rather than return `false`.
+pub async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    mut condition: impl AsyncFnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match condition().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        if Instant::now() >= deadline {
+            return match last {
+                Some(e) => {
+                    Err(e.context(format!("timed out after {timeout:?} waiting for {what}")))
+                }
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            };
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Runs `future` with a time limit, naming what timed out.
+pub async fn within<T>(
+    what: &str,
+    timeout: Duration,
+    future: impl Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, future)
+        .await
+        .with_context(|| format!("{what} did not finish within {timeout:?}"))
+}
+
+/// Runs `mycel <args>` to completion (at most 20 s) with no `MYCEL_*` variables inherited, and
+/// returns what it printed.
+pub async fn mycel_cli<I, S>(args: I) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = tokio::process::Command::new(mycel_bin());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    clear_mycel_env(command.as_std_mut());
+    within("mycel command", Duration::from_secs(20), command.output())
+        .await?
+        .context("running mycel")
+}
+
+/// Removes every `MYCEL_*` variable (but `MYCEL_BIN`) a child would inherit, so the developer's
+/// environment cannot change what a test sees.
+pub(crate) fn clear_mycel_env(command: &mut std::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MYCEL_") {
+            command.env_remove(key);
+        }
+    }
+}
+
+/// The last `lines` lines of a text file, or a note saying why there are none.
+pub fn tail(path: &std::path::Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(no log at {}: {e})", path.display()),
+    }
+}

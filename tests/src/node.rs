@@ -1,0 +1,409 @@
+//! One `mycel up` child process.
+//!
+//! A [`NodeProcess`] owns its child: dropping it sends SIGKILL and reaps it, so a failing test never
+//! leaves processes behind. Its stdout and stderr go to `<data-dir>/node.log` (appended across
+//! restarts), whose tail is printed when a test panics while the node is alive in it.
+
+use std::{
+    fs::OpenOptions,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use mycel_protocol::api::{Health, Nodes};
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde::Deserialize;
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+use crate::{READY_TIMEOUT, clear_mycel_env, mycel_bin, tail};
+
+/// How many log lines a failure prints per node.
+const LOG_TAIL_LINES: usize = 60;
+
+/// `<data-dir>/node.json`, written by a node once it is ready.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NodeJson {
+    pub peer_id: String,
+    pub name: String,
+    pub listen_addrs: Vec<String>,
+    pub api: String,
+    pub gateway: String,
+}
+
+/// A node's data dir: a temporary one, removed when the last handle goes, or a given path.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    _temp: Option<Arc<TempDir>>,
+}
+
+impl DataDir {
+    pub fn temp() -> Result<Self> {
+        let temp = tempfile::Builder::new()
+            .prefix("mycel-test-")
+            .tempdir()
+            .context("creating a temporary data dir")?;
+        Ok(Self {
+            path: temp.path().to_path_buf(),
+            _temp: Some(Arc::new(temp)),
+        })
+    }
+
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            _temp: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn node_json(&self) -> PathBuf {
+        self.path.join("node.json")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.path.join("node.log")
+    }
+}
+
+/// How to start a node; see [`NodeProcess::builder`].
+#[derive(Clone, Debug)]
+pub struct NodeBuilder {
+    name: String,
+    data_dir: Option<DataDir>,
+    bootstrap: Vec<String>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl NodeBuilder {
+    /// Reuses a data dir (a restart keeps its identity).
+    pub fn data_dir(mut self, dir: DataDir) -> Self {
+        self.data_dir = Some(dir);
+        self
+    }
+
+    /// Adds a `--bootstrap` multiaddr (which must end in `/p2p/<peer id>`).
+    pub fn bootstrap(mut self, addr: impl Into<String>) -> Self {
+        self.bootstrap.push(addr.into());
+        self
+    }
+
+    /// Adds an extra command-line argument after the harness's own.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the node (after the harness cleared every `MYCEL_*`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Spawns `mycel up` and waits until its `node.json` is written (at most [`READY_TIMEOUT`]).
+    pub async fn start(self) -> Result<NodeProcess> {
+        let dir = match self.data_dir {
+            Some(dir) => dir,
+            None => DataDir::temp()?,
+        };
+        // A restarted node must not be taken as ready because of its former self's file.
+        match std::fs::remove_file(dir.node_json()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context("removing a stale node.json");
+            }
+            _ => {}
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.log())
+            .context("opening the node log")?;
+        let mut command = Command::new(mycel_bin());
+        command
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--api", "127.0.0.1:0", "--gateway", "127.0.0.1:0"])
+            .args(["--name", &self.name]);
+        for addr in &self.bootstrap {
+            command.args(["--bootstrap", addr]);
+        }
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("sharing the node log")?)
+            .stderr(log);
+        clear_mycel_env(&mut command);
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        // Log files are read by people, not terminals.
+        command.env("NO_COLOR", "1");
+
+        let spawned_at = Instant::now();
+        let child = command.spawn().context("spawning mycel up")?;
+        let mut node = NodeProcess {
+            name: self.name,
+            dir,
+            child,
+            exited: None,
+            info: None,
+            startup: Duration::ZERO,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("building the HTTP client")?,
+        };
+        node.wait_ready(spawned_at).await.map_err(|e| {
+            anyhow!(
+                "{e:#}\n--- log of {} ({}) ---\n{}",
+                node.name,
+                node.dir.log().display(),
+                tail(&node.dir.log(), LOG_TAIL_LINES)
+            )
+        })?;
+        node.startup = spawned_at.elapsed();
+        Ok(node)
+    }
+}
+
+/// A running (or stopped) `mycel up` child.
+#[derive(Debug)]
+pub struct NodeProcess {
+    name: String,
+    dir: DataDir,
+    child: Child,
+    exited: Option<ExitStatus>,
+    info: Option<NodeJson>,
+    startup: Duration,
+    http: reqwest::Client,
+}
+
+impl NodeProcess {
+    /// A node named `name` in a fresh temporary data dir, starting a new mesh unless given
+    /// bootstrap addresses.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            name: name.into(),
+            data_dir: None,
+            bootstrap: Vec::new(),
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    /// Starts a fresh node, optionally bootstrapping off `bootstrap`.
+    pub async fn start(name: impl Into<String>, bootstrap: Option<&str>) -> Result<Self> {
+        let mut builder = Self::builder(name);
+        if let Some(addr) = bootstrap {
+            builder = builder.bootstrap(addr);
+        }
+        builder.start().await
+    }
+
+    async fn wait_ready(&mut self, spawned_at: Instant) -> Result<()> {
+        let deadline = spawned_at + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().context("polling the child")? {
+                self.exited = Some(status);
+                bail!("mycel up exited before it was ready: {status}");
+            }
+            // Written atomically, so a file that exists but does not parse is a node bug.
+            match std::fs::read(self.dir.node_json()) {
+                Ok(bytes) => {
+                    let info: NodeJson = serde_json::from_slice(&bytes).with_context(|| {
+                        format!(
+                            "node.json does not parse: {}",
+                            String::from_utf8_lossy(&bytes)
+                        )
+                    })?;
+                    self.info = Some(info);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).context("reading node.json"),
+            }
+            if Instant::now() >= deadline {
+                bail!("no node.json after {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn info(&self) -> &NodeJson {
+        self.info
+            .as_ref()
+            .expect("a started node has read its node.json")
+    }
+
+    /// The node as its `node.json` describes it.
+    pub fn node_json(&self) -> &NodeJson {
+        self.info()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.info().peer_id
+    }
+
+    /// The API base URL, `http://HOST:PORT`.
+    pub fn api(&self) -> &str {
+        &self.info().api
+    }
+
+    /// The gateway base URL, `http://HOST:PORT`.
+    pub fn gateway(&self) -> &str {
+        &self.info().gateway
+    }
+
+    /// The first listen address, a full multiaddr ending in `/p2p/<peer id>`.
+    pub fn listen_addr(&self) -> &str {
+        self.info()
+            .listen_addrs
+            .first()
+            .map(String::as_str)
+            .expect("node.json lists at least one listen address")
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Time from spawn to `node.json`.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// True once the harness has seen the process end (after [`Self::sigkill`] or
+    /// [`Self::wait_exit`]).
+    pub fn has_exited(&self) -> bool {
+        self.exited.is_some()
+    }
+
+    async fn get(&self, path: &str) -> Result<reqwest::Response> {
+        let url = format!("{}{path}", self.api());
+        self.http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("GET {url} on {}", self.name))
+    }
+
+    /// `GET /v1/nodes`
+    pub async fn nodes(&self) -> Result<Nodes> {
+        let response = self.get("/v1/nodes").await?;
+        response.json().await.context("decoding /v1/nodes")
+    }
+
+    /// `GET /v1/health`
+    pub async fn health(&self) -> Result<Health> {
+        let response = self.get("/v1/health").await?;
+        response.json().await.context("decoding /v1/health")
+    }
+
+    /// `GET /metrics`, the Prometheus text.
+    pub async fn metrics(&self) -> Result<String> {
+        let response = self.get("/metrics").await?;
+        response.text().await.context("reading /metrics")
+    }
+
+    /// Asks the node to leave gracefully.
+    pub fn sigterm(&self) -> Result<()> {
+        let pid = i32::try_from(self.child.id()).context("pid out of range")?;
+        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM)
+            .with_context(|| format!("sending SIGTERM to {}", self.name))
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited {
+                return Ok(status);
+            }
+            if let Some(status) = self.child.try_wait().context("polling the child")? {
+                self.exited = Some(status);
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process outright (SIGKILL) and reaps it.
+    pub fn sigkill(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.exited {
+            return Ok(status);
+        }
+        self.child
+            .kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        let status = self.child.wait().context("reaping the child")?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+
+    /// Stops the node gracefully and starts it again in the same data dir, with `bootstrap` only.
+    pub async fn restart(&mut self, bootstrap: &[String]) -> Result<()> {
+        if self.exited.is_none() {
+            self.sigterm()?;
+            let status = self.wait_exit(Duration::from_secs(10)).await?;
+            if !status.success() {
+                bail!("{} exited with {status} on SIGTERM", self.name);
+            }
+        }
+        let mut builder = Self::builder(self.name.clone()).data_dir(self.dir.clone());
+        for addr in bootstrap {
+            builder = builder.bootstrap(addr.clone());
+        }
+        // Replacing `self` drops the old, already reaped, child.
+        *self = builder.start().await?;
+        Ok(())
+    }
+
+    /// The tail of this node's log.
+    pub fn log_tail(&self) -> String {
+        tail(&self.dir.log(), LOG_TAIL_LINES)
+    }
+
+    /// Prints the tail of this node's log to stderr.
+    pub fn print_log_tail(&self) {
+        let id = self.info.as_ref().map_or("?", |i| i.peer_id.as_str());
+        eprintln!(
+            "--- {} ({id}) log tail, {} ---\n{}",
+            self.name,
+            self.dir.log().display(),
+            self.log_tail()
+        );
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            self.print_log_tail();
+        }
+    }
+}

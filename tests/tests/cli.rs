@@ -1,0 +1,101 @@
+//! The `mycel` command line: exit codes, one-line errors, and the client commands' output.
+
+use std::process::Output;
+
+use anyhow::{Context, Result, ensure};
+use mycel_tests::{DataDir, NodeProcess, mycel_cli};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Checks `output` is a failure with code `code`, exactly one non-empty line on stderr and
+/// nothing on stdout.
+fn ensure_one_line_failure(output: &Output, code: i32) -> Result<()> {
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    let context = format!(
+        "status {}, stdout {stdout:?}, stderr {stderr:?}",
+        output.status
+    );
+    ensure!(
+        output.status.code() == Some(code),
+        "want exit {code}: {context}"
+    );
+    ensure!(stdout.is_empty(), "want nothing on stdout: {context}");
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    ensure!(
+        lines.len() == 1 && !lines[0].trim().is_empty(),
+        "want exactly one line on stderr: {context}"
+    );
+    Ok(())
+}
+
+/// `mycel up` with everything on free local ports, so a wrongly accepted command line cannot
+/// take the default ports or data dir.
+async fn up_with(dir: &DataDir, extra: &[&str]) -> Result<Output> {
+    let dir = dir.path().to_str().context("utf-8 temp dir")?;
+    let mut args = vec!["up", "--data-dir", dir, "--api", "127.0.0.1:0"];
+    args.extend(["--gateway", "127.0.0.1:0"]);
+    args.extend(extra);
+    mycel_cli(args).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_errors_exit_2_with_one_line() -> Result<()> {
+    let dir = DataDir::temp()?;
+    let unknown = up_with(
+        &dir,
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-such-flag"],
+    )
+    .await?;
+    ensure_one_line_failure(&unknown, 2).context("mycel up --no-such-flag")?;
+    let bad_addr = up_with(&dir, &["--listen", "not-a-multiaddr"]).await?;
+    ensure_one_line_failure(&bad_addr, 2).context("mycel up --listen not-a-multiaddr")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_node_exits_1_with_one_line() -> Result<()> {
+    let output = mycel_cli(["nodes", "--node", "http://127.0.0.1:1"]).await?;
+    ensure_one_line_failure(&output, 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn version_exits_0() -> Result<()> {
+    let output = mycel_cli(["--version"]).await?;
+    ensure!(output.status.success(), "{output:?}");
+    ensure!(text(&output.stdout).starts_with("mycel"), "{output:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_prints_json_and_a_table() -> Result<()> {
+    let node = NodeProcess::start("cli-node", None).await?;
+    let result = async {
+        let json = mycel_cli(["nodes", "--json", "--node", node.api()]).await?;
+        ensure!(json.status.success(), "mycel nodes --json: {json:?}");
+        let value: serde_json::Value =
+            serde_json::from_slice(&json.stdout).context("mycel nodes --json prints JSON")?;
+        let nodes = value["nodes"].as_array().context("a `nodes` array")?;
+        ensure!(
+            nodes.iter().any(|n| n["peer_id"] == node.peer_id()),
+            "own node missing: {value}"
+        );
+
+        let table = mycel_cli(["nodes", "--node", node.api()]).await?;
+        ensure!(table.status.success(), "mycel nodes: {table:?}");
+        let stdout = text(&table.stdout);
+        ensure!(
+            stdout
+                .lines()
+                .any(|l| l.contains("cli-node") && l.contains("alive")),
+            "no row with the node's name and `alive`:\n{stdout}"
+        );
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        node.print_log_tail();
+    }
+    result
+}
