@@ -81,6 +81,8 @@ pub struct NodeBuilder {
     bootstrap: Vec<String>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    ip: String,
+    netns: Option<String>,
 }
 
 impl NodeBuilder {
@@ -99,6 +101,14 @@ impl NodeBuilder {
     /// Adds an extra command-line argument after the harness's own.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Runs the node inside network namespace `netns` (via `ip netns exec`), listening, serving
+    /// its API and its gateway on `ip` there. For partition tests.
+    pub fn in_netns(mut self, netns: impl Into<String>, ip: impl Into<String>) -> Self {
+        self.netns = Some(netns.into());
+        self.ip = ip.into();
         self
     }
 
@@ -126,13 +136,22 @@ impl NodeBuilder {
             .append(true)
             .open(dir.log())
             .context("opening the node log")?;
-        let mut command = Command::new(mycel_bin());
+        let mut command = match &self.netns {
+            Some(netns) => {
+                // `ip netns exec` execs the command, so the child's pid is the node's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(mycel_bin());
+                c
+            }
+            None => Command::new(mycel_bin()),
+        };
+        let ip = &self.ip;
         command
             .arg("up")
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(["--api", "127.0.0.1:0", "--gateway", "127.0.0.1:0"])
+            .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
+            .args(["--api", &format!("{ip}:0"), "--gateway", &format!("{ip}:0")])
             .args(["--name", &self.name]);
         for addr in &self.bootstrap {
             command.args(["--bootstrap", addr]);
@@ -197,6 +216,8 @@ impl NodeProcess {
             bootstrap: Vec::new(),
             args: Vec::new(),
             envs: Vec::new(),
+            ip: "127.0.0.1".into(),
+            netns: None,
         }
     }
 
@@ -325,9 +346,24 @@ impl NodeProcess {
 
     /// Asks the node to leave gracefully.
     pub fn sigterm(&self) -> Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Freezes the node (SIGSTOP): it stays connected but silent, like a stalled machine or a
+    /// partition that keeps TCP open.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// Wakes a frozen node (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: Signal) -> Result<()> {
         let pid = i32::try_from(self.child.id()).context("pid out of range")?;
-        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM)
-            .with_context(|| format!("sending SIGTERM to {}", self.name))
+        nix::sys::signal::kill(Pid::from_raw(pid), signal)
+            .with_context(|| format!("sending {signal} to {}", self.name))
     }
 
     /// Waits for the process to exit, at most `timeout`.

@@ -183,3 +183,30 @@ async fn a_restarted_node_keeps_its_identity_and_rejoins() -> Result<()> {
     .await;
     mesh.report(result)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_node_is_dead_then_alive_again_when_it_wakes() -> Result<()> {
+    let mesh = Mesh::chain(3).await?;
+    let result = async {
+        mesh.wait_converged(CONVERGE).await?;
+        let sleeper = mesh[2].peer_id().to_owned();
+        mesh[2].freeze()?;
+        let frozen = async {
+            watch(
+                &mesh,
+                &sleeper,
+                Duration::from_millis(100),
+                Duration::from_secs(15),
+            )
+            .await
+        }
+        .await;
+        // Wake it whatever happened, so the harness can stop it.
+        mesh[2].thaw()?;
+        frozen?;
+        // Back from the dead: its next advert is newer than anything the others hold.
+        mesh.wait_converged(CONVERGE).await
+    }
+    .await;
+    mesh.report(result)
+}

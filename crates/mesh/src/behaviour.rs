@@ -61,15 +61,15 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_secs(1))
             // Every node announces itself every second, so duplicates dominate the traffic and
             // the CPU (gossipsub verifies each copy's signature before it sees it is a copy).
-            // A smaller mesh, publishing into the mesh only, and IDONTWANT for anything larger
-            // than a message id keep each announcement to a few copies per node.
+            // A smaller mesh, publishing into the mesh only, and gossip (IHAVE) about the last
+            // heartbeat only keep each announcement to a few copies per node.
             .mesh_n(4)
             .mesh_n_low(3)
             .mesh_n_high(8)
             .mesh_outbound_min(2)
             .gossip_lazy(3)
+            .history_gossip(1)
             .flood_publish(false)
-            .idontwant_message_size_threshold(256)
             .build()
             .map_err(|e| e.to_string())?;
         let mut gossipsub = gossipsub::Behaviour::new(

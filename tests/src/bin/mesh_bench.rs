@@ -55,13 +55,12 @@ async fn main() -> Result<()> {
             value: format!("{converge:.3} s"),
             note: format!("{:.1}x baseline startup", converge / baseline),
         });
+        eprintln!("mesh_bench: measuring {} s of idle", IDLE_WINDOW.as_secs());
+        rows.extend(idle(&mesh).await?);
         if n != 20 {
             stop_all(&mut mesh).await;
         }
     }
-
-    eprintln!("mesh_bench: measuring {} s of idle", IDLE_WINDOW.as_secs());
-    rows.extend(idle(&mesh).await?);
 
     let victim = mesh.len() - 1;
     let victim_id = mesh[victim].peer_id().to_owned();
