@@ -72,7 +72,9 @@ enum Runtimes {
 struct MembershipFile {
     advert_interval_ms: Option<u64>,
     suspect_after_ms: Option<u64>,
-    dead_after_ms: Option<u64>,
+    suspicion_timeout_ms: Option<u64>,
+    ping_interval_ms: Option<u64>,
+    ping_timeout_ms: Option<u64>,
 }
 
 impl NodeConfig {
@@ -245,14 +247,22 @@ fn timing(file: &MembershipFile) -> anyhow::Result<Timing> {
     let timing = Timing {
         advert_interval: ms(file.advert_interval_ms, defaults.advert_interval),
         suspect_after: ms(file.suspect_after_ms, defaults.suspect_after),
-        dead_after: ms(file.dead_after_ms, defaults.dead_after),
+        suspicion_timeout: ms(file.suspicion_timeout_ms, defaults.suspicion_timeout),
+        ping_interval: ms(file.ping_interval_ms, defaults.ping_interval),
+        ping_timeout: ms(file.ping_timeout_ms, defaults.ping_timeout),
         forget_after: defaults.forget_after,
     };
-    if timing.advert_interval.is_zero()
+    if [
+        timing.advert_interval,
+        timing.suspicion_timeout,
+        timing.ping_interval,
+        timing.ping_timeout,
+    ]
+    .iter()
+    .any(Duration::is_zero)
         || timing.suspect_after <= timing.advert_interval
-        || timing.dead_after <= timing.suspect_after
     {
-        bail!("[membership] needs 0 < advert_interval_ms < suspect_after_ms < dead_after_ms");
+        bail!("[membership] times must be above 0, and suspect_after_ms above advert_interval_ms");
     }
     Ok(timing)
 }
@@ -284,7 +294,7 @@ mod tests {
         let path = dir.path().join("mycel.toml");
         std::fs::write(
             &path,
-            "name = \"from-file\"\napi = \"127.0.0.1:9000\"\nruntimes = \"wasm\"\n[labels]\nzone = \"a\"\n[membership]\ndead_after_ms = 9000\n",
+            "name = \"from-file\"\napi = \"127.0.0.1:9000\"\nruntimes = \"wasm\"\n[labels]\nzone = \"a\"\n[membership]\nsuspicion_timeout_ms = 9000\n",
         )
         .unwrap();
         let mut a = args();
@@ -296,7 +306,7 @@ mod tests {
         assert_eq!(c.api.port(), 9000);
         assert_eq!(c.runtimes, Some(vec![Runtime::Wasm]));
         assert_eq!(c.labels.len(), 2);
-        assert_eq!(c.timing.dead_after, Duration::from_secs(9));
+        assert_eq!(c.timing.suspicion_timeout, Duration::from_secs(9));
     }
 
     #[test]

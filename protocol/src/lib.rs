@@ -17,4 +17,6 @@ pub mod names;
 pub use codec::{CodecError, WIRE_VERSION, decode, encode};
 pub use envelope::{EnvelopeError, Signed};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
-pub use membership::{Advert, Announcement, Departure, Resources, Runtime, ValidationError};
+pub use membership::{
+    Advert, Announcement, Departure, Resources, Runtime, Suspicion, ValidationError,
+};

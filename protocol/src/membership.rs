@@ -1,14 +1,19 @@
-//! What nodes tell each other about themselves: the capability advert and the departure notice.
+//! What nodes tell each other: the capability advert and the departure notice, which a node only
+//! ever says about itself, and the suspicion, which a node says about a neighbour that stopped
+//! answering it.
 //!
-//! Both travel as [`Signed<Announcement>`](crate::Signed) on the membership topic. The signer is
-//! the node the announcement is about, so a node can only ever speak for itself. `seq` orders a
-//! node's announcements: a receiver keeps the highest it has seen and drops anything at or below it.
+//! All travel as [`Signed<Announcement>`](crate::Signed) on the membership topic. An advert or a
+//! departure is signed by the node it is about; `seq` orders them: a receiver keeps the highest it
+//! has seen and drops anything at or below it. A suspicion is signed by the accuser and names the
+//! newest `seq` of the suspect it holds, so any newer advert from the suspect refutes it.
 //! Nodes derive `seq` from their wall clock in milliseconds (strictly increasing within a run), so a
 //! node restarted with the same key is never taken for a replay of its former self.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
+
+use libp2p_identity::PeerId;
 
 use crate::envelope::SignedKind;
 
@@ -96,12 +101,25 @@ pub struct Departure {
     pub seq: u64,
 }
 
+/// A node's signed claim that a neighbour stopped answering it (its connection broke and could
+/// not be re-established, or its pings timed out). Receivers mark the suspect suspect; the suspect
+/// refutes by announcing a newer advert, or is declared dead when the suspicion times out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspicion {
+    /// The suspect's peer id, as bytes.
+    #[serde(with = "serde_bytes")]
+    pub suspect: Vec<u8>,
+    /// The newest sequence number of the suspect that the accuser holds.
+    pub suspect_seq: u64,
+}
+
 /// Everything published on the membership topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Announcement {
     Advert(Advert),
     Departure(Departure),
+    Suspicion(Suspicion),
 }
 
 impl SignedKind for Announcement {
@@ -109,18 +127,12 @@ impl SignedKind for Announcement {
 }
 
 impl Announcement {
-    pub fn seq(&self) -> u64 {
-        match self {
-            Announcement::Advert(a) => a.seq,
-            Announcement::Departure(d) => d.seq,
-        }
-    }
-
     /// Checks the limits every receiver enforces, so a peer cannot grow others' state at will.
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
             Announcement::Advert(advert) => advert.validate(),
             Announcement::Departure(_) => Ok(()),
+            Announcement::Suspicion(suspicion) => suspicion.suspect_id().map(|_| ()),
         }
     }
 }
@@ -158,6 +170,21 @@ impl Advert {
             return invalid(format!("more than {MAX_RUNTIMES} runtimes"));
         }
         Ok(())
+    }
+}
+
+impl Suspicion {
+    pub fn new(suspect: &PeerId, suspect_seq: u64) -> Self {
+        Self {
+            suspect: suspect.to_bytes(),
+            suspect_seq,
+        }
+    }
+
+    /// The suspect's peer id.
+    pub fn suspect_id(&self) -> Result<PeerId, ValidationError> {
+        PeerId::from_bytes(&self.suspect)
+            .map_err(|_| ValidationError::Invalid("the suspect is not a peer id".into()))
     }
 }
 
@@ -270,6 +297,19 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".into()))
             .collect();
         assert!(a.validate().is_err());
+    }
+
+    #[test]
+    fn a_suspicion_must_name_a_peer() {
+        let peer = PeerId::random();
+        let suspicion = Suspicion::new(&peer, 7);
+        assert_eq!(suspicion.suspect_id().unwrap(), peer);
+        assert!(Announcement::Suspicion(suspicion).validate().is_ok());
+        let bogus = Suspicion {
+            suspect: vec![1, 2, 3],
+            suspect_seq: 7,
+        };
+        assert!(Announcement::Suspicion(bogus).validate().is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Membership as users see it through `GET /v1/nodes`: joining, failure detection, graceful
 //! leave and rejoin after a restart.
 //!
-//! Timings assume the defaults: an advert every 1 s, suspect after 2.5 s of silence, dead after
-//! 4.5 s.
+//! Timings assume the defaults: a neighbour that cannot redial a killed node (or stops getting
+//! pongs from a frozen one within 4 s) publishes a suspicion; a suspect that does not refute within
+//! 2.5 s is dead.
 
 use std::time::Duration;
 
@@ -121,7 +122,7 @@ async fn a_graceful_stop_is_seen_as_a_departure_at_once() -> Result<()> {
         mesh.wait_converged(CONVERGE).await?;
         let leaver = mesh[3].peer_id().to_owned();
         mesh[3].sigterm()?;
-        // Faster than the failure detector could (dead after 4.5 s), so only the departure
+        // Faster than the failure detector could (suspect, then dead 2.5 s later), so only the departure
         // notice can explain it.
         let histories = watch(
             &mesh,

@@ -13,12 +13,12 @@ use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify, kad,
     multiaddr::Protocol,
-    noise, request_response,
+    noise, ping, request_response,
     swarm::{DialError, SwarmEvent, dial_opts::DialOpts, dial_opts::PeerCondition},
     tcp, yamux,
 };
 use mycel_protocol::{
-    Advert, Announcement, Departure, EnvelopeError, Signed,
+    Advert, Announcement, Departure, EnvelopeError, Signed, Suspicion,
     api::MemberStatus,
     codec::CodecError,
     membership::{
@@ -34,7 +34,7 @@ use crate::{
     LocalNode, MeshConfig, MeshError,
     behaviour::{Behaviour, BehaviourEvent, membership_topic},
     handle::{Command, Mesh, MeshHandle},
-    membership::{Membership, Observed},
+    membership::{Membership, Observed, Suspected},
     metrics::{DropReason, MeshMetrics},
     peer_store::{self, RememberedPeer},
 };
@@ -53,6 +53,8 @@ const REDIAL_SILENT_PER_ROUND: usize = 2;
 const BLOCK_FOR: Duration = Duration::from_secs(600);
 /// A gossiped announcement this far behind what we hold is a replay, not reordering.
 const REPLAY_AFTER_MS: u64 = 10_000;
+/// The shortest time between two refutations (or two partition-heal announcements) of this node.
+const ANNOUNCE_AGAIN_AFTER: Duration = Duration::from_millis(500);
 /// How long a leaving node keeps its connections open so its departure notice gets out.
 const DEPARTURE_FLUSH: Duration = Duration::from_millis(300);
 
@@ -77,6 +79,12 @@ pub async fn start(
         blocked_until: HashMap::new(),
         join_peers: join_peers(&config),
         redialled_at: HashMap::new(),
+        redialling: HashSet::new(),
+        accused_at: HashMap::new(),
+        last_pong: HashMap::new(),
+        judged_at: Instant::now(),
+        announced_at: None,
+        announce_pending: false,
         remembered_dirty: false,
         metrics,
         config,
@@ -117,7 +125,7 @@ fn build_swarm(
         .map_err(|e| MeshError::Transport(e.to_string()))?
         .with_quic()
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key))
+        .with_behaviour(|key| Behaviour::new(key, &config.timing))
         .map_err(|e| MeshError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
@@ -212,6 +220,20 @@ struct Actor {
     join_peers: Vec<(Option<PeerId>, Vec<Multiaddr>)>,
     /// When each silent member was last redialled.
     redialled_at: HashMap<PeerId, Instant>,
+    /// Members whose last connection broke and that are being redialled: if that fails, they
+    /// are accused.
+    redialling: HashSet<PeerId>,
+    /// When this node last accused each member, so one failure makes one suspicion.
+    accused_at: HashMap<PeerId, Instant>,
+    /// When each connected peer last answered a ping (or connected).
+    last_pong: HashMap<PeerId, Instant>,
+    /// When the failure detector last ran: a long gap means this process was stalled (stopped,
+    /// suspended, starved), and silence during the gap says nothing about the peers.
+    judged_at: Instant,
+    /// When this node last announced itself.
+    announced_at: Option<Instant>,
+    /// An announcement is due as soon as the last one is old enough.
+    announce_pending: bool,
     remembered_dirty: bool,
     metrics: MeshMetrics,
 }
@@ -297,25 +319,67 @@ impl Actor {
     fn announce(&mut self) {
         self.next_seq();
         let announcement = Announcement::Advert(self.local_advert());
-        self.publish(announcement);
+        if self.publish(announcement) {
+            self.announced_at = Some(Instant::now());
+        }
     }
 
-    fn publish(&mut self, announcement: Announcement) {
+    /// Announces at once, or, when this node just did, as soon as `ANNOUNCE_AGAIN_AFTER` has
+    /// passed: for new subscribers, refuting a suspicion, or telling peers across a healed
+    /// partition that it is alive. A burst of reasons makes one announcement.
+    fn announce_soon(&mut self) {
+        if self
+            .announced_at
+            .is_none_or(|at| at.elapsed() >= ANNOUNCE_AGAIN_AFTER)
+        {
+            self.announce_pending = false;
+            self.announce();
+        } else {
+            self.announce_pending = true;
+        }
+    }
+
+    /// Publishes a suspicion that `peer` stopped answering, and applies it here (gossip does not
+    /// deliver a node's own messages back to it). One per failure: not again within the
+    /// suspicion timeout.
+    fn accuse(&mut self, peer: PeerId, why: &str) {
+        let now = Instant::now();
+        let Some(seq) = self.membership.seq(&peer) else {
+            return;
+        };
+        if self.membership.status(&peer) == Some(MemberStatus::Dead)
+            || self
+                .accused_at
+                .get(&peer)
+                .is_some_and(|at| now.duration_since(*at) < self.config.timing.suspicion_timeout)
+        {
+            return;
+        }
+        tracing::info!(%peer, why, "suspecting a member");
+        self.accused_at.insert(peer, now);
+        self.membership.suspect(now, peer, seq);
+        self.publish(Announcement::Suspicion(Suspicion::new(&peer, seq)));
+    }
+
+    /// Signs and publishes; true when at least one peer was sent it.
+    fn publish(&mut self, announcement: Announcement) -> bool {
         let envelope = match Signed::sign(&self.config.keypair, &announcement) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::error!(error = %e, "signing this node's announcement");
-                return;
+                return false;
             }
         };
         let frame = match mycel_protocol::encode(&envelope) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::error!(error = %e, "encoding this node's announcement");
-                return;
+                return false;
             }
         };
-        self.local_envelope = Some(envelope);
+        if !matches!(announcement, Announcement::Suspicion(_)) {
+            self.local_envelope = Some(envelope);
+        }
         match self
             .swarm
             .behaviour_mut()
@@ -324,10 +388,14 @@ impl Actor {
         {
             Ok(_) => {
                 self.metrics.adverts_published.inc();
+                true
             }
             // Alone in the mesh, or not yet connected: nothing to tell anybody.
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
-            Err(e) => tracing::debug!(error = %e, "publishing announcement"),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing announcement");
+                false
+            }
         }
     }
 
@@ -340,6 +408,22 @@ impl Actor {
         for (status, count) in self.membership.counts() {
             self.metrics.set_members(status, count);
         }
+        let stalled =
+            now.duration_since(self.judged_at) > JUDGE_INTERVAL + self.config.timing.ping_timeout;
+        self.judged_at = now;
+        if stalled {
+            tracing::warn!("this node was stalled; not blaming its peers for the silence");
+            for at in self.last_pong.values_mut() {
+                *at = now;
+            }
+        }
+        self.check_pongs(now);
+        if self.announce_pending {
+            self.announce_soon();
+        }
+        let suspicion_timeout = self.config.timing.suspicion_timeout;
+        self.accused_at
+            .retain(|_, at| now.duration_since(*at) < suspicion_timeout);
         let expired: Vec<PeerId> = self
             .blocked_until
             .iter()
@@ -365,6 +449,11 @@ impl Actor {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
+            // A new listener: the first announcement a joining node makes reaches nobody, and
+            // adverts are rare, so each new subscriber hears this node at once.
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                ..
+            })) => self.announce_soon(),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -376,8 +465,25 @@ impl Actor {
             })) => {
                 tracing::trace!(%peer, "kademlia routing updated");
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(_),
+                ..
+            })) => {
+                self.last_pong.insert(peer, Instant::now());
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 tracing::debug!(peer = %peer_id, "connected");
+                self.last_pong.insert(peer_id, Instant::now());
+                self.redialling.remove(&peer_id);
+                // A member we took for dead is back (a healed partition): it likely took us for
+                // dead too, so tell everyone we are alive.
+                if matches!(
+                    self.membership.status(&peer_id),
+                    Some(MemberStatus::Dead | MemberStatus::Suspect)
+                ) {
+                    self.announce_soon();
+                }
                 self.update_connected();
             }
             SwarmEvent::ConnectionClosed {
@@ -387,6 +493,8 @@ impl Actor {
             } => {
                 if num_established == 0 {
                     self.synced.remove(&peer_id);
+                    self.last_pong.remove(&peer_id);
+                    self.redial(peer_id);
                 }
                 self.update_connected();
             }
@@ -403,6 +511,9 @@ impl Actor {
                 if !matches!(error, DialError::DialPeerConditionFalse(_)) =>
             {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                if let Some(peer) = peer_id.filter(|p| self.redialling.remove(p)) {
+                    self.accuse(peer, "its connection broke and redialling failed");
+                }
             }
             _ => {}
         }
@@ -433,6 +544,9 @@ impl Actor {
         if message.source != Some(signer) {
             return self.reject(from, DropReason::Forged);
         }
+        if let Announcement::Suspicion(suspicion) = &announcement {
+            return self.on_suspicion(signer, suspicion);
+        }
         match self.observe(signer, &announcement, &envelope, Duration::ZERO) {
             Observed::Stale { behind_ms } => {
                 self.metrics.dropped(DropReason::Stale);
@@ -443,6 +557,69 @@ impl Actor {
                 }
             }
             _ => Accept,
+        }
+    }
+
+    fn on_suspicion(
+        &mut self,
+        accuser: PeerId,
+        suspicion: &Suspicion,
+    ) -> gossipsub::MessageAcceptance {
+        let Ok(suspect) = suspicion.suspect_id() else {
+            return self.reject(accuser, DropReason::Invalid);
+        };
+        match self
+            .membership
+            .suspect(Instant::now(), suspect, suspicion.suspect_seq)
+        {
+            Suspected::Now => {
+                tracing::info!(%suspect, %accuser, "member suspected by a neighbour");
+                gossipsub::MessageAcceptance::Accept
+            }
+            Suspected::Me => {
+                tracing::info!(%accuser, "suspected by a neighbour; refuting");
+                self.announce_soon();
+                gossipsub::MessageAcceptance::Accept
+            }
+            // Already known, or already refuted: nothing new to spread.
+            Suspected::Nothing => gossipsub::MessageAcceptance::Ignore,
+        }
+    }
+
+    /// Accuses the neighbours that stopped answering pings, and drops their connections (a later
+    /// redial will tell whether they are really gone). libp2p's ping reports a failure only after
+    /// a second one, which with a frozen peer takes a whole stream-negotiation timeout, so this
+    /// watches the answers instead.
+    fn check_pongs(&mut self, now: Instant) {
+        let timing = self.config.timing;
+        let silent_after = timing.ping_interval + timing.ping_timeout;
+        let silent: Vec<PeerId> = self
+            .last_pong
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= silent_after)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in silent {
+            self.last_pong.remove(&peer);
+            if self.membership.seq(&peer).is_some() {
+                self.accuse(peer, "it stopped answering pings");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    /// Redials a member whose last connection just broke; if that fails, it gets accused.
+    fn redial(&mut self, peer: PeerId) {
+        let Some((_, addrs)) = self.membership.alive_or_suspect(&peer) else {
+            return;
+        };
+        let addrs = parse_addrs(addrs);
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if self.swarm.dial(opts).is_ok() {
+            self.redialling.insert(peer);
         }
     }
 
@@ -490,7 +667,7 @@ impl Actor {
                 self.metrics.adverts_received.inc();
                 tracing::info!(peer = %signer, "member departed");
             }
-            Observed::Stale { .. } => {}
+            Observed::Stale { .. } | Observed::NotAboutSigner => {}
         }
         observed
     }
@@ -696,7 +873,9 @@ impl Actor {
     async fn leave(&mut self) {
         self.remember_peers(true);
         let seq = self.next_seq();
-        self.publish(Announcement::Departure(Departure { seq }));
+        if !self.publish(Announcement::Departure(Departure { seq })) {
+            tracing::debug!("nobody to tell about the departure");
+        }
         let flush = tokio::time::sleep(DEPARTURE_FLUSH);
         tokio::pin!(flush);
         loop {

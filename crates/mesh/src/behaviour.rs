@@ -13,7 +13,7 @@ use mycel_protocol::{
     names,
 };
 
-use crate::codec::CborCodec;
+use crate::{codec::CborCodec, membership::Timing};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -34,7 +34,7 @@ pub(crate) fn membership_topic() -> gossipsub::IdentTopic {
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &Keypair) -> Result<Self, BoxError> {
+    pub(crate) fn new(key: &Keypair, timing: &Timing) -> Result<Self, BoxError> {
         let local = key.public().to_peer_id();
 
         let identify = identify::Behaviour::new(
@@ -94,7 +94,12 @@ impl Behaviour {
         Ok(Self {
             blocked: Default::default(),
             identify,
-            ping: ping::Behaviour::default(),
+            // Pings are how neighbours notice a node that stopped answering (see `membership`).
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(timing.ping_interval)
+                    .with_timeout(timing.ping_timeout),
+            ),
             kad,
             gossipsub,
             member_sync,
