@@ -30,6 +30,17 @@ pub(crate) enum Command {
     Up(Box<UpArgs>),
     /// The mesh as the node sees it.
     Nodes(ListArgs),
+    /// Upload a file (a .wasm module, an archive) into the mesh's blob store; prints its hash.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// The file to upload.
+    pub(crate) file: std::path::PathBuf,
+    /// Print the API's JSON answer instead of the hash alone.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,8 @@ pub(crate) struct NodeConfig {
     pub(crate) runtimes: Option<Vec<Runtime>>,
     pub(crate) domain: String,
     pub(crate) timing: Timing,
+    /// The largest blob this node accepts.
+    pub(crate) max_blob_bytes: u64,
 }
 
 /// The `--config` file: the flags' keys, plus tuning that has no flag.
@@ -58,6 +60,15 @@ struct FileConfig {
     domain: Option<String>,
     #[serde(default)]
     membership: MembershipFile,
+    #[serde(default)]
+    blobs: BlobsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlobsFile {
+    /// The largest blob this node accepts, in MiB (default 4096).
+    max_size_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +170,11 @@ impl NodeConfig {
             runtimes,
             domain,
             timing: timing(&file.membership)?,
+            max_blob_bytes: file
+                .blobs
+                .max_size_mb
+                .unwrap_or(4096)
+                .saturating_mul(1024 * 1024),
         })
     }
 }

@@ -32,6 +32,9 @@ fn main() -> ExitCode {
             }
         },
         cli::Command::Nodes(args) => runtime.block_on(client::nodes(&cli.node, args.json)),
+        cli::Command::Push(args) => {
+            runtime.block_on(client::push(&cli.node, &args.file, args.json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

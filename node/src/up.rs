@@ -48,6 +48,13 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
 
     let mut registry = Registry::default();
+    let blob_metrics = mycel_blobs::BlobMetrics::register(&mut registry);
+    let blobs = mycel_blobs::BlobStore::open(
+        &config.data_dir.join("blobs"),
+        config.max_blob_bytes,
+        blob_metrics,
+    )
+    .context("opening the blob store")?;
     let mut mesh_config = MeshConfig::new(keypair, config.listen.clone());
     mesh_config.bootstrap = config.bootstrap.clone();
     mesh_config.peer_store = Some(config.data_dir.join(datadir::PEERS_FILE));
@@ -61,6 +68,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let api_state = mycel_api::ApiState {
         mesh: mesh.handle.clone(),
+        blobs,
         registry,
     };
     tasks.spawn(log_exit(

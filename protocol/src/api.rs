@@ -76,3 +76,10 @@ pub struct ApiError {
     pub error: String,
     pub code: String,
 }
+
+/// `POST /v1/blobs`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStored {
+    pub hash: crate::BlobHash,
+    pub size: u64,
+}

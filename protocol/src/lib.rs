@@ -4,16 +4,19 @@
 //! - [`envelope`]: ed25519-signed envelopes; the signer's key is the node's libp2p identity.
 //! - [`membership`]: the capability advert and the departure notice that nodes gossip.
 //! - [`api`]: the JSON shapes of the HTTP API that the CLI, the tests and users read.
+//! - [`blob`]: content ids (`blake3:<hex>`).
 //! - [`names`]: protocol ids and topic names, each versioned.
 //!
 //! Everything here is deterministic and unit-testable; the network lives in `mycel-mesh`.
 
 pub mod api;
+pub mod blob;
 pub mod codec;
 pub mod envelope;
 pub mod membership;
 pub mod names;
 
+pub use blob::BlobHash;
 pub use codec::{CodecError, WIRE_VERSION, decode, encode};
 pub use envelope::{EnvelopeError, Signed};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};

@@ -83,6 +83,7 @@ pub struct NodeBuilder {
     envs: Vec<(String, String)>,
     ip: String,
     netns: Option<String>,
+    listen: Option<String>,
 }
 
 impl NodeBuilder {
@@ -109,6 +110,12 @@ impl NodeBuilder {
     pub fn in_netns(mut self, netns: impl Into<String>, ip: impl Into<String>) -> Self {
         self.netns = Some(netns.into());
         self.ip = ip.into();
+        self
+    }
+
+    /// Listens on `multiaddr` instead of the harness's TCP default (e.g. QUIC only).
+    pub fn listen(mut self, multiaddr: impl Into<String>) -> Self {
+        self.listen = Some(multiaddr.into());
         self
     }
 
@@ -150,7 +157,13 @@ impl NodeBuilder {
             .arg("up")
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
+            .args([
+                "--listen",
+                &self
+                    .listen
+                    .clone()
+                    .unwrap_or_else(|| format!("/ip4/{ip}/tcp/0")),
+            ])
             .args(["--api", &format!("{ip}:0"), "--gateway", &format!("{ip}:0")])
             .args(["--name", &self.name]);
         for addr in &self.bootstrap {
@@ -218,6 +231,7 @@ impl NodeProcess {
             envs: Vec::new(),
             ip: "127.0.0.1".into(),
             netns: None,
+            listen: None,
         }
     }
 

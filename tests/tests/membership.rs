@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use mycel_protocol::{Runtime, api::MemberStatus};
-use mycel_tests::{Mesh, mesh::find, wait_until};
+use mycel_tests::{Mesh, NodeProcess, mesh::find, wait_until};
 use tokio::time::Instant;
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -209,5 +209,30 @@ async fn a_frozen_node_is_dead_then_alive_again_when_it_wakes() -> Result<()> {
         mesh.wait_converged(CONVERGE).await
     }
     .await;
+    mesh.report(result)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_that_only_speak_quic_form_a_mesh() -> Result<()> {
+    let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let first = NodeProcess::builder("q0").listen(quic).start().await?;
+    ensure!(
+        first.listen_addr().contains("/quic-v1/"),
+        "{}",
+        first.listen_addr()
+    );
+    let join = first.listen_addr().to_string();
+    let second = NodeProcess::builder("q1")
+        .listen(quic)
+        .bootstrap(&join)
+        .start()
+        .await?;
+    let third = NodeProcess::builder("q2")
+        .listen(quic)
+        .bootstrap(&join)
+        .start()
+        .await?;
+    let mesh = Mesh::from_nodes(vec![first, second, third]);
+    let result = mesh.wait_converged(CONVERGE).await;
     mesh.report(result)
 }

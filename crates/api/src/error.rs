@@ -44,3 +44,27 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+impl From<mycel_blobs::StoreError> for ApiError {
+    fn from(error: mycel_blobs::StoreError) -> Self {
+        use mycel_blobs::StoreError;
+        match error {
+            StoreError::TooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                error.to_string(),
+            ),
+            StoreError::HashMismatch { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "hash_mismatch", error.to_string())
+            }
+            StoreError::Io(_) | StoreError::Index(_) => {
+                tracing::error!(%error, "blob store failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    "the node could not store or read the blob",
+                )
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! Handlers are thin: they ask the mesh handle and shape JSON from `mycel_protocol::api`.
 //! Every error is `{"error", "code"}` with a 4xx/5xx status; nothing internal leaks.
 
+mod blobs;
 mod error;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub mesh: MeshHandle,
+    pub blobs: mycel_blobs::BlobStore,
     pub registry: Arc<Registry>,
 }
 
@@ -34,6 +36,11 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/nodes", get(nodes))
+        .route(
+            "/v1/blobs",
+            axum::routing::post(blobs::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/blobs/{hash}", get(blobs::download))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,0 +1,27 @@
+//! mycel's blobs: a content-addressed store on the node's disk.
+//!
+//! A blob is named by the BLAKE3 hash of its bytes ([`BlobHash`]). The store keeps, under
+//! `<data-dir>/blobs/`:
+//!
+//! ```text
+//! data/<hex>      the bytes, written once and never changed
+//! outboard/<hex>  the BLAKE3 tree (pre-order bao outboard, 16 KiB chunk groups), so any range
+//!                 can be served with the proof a receiver checks against the root hash
+//! index/          sled: hash -> size, the record of what the store holds
+//! tmp/            uploads in progress; emptied at every start
+//! ```
+//!
+//! Nothing reaches `data/` unverified: an upload streams to `tmp/` while it is hashed, is fsynced,
+//! checked against the hash the uploader declared, and only then renamed to its final name and
+//! indexed. A `kill -9` at any point leaves either no blob or a whole, correct one.
+
+mod metrics;
+mod store;
+
+pub use bao_tree::BlockSize;
+pub use metrics::BlobMetrics;
+pub use mycel_protocol::BlobHash;
+pub use store::{BlobMeta, BlobStore, StoreError, Upload};
+
+/// Chunk groups of 16 KiB: the unit a receiver verifies (and a sender proves) at once.
+pub const BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);

@@ -1,0 +1,97 @@
+//! Content ids: a blob is named by the BLAKE3 hash of its bytes, written `blake3:<64 hex>`.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The BLAKE3 hash that names a blob.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobHash(pub [u8; 32]);
+
+const PREFIX: &str = "blake3:";
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a blob hash: expected blake3:<64 hex digits>")]
+pub struct BadBlobHash(String);
+
+impl BlobHash {
+    /// The hex digits without the `blake3:` prefix (for file names).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+impl fmt::Display for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}", self.to_hex())
+    }
+}
+
+impl fmt::Debug for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for BlobHash {
+    type Err = BadBlobHash;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix(PREFIX)
+            .and_then(Self::from_hex)
+            .ok_or_else(|| BadBlobHash(s.chars().take(80).collect()))
+    }
+}
+
+impl Serialize for BlobHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let text = format!("blake3:{}", "ab".repeat(32));
+        let hash: BlobHash = text.parse().unwrap();
+        assert_eq!(hash.to_string(), text);
+        assert_eq!(hash.0[0], 0xab);
+        assert_eq!(serde_json::to_string(&hash).unwrap(), format!("\"{text}\""));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_hash() {
+        for bad in [
+            "",
+            "blake3:",
+            "sha256:".to_string().as_str(),
+            &"ab".repeat(32),
+            &format!("blake3:{}", "ab".repeat(31)),
+            &format!("blake3:{}", "zz".repeat(32)),
+            &format!("blake3:{}", "ab".repeat(33)),
+            &format!("blake3:{}é", "a".repeat(63)),
+        ] {
+            assert!(bad.parse::<BlobHash>().is_err(), "{bad}");
+        }
+    }
+}

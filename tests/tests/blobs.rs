@@ -1,0 +1,177 @@
+//! The blob store through the API and the CLI: what goes in comes out under its BLAKE3 hash, and
+//! nothing unverified or unfinished is ever stored.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use mycel_protocol::api::{ApiError, BlobStored};
+use mycel_tests::{NodeProcess, mycel_cli, within};
+use tokio::io::AsyncWriteExt;
+
+fn blake3_id(bytes: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
+}
+
+fn sample(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn get(node: &NodeProcess, path: &str) -> Result<reqwest::Response> {
+    Ok(reqwest::get(format!("{}{path}", node.api())).await?)
+}
+
+async fn error_of(response: reqwest::Response) -> Result<(u16, String)> {
+    let status = response.status().as_u16();
+    let error: ApiError = response.json().await.context("a JSON error body")?;
+    Ok((status, error.code))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_file_reads_back_under_its_hash() -> Result<()> {
+    let node = NodeProcess::start("blobs", None).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("module.wasm");
+    let bytes = sample(3 * 1024 * 1024 + 17, 7);
+    std::fs::write(&file, &bytes)?;
+
+    let out = mycel_cli([
+        "push",
+        "--node",
+        node.api(),
+        file.to_str().context("utf-8")?,
+    ])
+    .await?;
+    ensure!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout)?;
+    ensure!(printed.trim() == blake3_id(&bytes), "{printed}");
+
+    let response = get(&node, &format!("/v1/blobs/{}", blake3_id(&bytes))).await?;
+    ensure!(response.status() == 200, "{response:?}");
+    ensure!(
+        response.bytes().await?.as_ref() == bytes.as_slice(),
+        "bytes differ"
+    );
+
+    // The same bytes again are the same blob.
+    let out = mycel_cli([
+        "push",
+        "--json",
+        "--node",
+        node.api(),
+        file.to_str().context("utf-8")?,
+    ])
+    .await?;
+    let stored: BlobStored = serde_json::from_slice(&out.stdout)?;
+    ensure!(stored.hash.to_string() == blake3_id(&bytes) && stored.size == bytes.len() as u64);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_hashes_and_unknown_blobs_get_clear_errors() -> Result<()> {
+    let node = NodeProcess::start("blob-errors", None).await?;
+    let (status, code) = error_of(get(&node, "/v1/blobs/blake3:xyz").await?).await?;
+    ensure!(status == 400 && code == "bad_hash", "{status} {code}");
+
+    let unknown = blake3_id(b"nobody has this");
+    let (status, code) = within(
+        "a lookup of an unknown blob",
+        Duration::from_secs(10),
+        async { error_of(get(&node, &format!("/v1/blobs/{unknown}")).await?).await },
+    )
+    .await??;
+    ensure!(status == 404 && code == "blob_not_found", "{status} {code}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_whose_declared_hash_does_not_match_stores_nothing() -> Result<()> {
+    let node = NodeProcess::start("blob-mismatch", None).await?;
+    let bytes = sample(100_000, 1);
+    let declared = blake3_id(b"something else");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/blobs?hash={declared}", node.api()))
+        .body(bytes.clone())
+        .send()
+        .await?;
+    let (status, code) = error_of(response).await?;
+    ensure!(status == 400 && code == "hash_mismatch", "{status} {code}");
+    for hash in [declared, blake3_id(&bytes)] {
+        let status = get(&node, &format!("/v1/blobs/{hash}")).await?.status();
+        ensure!(status == 404, "{hash} answered {status}");
+    }
+    ensure!(
+        std::fs::read_dir(node.data_dir().path().join("blobs/data"))?.count() == 0,
+        "a data file was left behind"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_over_the_size_limit_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("mycel.toml");
+    std::fs::write(&config, "[blobs]\nmax_size_mb = 1\n")?;
+    let node = NodeProcess::builder("blob-limit")
+        .arg("--config")
+        .arg(config.to_str().context("utf-8")?)
+        .start()
+        .await?;
+    let bytes = sample(1024 * 1024 + 1, 2);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/blobs", node.api()))
+        .body(bytes.clone())
+        .send()
+        .await?;
+    let (status, code) = error_of(response).await?;
+    ensure!(status == 413 && code == "too_large", "{status} {code}");
+    let status = get(&node, &format!("/v1/blobs/{}", blake3_id(&bytes)))
+        .await?
+        .status();
+    ensure!(status == 404, "{status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_mid_upload_holds_no_partial_blob() -> Result<()> {
+    let mut node = NodeProcess::start("blob-crash", None).await?;
+    let bytes = sample(8 * 1024 * 1024, 3);
+    let hash = blake3_id(&bytes);
+
+    // Send the headers and half the body, then kill the node while it waits for the rest.
+    let addr = node.api().trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+    let head = format!(
+        "POST /v1/blobs?hash={hash} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&bytes[..bytes.len() / 2]).await?;
+    stream.flush().await?;
+    let tmp = node.data_dir().path().join("blobs/tmp");
+    mycel_tests::wait_until(
+        "the partial upload to reach the disk",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        async || {
+            let written: u64 = std::fs::read_dir(&tmp)?
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            Ok(written > 0)
+        },
+    )
+    .await?;
+    node.sigkill()?;
+    drop(stream);
+
+    node.restart(&[]).await?;
+    let status = get(&node, &format!("/v1/blobs/{hash}")).await?.status();
+    ensure!(status == 404, "a partial blob answers {status}");
+    ensure!(
+        std::fs::read_dir(&tmp)?.count() == 0,
+        "the partial upload was not cleaned up"
+    );
+    Ok(())
+}
