@@ -326,6 +326,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_sample_config_is_valid() {
+        let mut a = args();
+        a.config = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../bootstrap/mycel.toml").into());
+        let c = NodeConfig::resolve(a).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.api.to_string(), DEFAULT_API);
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

@@ -44,6 +44,11 @@ impl Net {
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
+        // Docker's firewall drops forwarded traffic between bridge ports (FORWARD policy DROP
+        // with bridge netfilter on); let this test's own bridge through.
+        let _ = Command::new("iptables")
+            .args(net.forward_rule("-I"))
+            .output();
         for side in ["a", "b"] {
             let ns = net.netns(side);
             let (outer, inner) = (format!("{tag}{side}o"), format!("{tag}{side}i"));
@@ -69,6 +74,15 @@ impl Net {
         Ok(net)
     }
 
+    fn forward_rule(&self, action: &str) -> Vec<String> {
+        let bridge = format!("{}br", self.tag);
+        [
+            action, "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     fn netns(&self, side: &str) -> String {
         format!("{}{side}", self.tag)
     }
@@ -92,6 +106,9 @@ impl Drop for Net {
             let _ = ip(&["link", "del", &format!("{}{side}o", self.tag)]);
         }
         let _ = ip(&["link", "del", &format!("{}br", self.tag)]);
+        let _ = Command::new("iptables")
+            .args(self.forward_rule("-D"))
+            .output();
     }
 }
 
