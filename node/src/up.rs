@@ -59,6 +59,9 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     mesh_config.bootstrap = config.bootstrap.clone();
     mesh_config.peer_store = Some(config.data_dir.join(datadir::PEERS_FILE));
     mesh_config.timing = config.timing;
+    mesh_config.blob_server = Some(Arc::new(mycel_blobs::StoreServer {
+        store: blobs.clone(),
+    }));
     let mesh = mycel_mesh::start(mesh_config, local.clone(), &mut registry)
         .await
         .context("starting the mesh")?;

@@ -66,6 +66,40 @@ impl<'de> Deserialize<'de> for BlobHash {
     }
 }
 
+/// Largest range one blob request may ask for.
+pub const MAX_RANGE_BYTES: u64 = 1024 * 1024;
+/// Largest blob response accepted: a full range plus its proof (64 bytes per 16 KiB group).
+pub const MAX_BLOB_RESPONSE_BYTES: usize = MAX_RANGE_BYTES as usize + 64 * 1024;
+
+/// A request of the blob protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobRequest {
+    /// "Do you hold this blob whole, and how large is it?"
+    Have { hash: BlobHash },
+    /// "Send `[offset, offset + len)` with its proof."
+    Range {
+        hash: BlobHash,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// An answer of the blob protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobResponse {
+    /// The size of a blob held whole.
+    Have { size: u64 },
+    /// The range, bao-encoded: chunk groups interleaved with the tree nodes that prove them.
+    Range {
+        #[serde(with = "serde_bytes")]
+        encoded: Vec<u8>,
+    },
+    /// Not held (or not that range).
+    Missing,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

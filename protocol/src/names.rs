@@ -8,3 +8,5 @@ pub const MEMBER_SYNC_PROTOCOL: &str = "/mycel/member-sync/1";
 pub const KADEMLIA_PROTOCOL: &str = "/mycel/kad/1";
 /// Identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/mycel/id/1";
+/// Request-response protocol for blob ranges (`BlobRequest` / `BlobResponse`).
+pub const BLOB_PROTOCOL: &str = "/mycel/blob/1";

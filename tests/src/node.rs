@@ -175,6 +175,10 @@ impl NodeBuilder {
             .stdout(log.try_clone().context("sharing the node log")?)
             .stderr(log);
         clear_mycel_env(&mut command);
+        // MYCEL_TEST_LOG=<filter> turns up the nodes' logging when a test needs a closer look.
+        if let Ok(filter) = std::env::var("MYCEL_TEST_LOG") {
+            command.env("MYCEL_LOG", filter);
+        }
         command.envs(self.envs.iter().map(|(k, v)| (k, v)));
         // Log files are read by people, not terminals.
         command.env("NO_COLOR", "1");

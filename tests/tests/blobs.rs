@@ -175,3 +175,93 @@ async fn a_node_killed_mid_upload_holds_no_partial_blob() -> Result<()> {
     );
     Ok(())
 }
+
+/// Streams a blob from `node` and returns its BLAKE3 id, without holding it in memory.
+async fn fetched_id(node: &NodeProcess, hash: &str) -> Result<String> {
+    let mut response = get(node, &format!("/v1/blobs/{hash}")).await?;
+    ensure!(
+        response.status() == 200,
+        "{} answered {}",
+        node.name(),
+        response.status()
+    );
+    let mut hasher = blake3::Hasher::new();
+    while let Some(chunk) = response.chunk().await? {
+        hasher.update(&chunk);
+    }
+    Ok(format!("blake3:{}", hasher.finalize().to_hex()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_pushed_to_one_node_reaches_five_others_fetching_at_once() -> Result<()> {
+    let mesh = mycel_tests::Mesh::star(6).await?;
+    let result = async {
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("big.bin");
+        let bytes = sample(96 * 1024 * 1024, 9);
+        std::fs::write(&file, &bytes)?;
+        let hash = blake3_id(&bytes);
+        drop(bytes);
+        let out = mycel_cli([
+            "push",
+            "--node",
+            mesh[0].api(),
+            file.to_str().context("utf-8")?,
+        ])
+        .await?;
+        ensure!(out.status.success(), "{out:?}");
+
+        let fetches = (1..6).map(|i| fetched_id(&mesh[i], &hash));
+        for (i, id) in futures::future::try_join_all(fetches)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            ensure!(id == hash, "node {} got {id}", i + 1);
+        }
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_with_a_doctored_store_file_is_caught_and_the_fetch_succeeds() -> Result<()> {
+    let mesh = mycel_tests::Mesh::star(3).await?;
+    let result = async {
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        let bytes = sample(4 * 1024 * 1024 + 99, 5);
+        let hash = blake3_id(&bytes);
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/blobs", mesh[0].api()))
+            .body(bytes.clone())
+            .send()
+            .await?;
+        ensure!(response.status() == 201, "{response:?}");
+        // Node 1 fetches it, so two nodes hold it; then its copy on disk goes bad.
+        ensure!(fetched_id(&mesh[1], &hash).await? == hash);
+        let stored = mesh[1]
+            .data_dir()
+            .path()
+            .join("blobs/data")
+            .join(hash.trim_start_matches("blake3:"));
+        let mut doctored = std::fs::read(&stored)?;
+        for i in (0..doctored.len()).step_by(512 * 1024) {
+            doctored[i] ^= 0x5a;
+        }
+        std::fs::write(&stored, doctored)?;
+
+        ensure!(
+            fetched_id(&mesh[2], &hash).await? == hash,
+            "node 2 got other bytes"
+        );
+        ensure!(
+            mesh[2].log_tail().contains("dropping a provider"),
+            "node 2 never noticed the bad provider"
+        );
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}

@@ -1,5 +1,6 @@
 //! `POST /v1/blobs` and `GET /v1/blobs/{hash}`: bytes in and out of the node's blob store,
-//! streamed both ways (an upload never sits in memory).
+//! streamed both ways (an upload never sits in memory). A blob this node lacks is fetched from its
+//! peers, verified, stored, then served.
 
 use axum::{
     Json,
@@ -76,11 +77,34 @@ pub(crate) async fn download(
     Path(hash): Path<String>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;
+    if state.blobs.meta(&hash)?.is_none() {
+        let network = mycel_blobs::MeshBlobs {
+            mesh: state.mesh.clone(),
+        };
+        match mycel_blobs::fetch(&state.blobs, &network, hash).await {
+            Ok(meta) => tracing::info!(%hash, size = meta.size, "blob fetched from peers"),
+            Err(mycel_blobs::FetchError::NotFound(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "blob_not_found",
+                    format!("no node in reach holds {hash}"),
+                ));
+            }
+            Err(mycel_blobs::FetchError::Store(e)) => return Err(e.into()),
+            Err(e @ mycel_blobs::FetchError::ProvidersFailed { .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "fetch_failed",
+                    e.to_string(),
+                ));
+            }
+        }
+    }
     let Some((meta, file)) = state.blobs.open_blob(&hash).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "blob_not_found",
-            format!("this node holds no blob {hash}"),
+            format!("no node in reach holds {hash}"),
         ));
     };
     Ok((

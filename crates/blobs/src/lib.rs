@@ -14,14 +14,23 @@
 //! Nothing reaches `data/` unverified: an upload streams to `tmp/` while it is hashed, is fsynced,
 //! checked against the hash the uploader declared, and only then renamed to its final name and
 //! indexed. A `kill -9` at any point leaves either no blob or a whole, correct one.
+//!
+//! Between nodes ([`fetch`], over the mesh's `/mycel/blob/1` protocol): a node that lacks a blob
+//! asks its peers who holds it, then asks all of them at once for different 1 MiB ranges; every
+//! range arrives with its BLAKE3 proof and is verified against the root hash before it is written,
+//! and a provider that sends anything that does not verify is dropped for the transfer.
 
+mod mesh;
 mod metrics;
 mod store;
+mod transfer;
 
 pub use bao_tree::BlockSize;
+pub use mesh::{MeshBlobs, StoreServer};
 pub use metrics::BlobMetrics;
 pub use mycel_protocol::BlobHash;
 pub use store::{BlobMeta, BlobStore, StoreError, Upload};
+pub use transfer::{BlobNetwork, FetchError, PartialBlob, RANGE_BYTES, fetch};
 
 /// Chunk groups of 16 KiB: the unit a receiver verifies (and a sender proves) at once.
 pub const BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);

@@ -120,11 +120,17 @@ impl BlobStore {
         self.inner.root.join(sub)
     }
 
-    fn data_path(&self, hash: &BlobHash) -> PathBuf {
+    pub(crate) fn tmp_path(&self, what: &str) -> PathBuf {
+        let n = self.inner.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.dir("tmp")
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    pub(crate) fn data_path(&self, hash: &BlobHash) -> PathBuf {
         self.dir("data").join(hash.to_hex())
     }
 
-    fn outboard_path(&self, hash: &BlobHash) -> PathBuf {
+    pub(crate) fn outboard_path(&self, hash: &BlobHash) -> PathBuf {
         self.dir("outboard").join(hash.to_hex())
     }
 
@@ -159,10 +165,7 @@ impl BlobStore {
 
     /// Starts an upload; nothing is visible under any hash until [`Upload::finish`].
     pub async fn begin_upload(&self) -> Result<Upload, StoreError> {
-        let n = self.inner.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .dir("tmp")
-            .join(format!("upload-{}-{n}", std::process::id()));
+        let path = self.tmp_path("upload");
         let file = tokio::fs::File::create(&path).await?;
         Ok(Upload {
             store: self.clone(),
@@ -175,7 +178,12 @@ impl BlobStore {
 
     /// Moves a verified temp file into place: outboard first, then the data, then the index, each
     /// durable before the next, so the index never names a blob whose files are not whole.
-    fn commit(&self, tmp: &Path, hash: BlobHash, size: u64) -> Result<BlobMeta, StoreError> {
+    pub(crate) fn commit(
+        &self,
+        tmp: &Path,
+        hash: BlobHash,
+        size: u64,
+    ) -> Result<BlobMeta, StoreError> {
         let meta = BlobMeta { hash, size };
         if self.meta(&hash)?.is_some() {
             fs::remove_file(tmp)?;

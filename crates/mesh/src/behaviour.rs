@@ -7,6 +7,7 @@ use libp2p::{
     request_response, swarm::NetworkBehaviour,
 };
 use mycel_protocol::{
+    blob::{BlobRequest, BlobResponse, MAX_BLOB_RESPONSE_BYTES},
     membership::{
         MAX_GOSSIP_FRAME_BYTES, MAX_MEMBER_SYNC_BYTES, MemberSyncRequest, MemberSyncResponse,
     },
@@ -18,6 +19,7 @@ use crate::{codec::CborCodec, membership::Timing};
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) type MemberSyncCodec = CborCodec<MemberSyncRequest, MemberSyncResponse>;
+pub(crate) type BlobCodec = CborCodec<BlobRequest, BlobResponse>;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -27,6 +29,7 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) member_sync: request_response::Behaviour<MemberSyncCodec>,
+    pub(crate) blobs: request_response::Behaviour<BlobCodec>,
 }
 
 pub(crate) fn membership_topic() -> gossipsub::IdentTopic {
@@ -91,6 +94,17 @@ impl Behaviour {
             request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
         );
 
+        let blobs = request_response::Behaviour::with_codec(
+            BlobCodec::new(1024, MAX_BLOB_RESPONSE_BYTES),
+            [(
+                StreamProtocol::new(names::BLOB_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(30))
+                .with_max_concurrent_streams(256),
+        );
+
         Ok(Self {
             blocked: Default::default(),
             identify,
@@ -103,6 +117,7 @@ impl Behaviour {
             kad,
             gossipsub,
             member_sync,
+            blobs,
         })
     }
 }

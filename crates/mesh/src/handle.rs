@@ -1,13 +1,21 @@
 //! The handle through which the rest of the node talks to the mesh actor.
 
 use libp2p::{Multiaddr, PeerId};
-use mycel_protocol::api::NodeInfo;
+use mycel_protocol::{
+    api::NodeInfo,
+    blob::{BlobRequest, BlobResponse},
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::{LocalNode, MeshError};
 
 pub(crate) enum Command {
+    BlobRequest {
+        peer: PeerId,
+        request: BlobRequest,
+        reply: oneshot::Sender<Result<BlobResponse, MeshError>>,
+    },
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
     ConnectedPeers(oneshot::Sender<usize>),
     UpdateLocal(LocalNode),
@@ -36,6 +44,20 @@ impl MeshHandle {
     /// How many peers this node holds a connection to.
     pub async fn connected_peers(&self) -> Result<usize, MeshError> {
         self.ask(Command::ConnectedPeers).await
+    }
+
+    /// Sends a blob request to `peer` and waits for its answer.
+    pub async fn blob_request(
+        &self,
+        peer: PeerId,
+        request: BlobRequest,
+    ) -> Result<BlobResponse, MeshError> {
+        self.ask(|reply| Command::BlobRequest {
+            peer,
+            request,
+            reply,
+        })
+        .await?
     }
 
     /// Replaces what this node advertises about itself; a change other than resources is

@@ -23,10 +23,14 @@ pub mod membership;
 mod metrics;
 pub mod peer_store;
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
-use libp2p::{Multiaddr, identity::Keypair};
-use mycel_protocol::{Resources, Runtime};
+use futures::future::BoxFuture;
+use libp2p::{Multiaddr, PeerId, identity::Keypair};
+use mycel_protocol::{
+    Resources, Runtime,
+    blob::{BlobRequest, BlobResponse},
+};
 
 pub use actor::start;
 pub use handle::{Mesh, MeshHandle};
@@ -48,6 +52,19 @@ pub struct MeshConfig {
     pub target_peers: usize,
     /// How long a listener may take to report its address before start-up fails.
     pub listen_timeout: Duration,
+    /// Who answers peers' blob requests; without one every request is answered `Missing`.
+    pub blob_server: Option<Arc<dyn BlobServer>>,
+}
+
+/// Answers blob requests from peers (the node's blob store does). Runs off the mesh actor.
+pub trait BlobServer: Send + Sync {
+    fn serve(&self, peer: PeerId, request: BlobRequest) -> BoxFuture<'static, BlobResponse>;
+}
+
+impl fmt::Debug for dyn BlobServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BlobServer")
+    }
 }
 
 impl MeshConfig {
@@ -60,6 +77,7 @@ impl MeshConfig {
             timing: Timing::default(),
             target_peers: 8,
             listen_timeout: Duration::from_secs(10),
+            blob_server: None,
         }
     }
 }
@@ -83,4 +101,7 @@ pub enum MeshError {
     Listen { addr: Multiaddr, reason: String },
     #[error("the mesh has stopped")]
     Stopped,
+    /// The peer could not be reached, or did not answer in time: try another.
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: PeerId, reason: String },
 }

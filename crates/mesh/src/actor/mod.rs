@@ -28,7 +28,10 @@ use mycel_protocol::{
     names,
 };
 use prometheus_client::registry::Registry;
-use tokio::{sync::mpsc, time::MissedTickBehavior};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::MissedTickBehavior,
+};
 
 use crate::{
     LocalNode, MeshConfig, MeshError,
@@ -69,7 +72,10 @@ pub async fn start(
     let peer_id = *swarm.local_peer_id();
 
     let listen_addrs = listen(&mut swarm, &config).await?;
+    let (answers, answers_rx) = mpsc::channel(blobs::ANSWER_QUEUE);
     let mut actor = Actor {
+        blob_traffic: Default::default(),
+        answers,
         membership: Membership::new(peer_id, config.timing),
         local,
         listen_addrs: listen_addrs.clone(),
@@ -96,7 +102,7 @@ pub async fn start(
     actor.dial_join_peers();
 
     let (tx, rx) = mpsc::channel(64);
-    let task = tokio::spawn(actor.run(rx));
+    let task = tokio::spawn(actor.run(rx, answers_rx));
     let listen_addrs = listen_addrs
         .into_iter()
         .map(|a| a.with(Protocol::P2p(peer_id)))
@@ -205,10 +211,14 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+mod blobs;
 mod connections;
 mod gossip;
 
 struct Actor {
+    blob_traffic: blobs::BlobTraffic,
+    /// Answers to inbound blob requests, from the tasks that made them.
+    answers: mpsc::Sender<(u64, mycel_protocol::blob::BlobResponse)>,
     swarm: Swarm<Behaviour>,
     config: MeshConfig,
     membership: Membership,
@@ -242,7 +252,11 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut answers: mpsc::Receiver<(u64, mycel_protocol::blob::BlobResponse)>,
+    ) {
         let mut advert_tick = tokio::time::interval(self.config.timing.advert_interval);
         let mut judge_tick = tokio::time::interval(JUDGE_INTERVAL);
         let mut maintain_tick = tokio::time::interval(MAINTAIN_INTERVAL);
@@ -268,6 +282,7 @@ impl Actor {
                     // Every handle is gone: the node is shutting down without a goodbye.
                     None => return,
                 },
+                Some((id, response)) = answers.recv() => self.answer_blob_request(id, response),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = advert_tick.tick() => self.announce(),
                 _ = judge_tick.tick() => self.judge(),
@@ -283,6 +298,11 @@ impl Actor {
                 let nodes = self.membership.nodes(Instant::now(), &self.local_advert());
                 let _ = reply.send(nodes);
             }
+            Command::BlobRequest {
+                peer,
+                request,
+                reply,
+            } => self.send_blob_request(peer, request, reply),
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().count());
             }
@@ -441,6 +461,7 @@ impl Actor {
                 ..
             })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::MemberSync(event)) => self.on_member_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => self.on_blob_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, ..
             })) => {
