@@ -145,3 +145,18 @@ pub fn tail(path: &std::path::Path, lines: usize) -> String {
         Err(e) => format!("(no log at {}: {e})", path.display()),
     }
 }
+
+/// Resident memory of process `pid`, in MiB (VmRSS).
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}

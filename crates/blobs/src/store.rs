@@ -191,9 +191,13 @@ impl BlobStore {
         }
         let data = fs::File::open(tmp)?;
         let outboard = PreOrderOutboard::<Vec<u8>>::create(&data, BLOCK_SIZE)?;
+        // The tree's root is the BLAKE3 hash of the bytes: this is the last check every blob
+        // passes before it gets its name, whether it was uploaded or fetched.
         if outboard.root.as_bytes() != &hash.0 {
-            // The tree's root is the BLAKE3 hash by construction; anything else is a broken disk.
-            return Err(io::Error::other("the outboard root differs from the blob hash").into());
+            return Err(StoreError::HashMismatch {
+                declared: hash,
+                actual: BlobHash(*outboard.root.as_bytes()),
+            });
         }
         write_durably(&self.outboard_path(&hash), &outboard.data)?;
         fs::rename(tmp, self.data_path(&hash))?;

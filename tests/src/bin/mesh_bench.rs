@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use mycel_protocol::api::MemberStatus;
-use mycel_tests::{Mesh, NodeProcess, metrics, mycel_bin};
+use mycel_tests::{Mesh, NodeProcess, metrics, mycel_bin, rss_mib};
 use tokio::time::Instant;
 
 /// The node's default failure detector: a suspect that does not refute is dead after this long.
@@ -172,20 +172,6 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
     Ok(utime + stime)
-}
-
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("malformed VmRSS")?
-        .parse()?;
-    Ok(kib / 1024.0)
 }
 
 fn clock_ticks_per_second() -> f64 {
