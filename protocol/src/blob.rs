@@ -91,6 +91,13 @@ pub enum BlobRequest {
 pub enum BlobResponse {
     /// The size of a blob held whole.
     Have { size: u64 },
+    /// The blob is being fetched here: its size, and a bitmap of the 1 MiB ranges already
+    /// verified (bit `i % 8` of byte `i / 8` for range `i`), which can be asked for.
+    Partial {
+        size: u64,
+        #[serde(with = "serde_bytes")]
+        ranges: Vec<u8>,
+    },
     /// The range, bao-encoded: chunk groups interleaved with the tree nodes that prove them.
     Range {
         #[serde(with = "serde_bytes")]
@@ -98,6 +105,22 @@ pub enum BlobResponse {
     },
     /// Not held (or not that range).
     Missing,
+}
+
+/// Packs one flag per range into the bitmap of [`BlobResponse::Partial`].
+pub fn pack_ranges(flags: &[bool]) -> Vec<u8> {
+    let mut bits = vec![0u8; flags.len().div_ceil(8)];
+    for (i, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
+        bits[i / 8] |= 1 << (i % 8);
+    }
+    bits
+}
+
+/// Unpacks `count` flags from a bitmap (missing bytes read as zeros).
+pub fn unpack_ranges(bits: &[u8], count: usize) -> Vec<bool> {
+    (0..count)
+        .map(|i| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .collect()
 }
 
 #[cfg(test)]
@@ -111,6 +134,17 @@ mod tests {
         assert_eq!(hash.to_string(), text);
         assert_eq!(hash.0[0], 0xab);
         assert_eq!(serde_json::to_string(&hash).unwrap(), format!("\"{text}\""));
+    }
+
+    #[test]
+    fn range_bitmaps_round_trip() {
+        let flags = [
+            true, false, false, true, true, false, false, false, true, false,
+        ];
+        let bits = pack_ranges(&flags);
+        assert_eq!(bits.len(), 2);
+        assert_eq!(unpack_ranges(&bits, flags.len()), flags);
+        assert_eq!(unpack_ranges(&[], 3), [false; 3]);
     }
 
     #[test]

@@ -192,6 +192,9 @@ async fn fetched_id(node: &NodeProcess, hash: &str) -> Result<String> {
     Ok(format!("blake3:{}", hasher.finalize().to_hex()))
 }
 
+/// The least share of the bytes that nodes other than the origin must serve.
+const SHARE: f64 = 0.2;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blob_pushed_to_one_node_reaches_five_others_fetching_at_once() -> Result<()> {
     let mesh = mycel_tests::Mesh::star(6).await?;
@@ -220,6 +223,28 @@ async fn a_blob_pushed_to_one_node_reaches_five_others_fetching_at_once() -> Res
         {
             ensure!(id == hash, "node {} got {id}", i + 1);
         }
+
+        // Fetchers that started together fed each other: the origin did not serve it all.
+        let mut sent = Vec::new();
+        for node in mesh.iter() {
+            let text = node.metrics().await?;
+            sent.push(mycel_tests::metrics::value(
+                &text,
+                "mycel_blob_bytes_sent_total",
+                &[],
+            ));
+        }
+        let total: f64 = sent.iter().sum();
+        let others: f64 = sent[1..].iter().sum();
+        ensure!(
+            total >= 5.0 * 96.0 * 1024.0 * 1024.0,
+            "only {total} bytes served"
+        );
+        ensure!(
+            others / total >= SHARE,
+            "nodes other than the origin served {:.0}% of the bytes: {sent:?}",
+            100.0 * others / total
+        );
         Ok(())
     }
     .await;

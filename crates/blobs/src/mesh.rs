@@ -9,10 +9,10 @@ use mycel_mesh::{BlobServer, MeshHandle};
 use mycel_protocol::{
     BlobHash,
     api::MemberStatus,
-    blob::{BlobRequest, BlobResponse},
+    blob::{BlobRequest, BlobResponse, pack_ranges, unpack_ranges},
 };
 
-use crate::{BlobNetwork, BlobStore};
+use crate::{BlobNetwork, BlobStore, Provider, RANGE_BYTES};
 
 /// Most peers asked whether they hold a blob.
 const MAX_ASKED: usize = 64;
@@ -28,7 +28,7 @@ pub struct MeshBlobs {
 impl BlobNetwork for MeshBlobs {
     type Peer = PeerId;
 
-    fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<(PeerId, u64)>> {
+    fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<PeerId>>> {
         Box::pin(async move {
             // Every alive member is a candidate (the request dials it when needed); the DHT's
             // provider records take over where asking everyone stops scaling.
@@ -52,7 +52,14 @@ impl BlobNetwork for MeshBlobs {
                     )
                     .await;
                     match answer {
-                        Ok(Ok(BlobResponse::Have { size })) => return Some((peer, size)),
+                        Ok(Ok(BlobResponse::Have { size })) => {
+                            return Some(Provider { peer, size, ranges: None });
+                        }
+                        Ok(Ok(BlobResponse::Partial { size, ranges })) => {
+                            let count = size.div_ceil(RANGE_BYTES) as usize;
+                            let ranges = Some(unpack_ranges(&ranges, count));
+                            return Some(Provider { peer, size, ranges });
+                        }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "asking a peer for a blob failed");
                         }
@@ -83,7 +90,9 @@ impl BlobNetwork for MeshBlobs {
             {
                 Ok(BlobResponse::Range { encoded }) => Ok(encoded),
                 Ok(BlobResponse::Missing) => Err("the peer no longer holds the blob".into()),
-                Ok(BlobResponse::Have { .. }) => Err("the peer answered the wrong question".into()),
+                Ok(BlobResponse::Have { .. } | BlobResponse::Partial { .. }) => {
+                    Err("the peer answered the wrong question".into())
+                }
                 Err(e) => Err(e.to_string()),
             }
         })
@@ -101,9 +110,15 @@ impl BlobServer for StoreServer {
         let store = self.store.clone();
         Box::pin(async move {
             let answer = match request {
-                BlobRequest::Have { hash } => store
-                    .meta(&hash)
-                    .map(|meta| meta.map(|m| BlobResponse::Have { size: m.size })),
+                BlobRequest::Have { hash } => store.meta(&hash).map(|meta| match meta {
+                    Some(meta) => Some(BlobResponse::Have { size: meta.size }),
+                    None => store
+                        .partial_ranges(&hash)
+                        .map(|(size, have)| BlobResponse::Partial {
+                            size,
+                            ranges: pack_ranges(&have),
+                        }),
+                }),
                 BlobRequest::Range { hash, offset, len } => store
                     .encode_range(&hash, offset, len)
                     .await

@@ -1,11 +1,12 @@
 //! The store itself: uploads, reads, and recovery at start.
 
 use std::{
+    collections::HashMap,
     fs,
     io::{self, Write},
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -14,7 +15,7 @@ use bao_tree::io::{outboard::PreOrderOutboard, sync::CreateOutboard};
 use mycel_protocol::BlobHash;
 use tokio::io::AsyncWriteExt;
 
-use crate::{BLOCK_SIZE, BlobMetrics};
+use crate::{BLOCK_SIZE, BlobMetrics, transfer::SharedPartial};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +52,8 @@ struct Inner {
     max_blob_bytes: u64,
     next_tmp: AtomicU64,
     metrics: BlobMetrics,
+    /// Blobs being fetched, so their verified ranges can be served meanwhile.
+    partials: Mutex<HashMap<BlobHash, SharedPartial>>,
 }
 
 impl BlobStore {
@@ -72,6 +75,7 @@ impl BlobStore {
                 max_blob_bytes,
                 next_tmp: AtomicU64::new(0),
                 metrics,
+                partials: Mutex::new(HashMap::new()),
             }),
         };
         store.recover()?;
@@ -118,6 +122,26 @@ impl BlobStore {
 
     fn dir(&self, sub: &str) -> PathBuf {
         self.inner.root.join(sub)
+    }
+
+    pub(crate) fn partial(&self, hash: &BlobHash) -> Option<SharedPartial> {
+        self.inner.partials.lock().ok()?.get(hash).cloned()
+    }
+
+    /// Makes a fetch's ranges servable; a second concurrent fetch of the same blob leaves the
+    /// first one registered.
+    pub(crate) fn register_partial(&self, hash: BlobHash, state: SharedPartial) {
+        if let Ok(mut partials) = self.inner.partials.lock() {
+            partials.entry(hash).or_insert(state);
+        }
+    }
+
+    pub(crate) fn unregister_partial(&self, hash: &BlobHash, state: &SharedPartial) {
+        if let Ok(mut partials) = self.inner.partials.lock()
+            && partials.get(hash).is_some_and(|s| Arc::ptr_eq(s, state))
+        {
+            partials.remove(hash);
+        }
     }
 
     pub(crate) fn tmp_path(&self, what: &str) -> PathBuf {

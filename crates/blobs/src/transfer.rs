@@ -5,7 +5,14 @@
 //! receiver needs, interleaved with 16 KiB chunk groups. A provider that sends anything that does
 //! not verify is dropped for the rest of the transfer and its range is asked of another.
 
-use std::{collections::VecDeque, fmt, fs, hash::Hash, io::Cursor, path::PathBuf};
+use std::{
+    collections::VecDeque,
+    fmt, fs,
+    hash::Hash,
+    io::Cursor,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use bao_tree::{
     BaoTree, ByteRanges,
@@ -21,15 +28,20 @@ use mycel_protocol::BlobHash;
 use crate::{BLOCK_SIZE, BlobMeta, BlobStore, StoreError};
 
 /// The span of one range request: 64 chunk groups.
-pub const RANGE_BYTES: u64 = 1024 * 1024;
+pub const RANGE_BYTES: u64 = mycel_protocol::blob::MAX_RANGE_BYTES;
+/// How often a fetch asks again who holds what: fetchers that started together learn each
+/// other's new ranges this fast.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// A fetch that makes no progress for this long gives up.
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Requests in flight to one provider at once: enough to keep a loopback or LAN link busy.
 const PER_PROVIDER: usize = 4;
 
 /// How the fetcher reaches peers; the node implements it over the mesh.
 pub trait BlobNetwork: Send + Sync {
     type Peer: Clone + Eq + Hash + fmt::Display + Send + Sync;
-    /// Peers that hold `hash` whole, with the size each claims.
-    fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<(Self::Peer, u64)>>;
+    /// Peers that hold `hash`, whole or in part.
+    fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<Self::Peer>>>;
     /// The encoded range `[offset, offset + len)` of `hash` from `peer`.
     fn range(
         &self,
@@ -38,6 +50,24 @@ pub trait BlobNetwork: Send + Sync {
         offset: u64,
         len: u64,
     ) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+}
+
+/// A peer that holds a blob, and what of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provider<P> {
+    pub peer: P,
+    /// The size it claims (a wrong one cannot produce ranges that verify).
+    pub size: u64,
+    /// `None`: it holds the blob whole; else which `RANGE_BYTES` ranges it has verified so far.
+    pub ranges: Option<Vec<bool>>,
+}
+
+impl<P> Provider<P> {
+    fn has(&self, range: usize) -> bool {
+        self.ranges
+            .as_ref()
+            .is_none_or(|r| r.get(range).copied().unwrap_or(false))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,56 +93,124 @@ fn outboard_of(hash: &BlobHash, size: u64, data: Vec<u8>) -> PreOrderOutboard<Ve
 }
 
 impl BlobStore {
-    /// The verified encoding of `[offset, offset + len)` of a blob held whole, or `None`.
+    /// The verified encoding of `[offset, offset + len)` of a blob held whole, or of a verified
+    /// range of one still being fetched; `None` when this node cannot prove that range.
     pub async fn encode_range(
         &self,
         hash: &BlobHash,
         offset: u64,
         len: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(meta) = self.meta(hash)? else {
-            return Ok(None);
-        };
-        if offset >= meta.size.max(1) || len == 0 || len > RANGE_BYTES {
+        if len == 0 || len > RANGE_BYTES {
             return Ok(None);
         }
         let store = self.clone();
         let hash = *hash;
-        let len = len.min(meta.size - offset);
-        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, StoreError> {
-            let data = fs::File::open(store.data_path(&hash))?;
+        let encoded =
+            tokio::task::spawn_blocking(move || store.encode_range_blocking(&hash, offset, len))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        if let Some(encoded) = &encoded {
+            self.metrics()
+                .bytes_sent
+                .inc_by(len.min(encoded.len() as u64));
+        }
+        Ok(encoded)
+    }
+
+    fn encode_range_blocking(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut encoded = Vec::with_capacity(len as usize + len as usize / 128 + 1024);
+        let encode_error = |e: bao_tree::io::EncodeError| std::io::Error::other(e.to_string());
+        if let Some(meta) = self.meta(hash)? {
+            if offset >= meta.size {
+                return Ok(None);
+            }
+            let len = len.min(meta.size - offset);
+            let data = fs::File::open(self.data_path(hash))?;
             // Read the tree nodes in place: a request needs a few of them, not the whole file.
             let outboard = PreOrderOutboard {
                 root: blake3::Hash::from_bytes(hash.0),
                 tree: BaoTree::new(meta.size, BLOCK_SIZE),
-                data: fs::File::open(store.outboard_path(&hash))?,
+                data: fs::File::open(self.outboard_path(hash))?,
             };
-            let mut encoded = Vec::with_capacity(len as usize + len as usize / 128 + 1024);
             encode_ranges_validated(data, &outboard, &chunk_ranges(offset, len), &mut encoded)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            Ok(encoded)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-        self.metrics().bytes_sent.inc_by(len);
+                .map_err(encode_error)?;
+            return Ok(Some(encoded));
+        }
+        let Some(partial) = self.partial(hash) else {
+            return Ok(None);
+        };
+        let state = partial
+            .lock()
+            .map_err(|_| std::io::Error::other("a writer panicked"))?;
+        let index = offset / RANGE_BYTES;
+        if !offset.is_multiple_of(RANGE_BYTES)
+            || !state.have.get(index as usize).copied().unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let len = len.min(state.size - offset);
+        encode_ranges_validated(
+            state.file.try_clone()?,
+            &state.outboard,
+            &chunk_ranges(offset, len),
+            &mut encoded,
+        )
+        .map_err(encode_error)?;
         Ok(Some(encoded))
     }
 
-    /// Starts receiving `hash` of `size` bytes into a temp file.
+    /// Which ranges of a blob being fetched this node already verified.
+    pub fn partial_ranges(&self, hash: &BlobHash) -> Option<(u64, Vec<bool>)> {
+        let partial = self.partial(hash)?;
+        let state = partial.lock().ok()?;
+        Some((state.size, state.have.clone()))
+    }
+
+    /// Starts receiving `hash` of `size` bytes into a temp file; its verified ranges are served
+    /// to peers while the rest arrives.
     pub fn begin_fetch(&self, hash: BlobHash, size: u64) -> Result<PartialBlob, StoreError> {
         let path = self.tmp_path("fetch");
-        let file = fs::File::create(&path)?;
+        // Read as well as written: verified ranges are served from it while the rest arrives.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         file.set_len(size)?;
+        let state = Arc::new(Mutex::new(PartialState {
+            size,
+            file,
+            outboard: outboard_of(&hash, size, Vec::new()),
+            have: vec![false; size.div_ceil(RANGE_BYTES) as usize],
+        }));
+        self.register_partial(hash, state.clone());
         Ok(PartialBlob {
             store: self.clone(),
             hash,
             size,
-            file,
             path,
-            outboard: outboard_of(&hash, size, Vec::new()),
+            state,
         })
     }
 }
+
+/// What a fetch has received so far; shared with the code that serves it to peers.
+#[derive(Debug)]
+pub(crate) struct PartialState {
+    size: u64,
+    file: fs::File,
+    outboard: PreOrderOutboard<Vec<u8>>,
+    /// One flag per `RANGE_BYTES` range: verified and written.
+    have: Vec<bool>,
+}
+
+pub(crate) type SharedPartial = Arc<Mutex<PartialState>>;
 
 /// A blob being received: verified ranges are written in place; nothing is visible under the
 /// hash until [`PartialBlob::finish`].
@@ -121,9 +219,8 @@ pub struct PartialBlob {
     store: BlobStore,
     hash: BlobHash,
     size: u64,
-    file: fs::File,
     path: PathBuf,
-    outboard: PreOrderOutboard<Vec<u8>>,
+    state: SharedPartial,
 }
 
 impl PartialBlob {
@@ -139,14 +236,22 @@ impl PartialBlob {
 
     /// Verifies an encoded range against the root hash and writes it. On error nothing of the
     /// bad chunk group is written.
-    pub fn add(&mut self, offset: u64, len: u64, encoded: &[u8]) -> Result<(), String> {
+    pub fn add(&self, offset: u64, len: u64, encoded: &[u8]) -> Result<(), String> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| "a writer panicked".to_string())?;
+        let state = &mut *state;
         decode_ranges(
             Cursor::new(encoded),
             &chunk_ranges(offset, len.max(1)),
-            &mut self.file,
-            &mut self.outboard,
+            &mut state.file,
+            &mut state.outboard,
         )
         .map_err(|e| e.to_string())?;
+        if let Some(flag) = state.have.get_mut((offset / RANGE_BYTES) as usize) {
+            *flag = true;
+        }
         self.store.metrics().bytes_received.inc_by(len);
         Ok(())
     }
@@ -154,21 +259,35 @@ impl PartialBlob {
     /// Moves the received file into the store. Committing rebuilds the whole tree from the
     /// bytes and refuses a root other than the hash, so this re-checks every byte once more.
     pub fn finish(self) -> Result<BlobMeta, StoreError> {
-        self.file.sync_all()?;
-        self.store.commit(&self.path, self.hash, self.size)
+        self.state
+            .lock()
+            .map_err(|_| std::io::Error::other("a writer panicked"))?
+            .file
+            .sync_all()?;
+        let meta = self.store.commit(&self.path, self.hash, self.size)?;
+        Ok(meta)
     }
 }
 
 impl Drop for PartialBlob {
     fn drop(&mut self) {
+        self.store.unregister_partial(&self.hash, &self.state);
         if self.path.exists() {
             let _ = fs::remove_file(&self.path);
         }
     }
 }
 
-/// Fetches `hash` from every peer that has it at once, verifying each range; returns when the
-/// blob is whole in `store`.
+/// One provider during a fetch.
+struct Source<P> {
+    provider: Provider<P>,
+    busy: usize,
+}
+
+/// Fetches `hash` from every peer that has it at once, whole or in part, verifying each range;
+/// returns when the blob is whole in `store`. Ranges are asked of peers that are fetching the blob
+/// too whenever they have them, so fetchers that start together feed each other and the first
+/// holder serves only what nobody else has yet.
 pub async fn fetch<N: BlobNetwork>(
     store: &BlobStore,
     network: &N,
@@ -177,94 +296,130 @@ pub async fn fetch<N: BlobNetwork>(
     if let Some(meta) = store.meta(&hash)? {
         return Ok(meta);
     }
-    let providers = network.providers(hash).await;
-    let Some(size) = providers.first().map(|(_, size)| *size) else {
+    let found = network.providers(hash).await;
+    // Trust the size of a whole holder first; a wrong size fails verification anyway.
+    let Some(size) = found
+        .iter()
+        .find(|p| p.ranges.is_none())
+        .or(found.first())
+        .map(|p| p.size)
+    else {
         return Err(FetchError::NotFound(hash));
     };
-    // A provider that claims another size cannot serve ranges that verify; leave it out.
-    let mut providers: Vec<N::Peer> = providers
-        .into_iter()
-        .filter(|(_, s)| *s == size)
-        .map(|(peer, _)| peer)
-        .collect();
     if size > store.max_blob_bytes() {
         return Err(StoreError::TooLarge {
             limit: store.max_blob_bytes(),
         }
         .into());
     }
-    tracing::info!(%hash, size, providers = providers.len(), "fetching a blob from peers");
-    let partial = store.begin_fetch(hash, size)?;
-    let mut todo: VecDeque<(u64, u64)> = partial.ranges().into();
-    let partial = std::sync::Arc::new(std::sync::Mutex::new(partial));
-    let mut busy: Vec<(N::Peer, usize)> = providers.iter().map(|p| (p.clone(), 0)).collect();
+    tracing::info!(%hash, size, providers = found.len(), "fetching a blob from peers");
+    let partial = Arc::new(store.begin_fetch(hash, size)?);
+    let ranges = partial.ranges();
+    // Each fetcher starts at its own place, so fetchers that start together hold different
+    // ranges early and can trade them.
+    let mut todo: VecDeque<usize> = (0..ranges.len()).collect();
+    todo.rotate_left(rand::random_range(0..ranges.len().max(1)));
+
+    let mut sources: Vec<Source<N::Peer>> = Vec::new();
+    let mut failed: Vec<N::Peer> = Vec::new();
+    merge_sources(&mut sources, &failed, found, size);
     let mut in_flight = FuturesUnordered::new();
+    let mut refresh = tokio::time::interval(REFRESH_EVERY);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_progress = tokio::time::Instant::now();
     let mut last_error = String::from("no provider answered");
 
-    loop {
-        // Hand out ranges to providers with room.
-        while let Some(&(offset, len)) = todo.front() {
-            let Some(slot) = busy
+    while !todo.is_empty() || !in_flight.is_empty() {
+        // Hand out every range some provider with room holds; peers still fetching first.
+        let mut waiting = VecDeque::new();
+        while let Some(range) = todo.pop_front() {
+            let pick = sources
                 .iter_mut()
-                .filter(|(p, n)| *n < PER_PROVIDER && providers.contains(p))
-                .min_by_key(|(_, n)| *n)
-            else {
-                break;
+                .filter(|s| s.busy < PER_PROVIDER && s.provider.has(range))
+                .min_by_key(|s| (s.provider.ranges.is_none(), s.busy));
+            let Some(source) = pick else {
+                waiting.push_back(range);
+                continue;
             };
-            slot.1 += 1;
-            let peer = slot.0.clone();
-            todo.pop_front();
+            source.busy += 1;
+            let peer = source.provider.peer.clone();
+            let (offset, len) = ranges[range];
             let request = network.range(peer.clone(), hash, offset, len);
             let partial = partial.clone();
             in_flight.push(async move {
                 let result = match request.await {
-                    Ok(encoded) => tokio::task::spawn_blocking(move || {
-                        partial
-                            .lock()
-                            .map_err(|_| "a writer panicked".to_string())?
-                            .add(offset, len, &encoded)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r),
+                    Ok(encoded) => {
+                        tokio::task::spawn_blocking(move || partial.add(offset, len, &encoded))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r)
+                    }
                     Err(e) => Err(e),
                 };
-                (peer, offset, len, result)
+                (peer, range, result)
             });
         }
-        let Some((peer, offset, len, result)) = in_flight.next().await else {
-            break;
-        };
-        if let Some(slot) = busy.iter_mut().find(|(p, _)| *p == peer) {
-            slot.1 -= 1;
+        todo = waiting;
+        if sources.is_empty() && in_flight.is_empty() {
+            return Err(FetchError::ProvidersFailed {
+                hash,
+                last: last_error,
+            });
         }
-        if let Err(error) = result {
-            tracing::warn!(%peer, %hash, offset, %error, "dropping a provider for this transfer");
-            last_error = format!("{peer}: {error}");
-            providers.retain(|p| *p != peer);
-            todo.push_back((offset, len));
-            if providers.is_empty() {
-                return Err(FetchError::ProvidersFailed {
-                    hash,
-                    last: last_error,
-                });
+        if last_progress.elapsed() > STALL_TIMEOUT {
+            return Err(FetchError::ProvidersFailed {
+                hash,
+                last: format!("no range arrived for {STALL_TIMEOUT:?}; last error: {last_error}"),
+            });
+        }
+        tokio::select! {
+            Some((peer, range, result)) = in_flight.next() => {
+                if let Some(source) = sources.iter_mut().find(|s| s.provider.peer == peer) {
+                    source.busy -= 1;
+                }
+                match result {
+                    Ok(()) => last_progress = tokio::time::Instant::now(),
+                    Err(error) => {
+                        tracing::warn!(%peer, %hash, range, %error, "dropping a provider for this transfer");
+                        last_error = format!("{peer}: {error}");
+                        sources.retain(|s| s.provider.peer != peer);
+                        failed.push(peer);
+                        todo.push_back(range);
+                    }
+                }
+            }
+            _ = refresh.tick() => {
+                let found = network.providers(hash).await;
+                merge_sources(&mut sources, &failed, found, size);
             }
         }
     }
-    if !todo.is_empty() {
-        return Err(FetchError::ProvidersFailed {
-            hash,
-            last: last_error,
-        });
-    }
-    let partial = std::sync::Arc::into_inner(partial)
-        .expect("every request finished")
-        .into_inner()
-        .map_err(|_| StoreError::from(std::io::Error::other("a writer panicked")))?;
+    let partial = Arc::into_inner(partial).expect("every request finished");
     let meta = tokio::task::spawn_blocking(move || partial.finish())
         .await
         .map_err(|e| StoreError::from(std::io::Error::other(e.to_string())))??;
     Ok(meta)
+}
+
+/// Adds new providers and updates what known ones hold; failed ones stay out.
+fn merge_sources<P: Clone + Eq>(
+    sources: &mut Vec<Source<P>>,
+    failed: &[P],
+    found: Vec<Provider<P>>,
+    size: u64,
+) {
+    for provider in found {
+        if provider.size != size || failed.contains(&provider.peer) {
+            continue;
+        }
+        match sources
+            .iter_mut()
+            .find(|s| s.provider.peer == provider.peer)
+        {
+            Some(source) => source.provider = provider,
+            None => sources.push(Source { provider, busy: 0 }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -281,14 +436,20 @@ mod tests {
 
     impl BlobNetwork for Peers {
         type Peer = String;
-        fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<(String, u64)>> {
+        fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<String>>> {
             Box::pin(async move {
-                let mut found: Vec<(String, u64)> = self
+                let mut found: Vec<Provider<String>> = self
                     .stores
                     .iter()
-                    .filter_map(|(name, s)| Some((name.clone(), s.meta(&hash).ok()??.size)))
+                    .filter_map(|(name, s)| {
+                        Some(Provider {
+                            peer: name.clone(),
+                            size: s.meta(&hash).ok()??.size,
+                            ranges: None,
+                        })
+                    })
                     .collect();
-                found.sort();
+                found.sort_by(|a, b| a.peer.cmp(&b.peer));
                 found
             })
         }
@@ -438,5 +599,57 @@ mod doctored {
         fs::write(&path, doctored).unwrap();
         let served = store.encode_range(&meta.hash, 0, RANGE_BYTES).await;
         assert!(!matches!(served, Ok(Some(_))), "served a doctored range");
+    }
+}
+
+#[cfg(test)]
+mod partial_serving {
+    use super::*;
+    use crate::BlobMetrics;
+
+    #[tokio::test]
+    async fn verified_ranges_of_a_fetch_in_progress_are_served() {
+        let (a_dir, b_dir, c_dir) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let open =
+            |d: &std::path::Path| BlobStore::open(d, 1 << 30, BlobMetrics::default()).unwrap();
+        let (a, b, c) = (open(a_dir.path()), open(b_dir.path()), open(c_dir.path()));
+        let bytes: Vec<u8> = (0..3 * RANGE_BYTES as usize + 5000)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut upload = a.begin_upload().await.unwrap();
+        upload.write(&bytes).await.unwrap();
+        let meta = upload.finish(None).await.unwrap();
+
+        let partial = b.begin_fetch(meta.hash, meta.size).unwrap();
+        let (offset, len) = partial.ranges()[1];
+        let encoded = a
+            .encode_range(&meta.hash, offset, len)
+            .await
+            .unwrap()
+            .unwrap();
+        partial.add(offset, len, &encoded).unwrap();
+        assert_eq!(
+            b.partial_ranges(&meta.hash).unwrap().1,
+            [false, true, false, false]
+        );
+
+        // b serves what it verified, and a third node can verify it.
+        let relayed = b
+            .encode_range(&meta.hash, offset, len)
+            .await
+            .unwrap()
+            .expect("served");
+        let other = c.begin_fetch(meta.hash, meta.size).unwrap();
+        other.add(offset, len, &relayed).unwrap();
+        assert!(
+            b.encode_range(&meta.hash, 0, RANGE_BYTES)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }
