@@ -9,6 +9,8 @@
 //!                 can be served with the proof a receiver checks against the root hash
 //! index/          sled: hash -> size, the record of what the store holds
 //! tmp/            uploads in progress; emptied at every start
+//! partial/        fetches in progress or interrupted: the bytes, the tree nodes and which
+//!                 ranges were verified, to resume from (kept a day)
 //! ```
 //!
 //! Nothing reaches `data/` unverified: an upload streams to `tmp/` while it is hashed, is fsynced,

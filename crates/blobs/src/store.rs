@@ -32,6 +32,9 @@ pub enum StoreError {
     Index(#[from] sled::Error),
 }
 
+/// How long an interrupted fetch is kept for resuming.
+const KEEP_PARTIAL_FETCHES: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// What the store knows about a blob it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobMeta {
@@ -54,12 +57,14 @@ struct Inner {
     metrics: BlobMetrics,
     /// Blobs being fetched, so their verified ranges can be served meanwhile.
     partials: Mutex<HashMap<BlobHash, SharedPartial>>,
+    /// One fetch per blob at a time: a second request for the same blob waits for the first.
+    fetching: Mutex<HashMap<BlobHash, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl BlobStore {
     /// Opens (or creates) the store under `dir`, discarding what a crash left half-done.
     pub fn open(dir: &Path, max_blob_bytes: u64, metrics: BlobMetrics) -> Result<Self, StoreError> {
-        for sub in ["data", "outboard", "tmp"] {
+        for sub in ["data", "outboard", "tmp", "partial"] {
             fs::create_dir_all(dir.join(sub))?;
         }
         // Every commit flushes the index itself, so sled's background flusher (a thread that
@@ -76,6 +81,7 @@ impl BlobStore {
                 next_tmp: AtomicU64::new(0),
                 metrics,
                 partials: Mutex::new(HashMap::new()),
+                fetching: Mutex::new(HashMap::new()),
             }),
         };
         store.recover()?;
@@ -88,6 +94,18 @@ impl BlobStore {
     fn recover(&self) -> Result<(), StoreError> {
         for entry in fs::read_dir(self.dir("tmp"))? {
             fs::remove_file(entry?.path())?;
+        }
+        // Interrupted fetches are kept to be resumed, but not forever.
+        for entry in fs::read_dir(self.dir("partial"))? {
+            let entry = entry?;
+            let stale = entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age > KEEP_PARTIAL_FETCHES);
+            if stale {
+                fs::remove_file(entry.path())?;
+            }
         }
         for entry in fs::read_dir(self.dir("data"))? {
             let entry = entry?;
@@ -124,6 +142,18 @@ impl BlobStore {
         self.inner.root.join(sub)
     }
 
+    /// The lock a fetch of `hash` holds.
+    pub(crate) fn fetch_lock(&self, hash: &BlobHash) -> Arc<tokio::sync::Mutex<()>> {
+        let mut fetching = self
+            .inner
+            .fetching
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Locks nobody holds or waits for are dropped as we go.
+        fetching.retain(|_, lock| Arc::strong_count(lock) > 1);
+        fetching.entry(*hash).or_default().clone()
+    }
+
     pub(crate) fn partial(&self, hash: &BlobHash) -> Option<SharedPartial> {
         self.inner.partials.lock().ok()?.get(hash).cloned()
     }
@@ -148,6 +178,11 @@ impl BlobStore {
         let n = self.inner.next_tmp.fetch_add(1, Ordering::Relaxed);
         self.dir("tmp")
             .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Where an unfinished fetch of `hash` keeps its bytes (and, beside them, its tree).
+    pub(crate) fn partial_path(&self, hash: &BlobHash) -> PathBuf {
+        self.dir("partial").join(hash.to_hex())
     }
 
     pub(crate) fn data_path(&self, hash: &BlobHash) -> PathBuf {

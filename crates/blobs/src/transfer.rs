@@ -172,22 +172,47 @@ impl BlobStore {
         Some((state.size, state.have.clone()))
     }
 
-    /// Starts receiving `hash` of `size` bytes into a temp file; its verified ranges are served
-    /// to peers while the rest arrives.
+    /// Starts (or resumes) receiving `hash` of `size` bytes under `partial/`; its verified ranges
+    /// are served to peers while the rest arrives. What an earlier, interrupted fetch verified is
+    /// kept: the ranges that still check out against the tree are not fetched again.
     pub fn begin_fetch(&self, hash: BlobHash, size: u64) -> Result<PartialBlob, StoreError> {
-        let path = self.tmp_path("fetch");
+        let path = self.partial_path(&hash);
+        let tree_path = path.with_extension("obao");
         // Read as well as written: verified ranges are served from it while the rest arrives.
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .open(&path)?;
-        file.set_len(size)?;
+        let resumed = file.metadata()?.len() == size;
+        let have_path = path.with_extension("have");
+        let tree = if resumed {
+            fs::read(&tree_path).unwrap_or_default()
+        } else {
+            file.set_len(0)?;
+            file.set_len(size)?;
+            Vec::new()
+        };
+        let outboard = outboard_of(&hash, size, tree);
+        let have = if resumed {
+            let claimed = fs::read(&have_path).unwrap_or_default();
+            let count = size.div_ceil(RANGE_BYTES) as usize;
+            let claimed = mycel_protocol::blob::unpack_ranges(&claimed, count);
+            verified_ranges(&outboard, &file, size, &claimed)
+        } else {
+            vec![false; size.div_ceil(RANGE_BYTES) as usize]
+        };
+        let kept = have.iter().filter(|h| **h).count();
+        if kept > 0 {
+            tracing::info!(%hash, ranges = kept, "resuming a fetch from the ranges it verified");
+        }
         let state = Arc::new(Mutex::new(PartialState {
             size,
             file,
-            outboard: outboard_of(&hash, size, Vec::new()),
-            have: vec![false; size.div_ceil(RANGE_BYTES) as usize],
+            outboard,
+            have,
+            unsaved: 0,
         }));
         self.register_partial(hash, state.clone());
         Ok(PartialBlob {
@@ -195,9 +220,42 @@ impl BlobStore {
             hash,
             size,
             path,
+            tree_path,
+            have_path,
             state,
         })
     }
+}
+
+/// Which of the ranges an interrupted fetch recorded as verified still check out against the
+/// tree it saved (hashing each claimed range once: a crash may have saved a claim whose bytes
+/// never reached the disk).
+fn verified_ranges(
+    outboard: &PreOrderOutboard<Vec<u8>>,
+    data: &fs::File,
+    size: u64,
+    claimed: &[bool],
+) -> Vec<bool> {
+    (0..size.div_ceil(RANGE_BYTES) as usize)
+        .map(|i| {
+            if !claimed.get(i).copied().unwrap_or(false) {
+                return false;
+            }
+            let offset = i as u64 * RANGE_BYTES;
+            let wanted = chunk_ranges(offset, RANGE_BYTES.min(size - offset));
+            let valid: Result<Vec<_>, _> =
+                bao_tree::io::sync::valid_ranges(outboard, data, &wanted)
+                    .into_iter()
+                    .collect();
+            valid.is_ok_and(|valid| {
+                let mut covered = bao_tree::ChunkRanges::empty();
+                for range in valid {
+                    covered |= bao_tree::ChunkRanges::from(range);
+                }
+                covered.is_superset(&wanted)
+            })
+        })
+        .collect()
 }
 
 /// What a fetch has received so far; shared with the code that serves it to peers.
@@ -208,7 +266,12 @@ pub(crate) struct PartialState {
     outboard: PreOrderOutboard<Vec<u8>>,
     /// One flag per `RANGE_BYTES` range: verified and written.
     have: Vec<bool>,
+    /// Ranges verified since the tree was last saved.
+    unsaved: usize,
 }
+
+/// How many verified ranges may go unsaved; a crash costs at most these to fetch again.
+const SAVE_EVERY: usize = 8;
 
 pub(crate) type SharedPartial = Arc<Mutex<PartialState>>;
 
@@ -220,6 +283,10 @@ pub struct PartialBlob {
     hash: BlobHash,
     size: u64,
     path: PathBuf,
+    /// Where the tree nodes received so far, and which ranges were verified, are saved for
+    /// resuming.
+    tree_path: PathBuf,
+    have_path: PathBuf,
     state: SharedPartial,
 }
 
@@ -232,6 +299,14 @@ impl PartialBlob {
                 (offset, RANGE_BYTES.min(self.size - offset))
             })
             .collect()
+    }
+
+    /// The indices (into [`PartialBlob::ranges`]) of the ranges not verified yet.
+    pub fn missing(&self) -> Vec<usize> {
+        let Ok(state) = self.state.lock() else {
+            return (0..self.ranges().len()).collect();
+        };
+        (0..state.have.len()).filter(|i| !state.have[*i]).collect()
     }
 
     /// Verifies an encoded range against the root hash and writes it. On error nothing of the
@@ -252,8 +327,22 @@ impl PartialBlob {
         if let Some(flag) = state.have.get_mut((offset / RANGE_BYTES) as usize) {
             *flag = true;
         }
+        state.unsaved += 1;
+        if state.unsaved >= SAVE_EVERY && self.save(state) {
+            state.unsaved = 0;
+        }
         self.store.metrics().bytes_received.inc_by(len);
         Ok(())
+    }
+
+    /// Saves what resuming needs. Best effort: a torn save only means fewer ranges check out.
+    fn save(&self, state: &PartialState) -> bool {
+        fs::write(&self.tree_path, &state.outboard.data).is_ok()
+            && fs::write(
+                &self.have_path,
+                mycel_protocol::blob::pack_ranges(&state.have),
+            )
+            .is_ok()
     }
 
     /// Moves the received file into the store. Committing rebuilds the whole tree from the
@@ -265,15 +354,30 @@ impl PartialBlob {
             .file
             .sync_all()?;
         let meta = self.store.commit(&self.path, self.hash, self.size)?;
+        let _ = fs::remove_file(&self.tree_path);
+        let _ = fs::remove_file(&self.have_path);
         Ok(meta)
     }
 }
 
 impl Drop for PartialBlob {
+    /// An unfinished fetch keeps what it verified for the next attempt; one that verified nothing
+    /// leaves nothing.
     fn drop(&mut self) {
         self.store.unregister_partial(&self.hash, &self.state);
-        if self.path.exists() {
-            let _ = fs::remove_file(&self.path);
+        if !self.path.exists() {
+            return; // finished: the file is the blob now
+        }
+        let kept = self
+            .state
+            .lock()
+            .ok()
+            .filter(|s| s.have.iter().any(|h| *h))
+            .is_some_and(|s| self.save(&s));
+        if !kept {
+            for path in [&self.path, &self.tree_path, &self.have_path] {
+                let _ = fs::remove_file(path);
+            }
         }
     }
 }
@@ -293,6 +397,12 @@ pub async fn fetch<N: BlobNetwork>(
     network: &N,
     hash: BlobHash,
 ) -> Result<BlobMeta, FetchError> {
+    if let Some(meta) = store.meta(&hash)? {
+        return Ok(meta);
+    }
+    let lock = store.fetch_lock(&hash);
+    let _fetching = lock.lock().await;
+    // Another request may have fetched it while this one waited.
     if let Some(meta) = store.meta(&hash)? {
         return Ok(meta);
     }
@@ -317,8 +427,8 @@ pub async fn fetch<N: BlobNetwork>(
     let ranges = partial.ranges();
     // Each fetcher starts at its own place, so fetchers that start together hold different
     // ranges early and can trade them.
-    let mut todo: VecDeque<usize> = (0..ranges.len()).collect();
-    todo.rotate_left(rand::random_range(0..ranges.len().max(1)));
+    let mut todo: VecDeque<usize> = partial.missing().into();
+    todo.rotate_left(rand::random_range(0..todo.len().max(1)));
 
     let mut sources: Vec<Source<N::Peer>> = Vec::new();
     let mut failed: Vec<N::Peer> = Vec::new();
@@ -328,6 +438,7 @@ pub async fn fetch<N: BlobNetwork>(
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_progress = tokio::time::Instant::now();
     let mut last_error = String::from("no provider answered");
+    let mut served_by: Vec<N::Peer> = Vec::new();
 
     while !todo.is_empty() || !in_flight.is_empty() {
         // Hand out every range some provider with room holds; peers still fetching first.
@@ -378,7 +489,12 @@ pub async fn fetch<N: BlobNetwork>(
                     source.busy -= 1;
                 }
                 match result {
-                    Ok(()) => last_progress = tokio::time::Instant::now(),
+                    Ok(()) => {
+                        last_progress = tokio::time::Instant::now();
+                        if !served_by.contains(&peer) {
+                            served_by.push(peer);
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%peer, %hash, range, %error, "dropping a provider for this transfer");
                         last_error = format!("{peer}: {error}");
@@ -398,6 +514,8 @@ pub async fn fetch<N: BlobNetwork>(
     let meta = tokio::task::spawn_blocking(move || partial.finish())
         .await
         .map_err(|e| StoreError::from(std::io::Error::other(e.to_string())))??;
+    store.metrics().fetch_peers.observe(served_by.len() as f64);
+    tracing::info!(%hash, peers = served_by.len(), "blob fetched");
     Ok(meta)
 }
 
@@ -651,5 +769,99 @@ mod partial_serving {
                 .unwrap()
                 .is_none()
         );
+    }
+}
+
+#[cfg(test)]
+mod resuming {
+    use super::*;
+    use crate::BlobMetrics;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One provider that answers `budget` range requests, then fails every one.
+    struct Flaky {
+        store: BlobStore,
+        budget: usize,
+        asked: AtomicUsize,
+    }
+
+    impl BlobNetwork for Flaky {
+        type Peer = String;
+        fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<String>>> {
+            Box::pin(async move {
+                let size = self.store.meta(&hash).unwrap().unwrap().size;
+                vec![Provider {
+                    peer: "origin".into(),
+                    size,
+                    ranges: None,
+                }]
+            })
+        }
+        fn range(
+            &self,
+            _: String,
+            hash: BlobHash,
+            offset: u64,
+            len: u64,
+        ) -> BoxFuture<'_, Result<Vec<u8>, String>> {
+            Box::pin(async move {
+                if self.asked.fetch_add(1, Ordering::SeqCst) >= self.budget {
+                    return Err("cut off".into());
+                }
+                Ok(self
+                    .store
+                    .encode_range(&hash, offset, len)
+                    .await
+                    .unwrap()
+                    .unwrap())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fetch_cut_off_half_way_resumes_without_refetching_what_it_verified() {
+        let origin_dir = tempfile::tempdir().unwrap();
+        let origin = BlobStore::open(origin_dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
+        let bytes: Vec<u8> = (0..10 * RANGE_BYTES as usize + 777)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let mut upload = origin.begin_upload().await.unwrap();
+        upload.write(&bytes).await.unwrap();
+        let hash = upload.finish(None).await.unwrap().hash;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
+        let cut = Flaky {
+            store: origin.clone(),
+            budget: 5,
+            asked: AtomicUsize::new(0),
+        };
+        assert!(
+            fetch(&fetcher, &cut, hash).await.is_err(),
+            "the provider was cut off"
+        );
+        assert!(fetcher.meta(&hash).unwrap().is_none());
+
+        // A restart in between: the store is opened afresh.
+        drop(fetcher);
+        let fetcher = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
+        let honest = Flaky {
+            store: origin.clone(),
+            budget: usize::MAX,
+            asked: AtomicUsize::new(0),
+        };
+        fetch(&fetcher, &honest, hash).await.unwrap();
+        let (_, mut file) = fetcher.open_blob(&hash).await.unwrap().unwrap();
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got, bytes);
+        assert_eq!(
+            honest.asked.load(Ordering::SeqCst),
+            11 - 5,
+            "only the ranges not verified before were asked for"
+        );
+        assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
     }
 }
