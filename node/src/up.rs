@@ -66,6 +66,12 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .context("starting the mesh")?;
     let registry = Arc::new(registry);
+    // Every blob held here is announced in the DHT, so peers find this node as a provider.
+    for hash in blobs.hashes().context("listing the blob store")? {
+        mesh.handle
+            .start_providing(hash.to_string().into_bytes())
+            .await?;
+    }
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();

@@ -63,6 +63,10 @@ pub(crate) async fn upload(
     }
     let meta = upload.finish(declared).await?;
     tracing::info!(hash = %meta.hash, size = meta.size, "blob stored");
+    let network = mycel_blobs::MeshBlobs {
+        mesh: state.mesh.clone(),
+    };
+    mycel_blobs::BlobNetwork::announce(&network, meta.hash).await;
     Ok((
         StatusCode::CREATED,
         Json(BlobStored {

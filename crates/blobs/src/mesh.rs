@@ -16,6 +16,8 @@ use crate::{BlobNetwork, BlobStore, Provider, RANGE_BYTES};
 
 /// Most peers asked whether they hold a blob.
 const MAX_ASKED: usize = 64;
+/// How long a DHT provider lookup may take before the fetch goes on with what it has.
+const DHT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a peer has to say whether it holds a blob.
 const HAVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -30,18 +32,29 @@ impl BlobNetwork for MeshBlobs {
 
     fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<PeerId>>> {
         Box::pin(async move {
-            // Every alive member is a candidate (the request dials it when needed); the DHT's
-            // provider records take over where asking everyone stops scaling.
-            let peers: Vec<PeerId> = self
-                .mesh
-                .nodes()
-                .await
-                .unwrap_or_default()
+            // Candidates: the providers the DHT knows, then alive members (asking the peers a
+            // node already knows is faster than any lookup, and finds fetches in progress, which
+            // are not in the DHT). Requests dial a candidate when needed.
+            let local = self.mesh.peer_id();
+            let from_dht = tokio::time::timeout(
+                DHT_TIMEOUT,
+                self.mesh.find_providers(hash.to_string().into_bytes()),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+            let members = self.mesh.nodes().await.unwrap_or_default();
+            let mut peers: Vec<PeerId> = Vec::new();
+            let alive = members
                 .into_iter()
                 .filter(|n| !n.is_self && n.status == MemberStatus::Alive)
-                .filter_map(|n| n.peer_id.parse().ok())
-                .take(MAX_ASKED)
-                .collect();
+                .filter_map(|n| n.peer_id.parse().ok());
+            for peer in from_dht.into_iter().chain(alive) {
+                if peer != local && !peers.contains(&peer) && peers.len() < MAX_ASKED {
+                    peers.push(peer);
+                }
+            }
             let asks = peers.into_iter().map(|peer| async move {
                 // A connection that is being replaced (two nodes dialled each other at once)
                 // fails the request without saying anything about the peer: ask once more.
@@ -72,6 +85,15 @@ impl BlobNetwork for MeshBlobs {
                 None
             });
             join_all(asks).await.into_iter().flatten().collect()
+        })
+    }
+
+    fn announce(&self, hash: BlobHash) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self
+                .mesh
+                .start_providing(hash.to_string().into_bytes())
+                .await;
         })
     }
 

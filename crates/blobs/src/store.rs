@@ -201,6 +201,18 @@ impl BlobStore {
         self.inner.max_blob_bytes
     }
 
+    /// Every blob the store holds whole.
+    pub fn hashes(&self) -> Result<Vec<BlobHash>, StoreError> {
+        let mut hashes = Vec::new();
+        for item in self.inner.index.iter() {
+            let (key, value) = item?;
+            if let Some(meta) = decode_meta(&key, &value) {
+                hashes.push(meta.hash);
+            }
+        }
+        Ok(hashes)
+    }
+
     /// The blob's size, if the store holds it whole.
     pub fn meta(&self, hash: &BlobHash) -> Result<Option<BlobMeta>, StoreError> {
         Ok(self

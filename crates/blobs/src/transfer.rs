@@ -42,6 +42,8 @@ pub trait BlobNetwork: Send + Sync {
     type Peer: Clone + Eq + Hash + fmt::Display + Send + Sync;
     /// Peers that hold `hash`, whole or in part.
     fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<Self::Peer>>>;
+    /// Tells the mesh this node now holds `hash` whole (a provider record in the DHT).
+    fn announce(&self, hash: BlobHash) -> BoxFuture<'_, ()>;
     /// The encoded range `[offset, offset + len)` of `hash` from `peer`.
     fn range(
         &self,
@@ -515,6 +517,7 @@ pub async fn fetch<N: BlobNetwork>(
         .await
         .map_err(|e| StoreError::from(std::io::Error::other(e.to_string())))??;
     store.metrics().fetch_peers.observe(served_by.len() as f64);
+    network.announce(hash).await;
     tracing::info!(%hash, peers = served_by.len(), "blob fetched");
     Ok(meta)
 }
@@ -570,6 +573,9 @@ mod tests {
                 found.sort_by(|a, b| a.peer.cmp(&b.peer));
                 found
             })
+        }
+        fn announce(&self, _: BlobHash) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
         }
         fn range(
             &self,
@@ -796,6 +802,9 @@ mod resuming {
                     ranges: None,
                 }]
             })
+        }
+        fn announce(&self, _: BlobHash) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
         }
         fn range(
             &self,

@@ -11,6 +11,12 @@ use tokio::task::JoinHandle;
 use crate::{LocalNode, MeshError};
 
 pub(crate) enum Command {
+    StartProviding(Vec<u8>),
+    StopProviding(Vec<u8>),
+    FindProviders {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     BlobRequest {
         peer: PeerId,
         request: BlobRequest,
@@ -44,6 +50,30 @@ impl MeshHandle {
     /// How many peers this node holds a connection to.
     pub async fn connected_peers(&self) -> Result<usize, MeshError> {
         self.ask(Command::ConnectedPeers).await
+    }
+
+    /// Announces in the DHT that this node provides `key` (kept fresh until stopped).
+    pub async fn start_providing(&self, key: Vec<u8>) -> Result<(), MeshError> {
+        self.commands
+            .send(Command::StartProviding(key))
+            .await
+            .map_err(|_| MeshError::Stopped)
+    }
+
+    /// Withdraws this node's provider record for `key`.
+    pub async fn stop_providing(&self, key: Vec<u8>) -> Result<(), MeshError> {
+        self.commands
+            .send(Command::StopProviding(key))
+            .await
+            .map_err(|_| MeshError::Stopped)
+    }
+
+    /// The providers of `key` that a DHT lookup finds; this node included if it provides it.
+    /// The lookup ends when Kademlia's does; callers that cannot wait that long put a timeout
+    /// around it.
+    pub async fn find_providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, MeshError> {
+        self.ask(|reply| Command::FindProviders { key, reply })
+            .await
     }
 
     /// Sends a blob request to `peer` and waits for its answer.

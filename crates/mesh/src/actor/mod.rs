@@ -75,6 +75,7 @@ pub async fn start(
     let (answers, answers_rx) = mpsc::channel(blobs::ANSWER_QUEUE);
     let mut actor = Actor {
         blob_traffic: Default::default(),
+        provider_lookups: Default::default(),
         answers,
         membership: Membership::new(peer_id, config.timing),
         local,
@@ -213,10 +214,12 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 
 mod blobs;
 mod connections;
+mod dht;
 mod gossip;
 
 struct Actor {
     blob_traffic: blobs::BlobTraffic,
+    provider_lookups: dht::ProviderLookups,
     /// Answers to inbound blob requests, from the tasks that made them.
     answers: mpsc::Sender<(u64, mycel_protocol::blob::BlobResponse)>,
     swarm: Swarm<Behaviour>,
@@ -298,6 +301,9 @@ impl Actor {
                 let nodes = self.membership.nodes(Instant::now(), &self.local_advert());
                 let _ = reply.send(nodes);
             }
+            Command::StartProviding(key) => self.start_providing(key),
+            Command::StopProviding(key) => self.stop_providing(key),
+            Command::FindProviders { key, reply } => self.find_providers(key, reply),
             Command::BlobRequest {
                 peer,
                 request,
@@ -462,11 +468,7 @@ impl Actor {
             })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::MemberSync(event)) => self.on_member_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => self.on_blob_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                peer, ..
-            })) => {
-                tracing::trace!(%peer, "kademlia routing updated");
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(_),
