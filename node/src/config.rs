@@ -335,6 +335,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_are_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lan-mesh");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let mut a = args();
+            a.config = Some(entry.unwrap().path());
+            NodeConfig::resolve(a).unwrap();
+            checked += 1;
+        }
+        assert!(checked >= 2);
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
