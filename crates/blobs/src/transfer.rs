@@ -167,6 +167,55 @@ impl BlobStore {
         Ok(Some(encoded))
     }
 
+    /// The size of a blob being fetched here, and a receiver that changes whenever another
+    /// range is verified.
+    pub fn watch_partial(
+        &self,
+        hash: &BlobHash,
+    ) -> Option<(u64, tokio::sync::watch::Receiver<usize>)> {
+        let partial = self.partial(hash)?;
+        let state = partial.lock().ok()?;
+        Some((state.size, state.progress.subscribe()))
+    }
+
+    /// The bytes of range `index` (of `RANGE_BYTES`), from the whole blob or from a fetch in
+    /// progress that verified it; `None` when neither has it (yet).
+    pub async fn read_range(
+        &self,
+        hash: &BlobHash,
+        index: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let store = self.clone();
+        let hash = *hash;
+        tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, StoreError> {
+            use std::os::unix::fs::FileExt;
+            let offset = index * RANGE_BYTES;
+            let read = |file: &fs::File, size: u64| -> Result<Option<Vec<u8>>, StoreError> {
+                if offset >= size {
+                    return Ok(None);
+                }
+                let mut bytes = vec![0u8; RANGE_BYTES.min(size - offset) as usize];
+                file.read_exact_at(&mut bytes, offset)?;
+                Ok(Some(bytes))
+            };
+            if let Some(meta) = store.meta(&hash)? {
+                return read(&fs::File::open(store.data_path(&hash))?, meta.size);
+            }
+            let Some(partial) = store.partial(&hash) else {
+                return Ok(None);
+            };
+            let state = partial
+                .lock()
+                .map_err(|_| std::io::Error::other("a writer panicked"))?;
+            if !state.have.get(index as usize).copied().unwrap_or(false) {
+                return Ok(None);
+            }
+            read(&state.file, state.size)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+
     /// Which ranges of a blob being fetched this node already verified.
     pub fn partial_ranges(&self, hash: &BlobHash) -> Option<(u64, Vec<bool>)> {
         let partial = self.partial(hash)?;
@@ -215,6 +264,7 @@ impl BlobStore {
             outboard,
             have,
             unsaved: 0,
+            progress: tokio::sync::watch::channel(kept).0,
         }));
         self.register_partial(hash, state.clone());
         Ok(PartialBlob {
@@ -270,6 +320,8 @@ pub(crate) struct PartialState {
     have: Vec<bool>,
     /// Ranges verified since the tree was last saved.
     unsaved: usize,
+    /// Counts verified ranges, for readers waiting to stream them.
+    progress: tokio::sync::watch::Sender<usize>,
 }
 
 /// How many verified ranges may go unsaved; a crash costs at most these to fetch again.
@@ -330,6 +382,7 @@ impl PartialBlob {
             *flag = true;
         }
         state.unsaved += 1;
+        state.progress.send_modify(|n| *n += 1);
         if state.unsaved >= SAVE_EVERY && self.save(state) {
             state.unsaved = 0;
         }
