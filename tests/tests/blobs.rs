@@ -290,3 +290,72 @@ async fn a_provider_with_a_doctored_store_file_is_caught_and_the_fetch_succeeds(
     .await;
     mesh.report(result)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_cut_off_by_kill_9_resumes_without_refetching_verified_ranges() -> Result<()> {
+    let mut mesh = mycel_tests::Mesh::star(2).await?;
+    let result = async {
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        let size = 96 * 1024 * 1024;
+        let bytes = sample(size, 21);
+        let hash = blake3_id(&bytes);
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/blobs", mesh[0].api()))
+            .body(bytes)
+            .send()
+            .await?;
+        ensure!(response.status() == 201, "{response:?}");
+
+        // Start the download on node 1 and kill node 1 once it has saved some verified ranges.
+        let url = format!("{}/v1/blobs/{hash}", mesh[1].api());
+        let download = tokio::spawn(async move {
+            if let Ok(mut response) = reqwest::get(url).await {
+                while let Ok(Some(_)) = response.chunk().await {}
+            }
+        });
+        let saved = mesh[1]
+            .data_dir()
+            .path()
+            .join("blobs/partial")
+            .join(format!("{}.have", hash.trim_start_matches("blake3:")));
+        mycel_tests::wait_until(
+            "node 1 to save verified ranges",
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            async || Ok(saved.exists()),
+        )
+        .await?;
+        mesh[1].sigkill()?;
+        download.abort();
+
+        let origin = mesh[0].listen_addr().to_string();
+        mesh[1].restart(&[origin]).await?;
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        let before = bytes_sent(&mesh[0]).await?;
+        ensure!(
+            fetched_id(&mesh[1], &hash).await? == hash,
+            "node 1 got other bytes"
+        );
+        let sent_again = bytes_sent(&mesh[0]).await? - before;
+        ensure!(
+            mesh[1].log_tail().contains("resuming a fetch"),
+            "node 1 did not resume: the kill came too late or the ranges were lost"
+        );
+        ensure!(
+            sent_again < size as f64,
+            "the origin sent {sent_again} bytes again: the verified ranges were fetched twice"
+        );
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
+async fn bytes_sent(node: &NodeProcess) -> Result<f64> {
+    let text = node.metrics().await?;
+    Ok(mycel_tests::metrics::value(
+        &text,
+        "mycel_blob_bytes_sent_total",
+        &[],
+    ))
+}
