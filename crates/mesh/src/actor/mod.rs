@@ -46,8 +46,9 @@ use crate::{
 const JUDGE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the node tops up its connections and, when alone, redials its bootstrap peers.
 const MAINTAIN_INTERVAL: Duration = Duration::from_secs(2);
-/// How often remembered peers are written, when they changed.
-const REMEMBER_INTERVAL: Duration = Duration::from_secs(30);
+/// How often remembered peers are written, when they changed: soon enough that a node killed
+/// shortly after joining still finds its way back.
+const REMEMBER_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a silent (dead, not departed) member is redialled: what heals a partition.
 const REDIAL_SILENT_EVERY: Duration = Duration::from_secs(10);
 /// How many silent members one maintenance round redials.
