@@ -4,7 +4,9 @@
 //!  MeshHandle ──Command──▶ actor (owns the Swarm and the Membership view)
 //!      ▲                      │  gossipsub  : signed adverts and departures on one topic
 //!      └──oneshot replies─────┤  member-sync: full view on connect (request-response, CBOR)
-//!                             │  kademlia, identify, ping, block list
+//!                             │  blobs      : range requests, answered by a BlobServer task
+//!                             │  kademlia   : peer discovery and provider records
+//!                             │  identify, ping (liveness of neighbours), block list
 //!                             └─ ticks: re-announce, judge liveness, keep peers, remember peers
 //! ```
 //!
