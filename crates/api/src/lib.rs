@@ -5,6 +5,7 @@
 
 mod blobs;
 mod error;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::post(blobs::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/blobs/{hash}", get(blobs::download))
+        .route("/v1/openapi.json", get(openapi_document))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -85,6 +87,10 @@ async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
         )],
         text,
     ))
+}
+
+async fn openapi_document() -> Json<serde_json::Value> {
+    Json(openapi::document())
 }
 
 async fn not_found() -> ApiError {
