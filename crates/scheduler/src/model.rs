@@ -1,0 +1,105 @@
+//! The problem the scheduler solves, and its answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mycel_protocol::Runtime;
+
+/// What the scheduler knows of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: String,
+    pub state: NodeState,
+    pub runtimes: BTreeSet<Runtime>,
+    pub labels: BTreeMap<String, String>,
+    /// What the mesh may use on this node (the owner's policy already applied).
+    pub memory_mb: u64,
+    pub cpu_millis: u64,
+    /// The most instances the node's owner allows; `None`: no limit.
+    pub max_instances: Option<u32>,
+    /// The app owners the node accepts; `None`: any member.
+    pub allowed_owners: Option<BTreeSet<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Alive,
+    /// Not answering lately: keeps its replicas, gets no new ones.
+    Suspect,
+    /// Dead for this many milliseconds.
+    Dead {
+        for_ms: u64,
+    },
+}
+
+/// How to choose among feasible nodes once spreading is satisfied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Most free memory first: spreads load.
+    #[default]
+    Spread,
+    /// Least free memory first: packs nodes, leaves others empty.
+    Binpack,
+}
+
+/// A rule on a node label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelRule {
+    In { key: String, values: Vec<String> },
+    NotIn { key: String, values: Vec<String> },
+    Exists { key: String },
+}
+
+impl LabelRule {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            LabelRule::In { key, values } => labels.get(key).is_some_and(|v| values.contains(v)),
+            LabelRule::NotIn { key, values } => labels.get(key).is_none_or(|v| !values.contains(v)),
+            LabelRule::Exists { key } => labels.contains_key(key),
+        }
+    }
+}
+
+/// What an app needs, per replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppSpec {
+    pub name: String,
+    pub owner: String,
+    pub runtime: Runtime,
+    pub replicas: u32,
+    pub memory_mb: u64,
+    pub cpu_millis: u64,
+    pub required: Vec<LabelRule>,
+    pub preferred: Vec<LabelRule>,
+    pub strategy: Strategy,
+}
+
+/// Replica `replica` of `app` runs on `node`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Placement {
+    pub app: String,
+    pub replica: u32,
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Problem {
+    pub nodes: Vec<NodeView>,
+    pub apps: Vec<AppSpec>,
+    /// How long replicas wait on a dead node before they are placed elsewhere.
+    pub dead_grace_ms: u64,
+}
+
+/// Replicas that could not be placed, and why (for the app's status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unplaced {
+    pub app: String,
+    pub replicas: u32,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Solution {
+    /// Sorted by app, then replica.
+    pub placements: Vec<Placement>,
+    pub unplaced: Vec<Unplaced>,
+}

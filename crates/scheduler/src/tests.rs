@@ -1,0 +1,276 @@
+//! The README's properties, as unit and property tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use mycel_protocol::Runtime;
+use proptest::prelude::*;
+
+use crate::{
+    AppSpec, LabelRule, NodeState, NodeView, Placement, Problem, Solution, Strategy as Packing,
+    solve,
+};
+
+fn node(id: &str, memory_mb: u64, zone: &str) -> NodeView {
+    NodeView {
+        id: id.into(),
+        state: NodeState::Alive,
+        runtimes: BTreeSet::from([Runtime::Wasm]),
+        labels: BTreeMap::from([("zone".into(), zone.into())]),
+        memory_mb,
+        cpu_millis: 4000,
+        max_instances: None,
+        allowed_owners: None,
+    }
+}
+
+fn app(name: &str, replicas: u32, memory_mb: u64) -> AppSpec {
+    AppSpec {
+        name: name.into(),
+        owner: "alice".into(),
+        runtime: Runtime::Wasm,
+        replicas,
+        memory_mb,
+        cpu_millis: 100,
+        required: vec![],
+        preferred: vec![],
+        strategy: Packing::Spread,
+    }
+}
+
+fn nodes_of(solution: &Solution, app: &str) -> Vec<String> {
+    solution
+        .placements
+        .iter()
+        .filter(|p| p.app == app)
+        .map(|p| p.node.clone())
+        .collect()
+}
+
+#[test]
+fn replicas_spread_over_nodes_and_zones() {
+    let problem = Problem {
+        nodes: vec![
+            node("a", 1000, "z1"),
+            node("b", 1000, "z1"),
+            node("c", 1000, "z2"),
+        ],
+        apps: vec![app("web", 2, 100)],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    let mut nodes = nodes_of(&solution, "web");
+    nodes.sort();
+    // One per zone: a (or b) in z1, and c in z2.
+    assert!(nodes.contains(&"c".to_string()), "{nodes:?}");
+    assert_eq!(nodes.len(), 2);
+}
+
+#[test]
+fn required_rules_runtimes_owners_and_room_are_respected() {
+    let mut gpu = node("gpu", 1000, "z1");
+    gpu.labels.insert("gpu".into(), "yes".into());
+    let mut docker_only = node("docker", 1000, "z1");
+    docker_only.runtimes = BTreeSet::from([Runtime::Docker]);
+    let mut private = node("private", 1000, "z1");
+    private.labels.insert("gpu".into(), "yes".into());
+    private.allowed_owners = Some(BTreeSet::from(["bob".to_string()]));
+    let mut wanting = app("train", 3, 400);
+    wanting.required = vec![LabelRule::Exists { key: "gpu".into() }];
+    let problem = Problem {
+        nodes: vec![gpu, docker_only, private],
+        apps: vec![wanting],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    assert_eq!(
+        nodes_of(&solution, "train"),
+        ["gpu", "gpu"],
+        "two fit in 1000 MiB"
+    );
+    assert_eq!(solution.unplaced.len(), 1);
+    assert_eq!(solution.unplaced[0].replicas, 1);
+    assert!(
+        solution.unplaced[0].reason.contains("memory"),
+        "{:?}",
+        solution.unplaced
+    );
+}
+
+#[test]
+fn binpack_fills_one_node_before_the_next() {
+    let mut packed = app("batch", 2, 100);
+    packed.strategy = Packing::Binpack;
+    let problem = Problem {
+        nodes: vec![node("a", 300, "z1"), node("b", 1000, "z1")],
+        apps: vec![packed, app("anchor", 1, 100)],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    // anchor (spread) takes b, the roomiest; batch replicas still avoid sharing a node.
+    assert_eq!(nodes_of(&solution, "anchor"), ["b"]);
+    let mut batch = nodes_of(&solution, "batch");
+    batch.sort();
+    assert_eq!(batch, ["a", "b"]);
+}
+
+#[test]
+fn dead_nodes_keep_their_replicas_for_the_grace_time_then_lose_them() {
+    let problem = |for_ms| Problem {
+        nodes: vec![
+            NodeView {
+                state: NodeState::Dead { for_ms },
+                ..node("a", 1000, "z1")
+            },
+            node("b", 1000, "z1"),
+        ],
+        apps: vec![app("web", 1, 100)],
+        dead_grace_ms: 30_000,
+    };
+    let previous = vec![Placement {
+        app: "web".into(),
+        replica: 0,
+        node: "a".into(),
+    }];
+    assert_eq!(nodes_of(&solve(&problem(10_000), &previous), "web"), ["a"]);
+    assert_eq!(nodes_of(&solve(&problem(40_000), &previous), "web"), ["b"]);
+}
+
+#[test]
+fn suspect_nodes_keep_replicas_but_get_no_new_ones_and_scale_down_drops_the_highest() {
+    let mut problem = Problem {
+        nodes: vec![
+            NodeView {
+                state: NodeState::Suspect,
+                ..node("a", 1000, "z1")
+            },
+            node("b", 1000, "z2"),
+        ],
+        apps: vec![app("web", 2, 100)],
+        dead_grace_ms: 0,
+    };
+    let previous = vec![Placement {
+        app: "web".into(),
+        replica: 0,
+        node: "a".into(),
+    }];
+    let solution = solve(&problem, &previous);
+    assert_eq!(nodes_of(&solution, "web"), ["a", "b"]);
+    problem.apps[0].replicas = 1;
+    let solution = solve(&problem, &solution.placements);
+    assert_eq!(solution.placements, previous);
+}
+
+prop_compose! {
+    fn arb_node(i: usize)(memory in 0u64..2000, cpu in 0u64..4000, zone in 0u8..3,
+                          docker in any::<bool>(), max in proptest::option::of(0u32..4),
+                          state in 0u8..6) -> NodeView {
+        NodeView {
+            id: format!("n{i:02}"),
+            state: match state { 0 => NodeState::Suspect, 1 => NodeState::Dead { for_ms: 5_000 }, _ => NodeState::Alive },
+            runtimes: if docker { BTreeSet::from([Runtime::Wasm, Runtime::Docker]) } else { BTreeSet::from([Runtime::Wasm]) },
+            labels: BTreeMap::from([("zone".to_string(), format!("z{zone}"))]),
+            memory_mb: memory,
+            cpu_millis: cpu,
+            max_instances: max,
+            allowed_owners: None,
+        }
+    }
+}
+
+prop_compose! {
+    fn arb_app(i: usize)(replicas in 0u32..6, memory in 1u64..600, cpu in 0u64..1500,
+                         docker in any::<bool>(), binpack in any::<bool>(), zone in proptest::option::of(0u8..3)) -> AppSpec {
+        AppSpec {
+            name: format!("app{i}"),
+            owner: "alice".into(),
+            runtime: if docker { Runtime::Docker } else { Runtime::Wasm },
+            replicas,
+            memory_mb: memory,
+            cpu_millis: cpu,
+            required: zone.map(|z| LabelRule::NotIn { key: "zone".into(), values: vec![format!("z{z}")] }).into_iter().collect(),
+            preferred: vec![],
+            strategy: if binpack { Packing::Binpack } else { Packing::Spread },
+        }
+    }
+}
+
+fn arb_problem() -> impl proptest::strategy::Strategy<Value = Problem> {
+    (1usize..8, 1usize..5).prop_flat_map(|(n, a)| {
+        let nodes: Vec<_> = (0..n).map(arb_node).collect();
+        let apps: Vec<_> = (0..a).map(arb_app).collect();
+        (nodes, apps).prop_map(|(nodes, apps)| Problem {
+            nodes,
+            apps,
+            dead_grace_ms: 10_000,
+        })
+    })
+}
+
+fn by_id(problem: &Problem) -> HashMap<&str, &NodeView> {
+    problem.nodes.iter().map(|n| (n.id.as_str(), n)).collect()
+}
+
+proptest! {
+    #[test]
+    fn placements_are_feasible_and_never_overcommit(problem in arb_problem()) {
+        let solution = solve(&problem, &[]);
+        let nodes = by_id(&problem);
+        let mut used: HashMap<&str, (u64, u64, u32)> = HashMap::new();
+        for p in &solution.placements {
+            let node = nodes[p.node.as_str()];
+            let app = problem.apps.iter().find(|a| a.name == p.app).unwrap();
+            prop_assert_eq!(node.state, NodeState::Alive);
+            prop_assert!(node.runtimes.contains(&app.runtime));
+            prop_assert!(app.required.iter().all(|r| r.matches(&node.labels)));
+            let u = used.entry(node.id.as_str()).or_default();
+            u.0 += app.memory_mb;
+            u.1 += app.cpu_millis;
+            u.2 += 1;
+        }
+        for (id, (memory, cpu, count)) in used {
+            let node = nodes[id];
+            prop_assert!(memory <= node.memory_mb && cpu <= node.cpu_millis);
+            prop_assert!(node.max_instances.is_none_or(|max| count <= max));
+        }
+    }
+
+    #[test]
+    fn replicas_share_a_node_only_when_no_other_node_fits(problem in arb_problem()) {
+        // Give every node room for everything, so only eligibility limits spreading.
+        let mut roomy = problem.clone();
+        for node in &mut roomy.nodes {
+            node.memory_mb = 1 << 30;
+            node.cpu_millis = 1 << 30;
+            node.max_instances = None;
+        }
+        let solution = solve(&roomy, &[]);
+        for app in &roomy.apps {
+            let eligible = roomy.nodes.iter().filter(|n| {
+                n.state == NodeState::Alive && n.runtimes.contains(&app.runtime)
+                    && app.required.iter().all(|r| r.matches(&n.labels))
+            }).count();
+            let mut nodes = nodes_of(&solution, &app.name);
+            let placed = nodes.len();
+            nodes.sort();
+            nodes.dedup();
+            prop_assert_eq!(nodes.len(), placed.min(eligible), "{} on {:?}", app.name, nodes);
+        }
+    }
+
+    #[test]
+    fn the_same_problem_in_any_order_gives_the_same_solution(problem in arb_problem()) {
+        let solution = solve(&problem, &[]);
+        let mut shuffled = problem.clone();
+        shuffled.nodes.reverse();
+        shuffled.apps.reverse();
+        prop_assert_eq!(&solve(&shuffled, &[]), &solution);
+        prop_assert_eq!(&solve(&problem, &[]), &solution);
+    }
+
+    #[test]
+    fn solving_again_changes_nothing(problem in arb_problem()) {
+        let first = solve(&problem, &[]);
+        let second = solve(&problem, &first.placements);
+        prop_assert_eq!(second, first);
+    }
+}
