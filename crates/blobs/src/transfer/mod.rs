@@ -155,6 +155,7 @@ pub async fn fetch<N: BlobNetwork>(
     let mut in_flight = FuturesUnordered::new();
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asking: Option<BoxFuture<'_, Vec<Provider<N::Peer>>>> = None;
     let mut last_progress = tokio::time::Instant::now();
     let mut last_error = String::from("no provider answered");
     let mut served_by: Vec<N::Peer> = Vec::new();
@@ -223,8 +224,13 @@ pub async fn fetch<N: BlobNetwork>(
                     }
                 }
             }
-            _ = refresh.tick() => {
-                let found = network.providers(hash).await;
+            // Asking who holds what takes a DHT lookup and a round of questions: it runs beside
+            // the transfers, never in their way, and only while ranges wait for a holder.
+            _ = refresh.tick(), if asking.is_none() && !todo.is_empty() => {
+                asking = Some(network.providers(hash));
+            }
+            found = async { asking.as_mut().expect("guarded").await }, if asking.is_some() => {
+                asking = None;
                 merge_sources(&mut sources, &failed, found, size);
             }
         }
