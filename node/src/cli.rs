@@ -30,8 +30,55 @@ pub(crate) enum Command {
     Up(Box<UpArgs>),
     /// The mesh as the node sees it.
     Nodes(ListArgs),
+    /// The placement group: leader, term, voters, learners.
+    Cluster(ListArgs),
+    /// Deploy an app from its manifest; uploads the files the manifest names first.
+    Deploy(DeployArgs),
+    /// The apps deployed in this mesh.
+    Apps(ListArgs),
+    /// An app and its instances.
+    Status(AppArgs),
+    /// Change how many instances of an app run.
+    Scale(ScaleArgs),
+    /// Remove an app and all its instances.
+    Stop(AppArgs),
     /// Upload a file (a .wasm module, an archive) into the mesh's blob store; prints its hash.
     Push(PushArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    /// The manifest: a .toml or .json file. Relative paths in it are read from its directory.
+    pub(crate) file: std::path::PathBuf,
+    /// Wait until every replica runs.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120, requires = "wait")]
+    pub(crate) timeout: u64,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AppArgs {
+    /// The app's name.
+    pub(crate) app: String,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScaleArgs {
+    /// The app's name.
+    pub(crate) app: String,
+    /// How many instances should run (0 keeps the app deployed with nothing running).
+    pub(crate) replicas: u32,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +210,30 @@ mod tests {
         );
         assert!(parse_label("zone").is_err());
         assert!(parse_label("bad key=x").is_err());
+    }
+
+    #[test]
+    fn app_commands_parse() {
+        let cli = Cli::try_parse_from(["mycel", "deploy", "app.toml", "--wait"]).unwrap();
+        let Command::Deploy(args) = cli.command else {
+            panic!("{cli:?}");
+        };
+        assert!(args.wait);
+        assert_eq!(args.timeout, 120);
+        // --timeout means nothing without --wait.
+        assert!(Cli::try_parse_from(["mycel", "deploy", "app.toml", "--timeout", "5"]).is_err());
+
+        let cli = Cli::try_parse_from(["mycel", "scale", "hello", "3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Scale(ScaleArgs { replicas: 3, .. })
+        ));
+        assert!(Cli::try_parse_from(["mycel", "scale", "hello", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["mycel", "scale", "hello", "many"]).is_err());
+        assert!(Cli::try_parse_from(["mycel", "status"]).is_err());
+        for command in ["cluster", "apps", "nodes"] {
+            assert!(Cli::try_parse_from(["mycel", command, "--json"]).is_ok());
+        }
     }
 
     #[test]

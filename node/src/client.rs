@@ -1,7 +1,17 @@
 //! Client commands: HTTP calls to a node's API, printed for a person or as the API's JSON.
+//!
+//! - this file: talking to the node, `mycel nodes`, `mycel cluster`, `mycel push`;
+//! - [`apps`]: `mycel deploy`, `apps`, `status`, `scale`, `stop`;
+//! - [`manifest`]: reading a manifest file and the files it names;
+//! - [`table`]: aligned columns.
+
+mod apps;
+mod manifest;
+mod table;
 
 use anyhow::{Context, bail};
 use std::{
+    collections::BTreeMap,
     io::IsTerminal,
     path::Path,
     sync::{
@@ -13,16 +23,40 @@ use std::{
 use futures::StreamExt;
 use mycel_protocol::{
     BlobHash,
-    api::{ApiError, BlobStored, MemberStatus, Nodes},
+    api::{ApiError, BlobStored, Cluster, MemberStatus, Nodes, RaftRole},
 };
 
-/// GETs `path` from the node and returns the body, or the API's error as one sentence.
-async fn get(node: &str, path: &str) -> anyhow::Result<String> {
-    let url = format!("{}{path}", node.trim_end_matches('/'));
-    let response = reqwest::get(&url)
+pub(crate) use apps::{apps, deploy, scale, status, stop};
+use table::short_peer;
+
+/// The URL of `segments` under the node's API. Each segment is escaped, so a name given on the
+/// command line can never reach another path.
+fn api_url(node: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+    let bad_node = || format!("--node '{node}' is not an http:// URL");
+    let mut url = reqwest::Url::parse(node).with_context(bad_node)?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!(bad_node());
+    }
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!(bad_node()))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// Sends `request` to the node and returns the body of a successful answer.
+async fn send(node: &str, request: reqwest::RequestBuilder) -> anyhow::Result<String> {
+    let response = request
+        .send()
         .await
         .with_context(|| format!("cannot reach the node at {node}"))?;
     body_of(response).await
+}
+
+/// GETs `segments` from the node and returns the body, or the API's error as one sentence.
+async fn get(node: &str, segments: &[&str]) -> anyhow::Result<String> {
+    let url = api_url(node, segments)?;
+    send(node, reqwest::Client::new().get(url)).await
 }
 
 /// The body of a successful answer, or the API's error as one sentence.
@@ -38,16 +72,28 @@ async fn body_of(response: reqwest::Response) -> anyhow::Result<String> {
     Ok(body)
 }
 
-pub(crate) async fn nodes(node: &str, json: bool) -> anyhow::Result<()> {
-    let body = get(node, "/v1/nodes").await?;
+/// Prints the API's JSON unchanged, or parses it and prints what `render` makes of it.
+fn print_answer<T: serde::de::DeserializeOwned>(
+    body: &str,
+    json: bool,
+    what: &str,
+    render: impl FnOnce(T) -> String,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", body.trim_end());
         return Ok(());
     }
-    let nodes: Nodes =
-        serde_json::from_str(&body).context("the node's answer is not a node list")?;
-    print!("{}", nodes_table(&nodes));
+    let value: T =
+        serde_json::from_str(body).with_context(|| format!("the node's answer is not {what}"))?;
+    print!("{}", render(value));
     Ok(())
+}
+
+pub(crate) async fn nodes(node: &str, json: bool) -> anyhow::Result<()> {
+    let body = get(node, &["v1", "nodes"]).await?;
+    print_answer(&body, json, "a node list", |nodes: Nodes| {
+        nodes_table(&nodes)
+    })
 }
 
 fn nodes_table(nodes: &Nodes) -> String {
@@ -80,31 +126,95 @@ fn nodes_table(nodes: &Nodes) -> String {
             format!("{:.1}s ago", n.last_seen_ms as f64 / 1000.0),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
+    table::render(&rows)
+}
+
+/// The names of the nodes the node knows, by peer id; empty when it cannot say (names only make
+/// a table easier to read, so a failure here fails nothing).
+async fn node_names(node: &str) -> BTreeMap<String, String> {
+    let Ok(body) = get(node, &["v1", "nodes"]).await else {
+        return BTreeMap::new();
+    };
+    serde_json::from_str::<Nodes>(&body)
+        .map(|nodes| {
+            nodes
+                .nodes
+                .into_iter()
+                .map(|n| (n.peer_id, n.name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `mycel cluster`: the placement group as the node sees it.
+pub(crate) async fn cluster(node: &str, json: bool) -> anyhow::Result<()> {
+    let body = get(node, &["v1", "cluster"]).await?;
+    let names = if json {
+        BTreeMap::new()
+    } else {
+        node_names(node).await
+    };
+    print_answer(&body, json, "a cluster view", |cluster: Cluster| {
+        cluster_table(&cluster, &names)
+    })
+}
+
+fn cluster_table(cluster: &Cluster, names: &BTreeMap<String, String>) -> String {
+    let who = |peer: &str| match names.get(peer) {
+        Some(name) => format!("{name} ({})", short_peer(peer)),
+        None => peer.to_string(),
+    };
+    let committed = cluster
+        .committed
+        .map_or("nothing".to_string(), |c| c.to_string());
+    let mut out = match &cluster.leader {
+        Some(leader) => format!(
+            "leader {}, term {}, committed {committed}\n",
+            who(leader),
+            cluster.term
+        ),
+        None => format!(
+            "no leader (an election is under way, or a majority of the voters is out of reach), \
+             term {}, committed {committed}\n",
+            cluster.term
+        ),
+    };
+    let mut rows = vec![["PEER".to_string(), "NAME".into(), "ROLE".into()]];
+    let members = cluster
+        .voters
+        .iter()
+        .map(|p| (p, RaftRole::Voter))
+        .chain(cluster.learners.iter().map(|p| (p, RaftRole::Learner)));
+    for (peer, role) in members {
+        let role = match role {
+            _ if cluster.leader.as_ref() == Some(peer) => "voter (leader)",
+            RaftRole::Learner => "learner",
+            _ => "voter",
+        };
+        rows.push([
+            peer.clone(),
+            names.get(peer).cloned().unwrap_or_default(),
+            role.to_string(),
+        ]);
     }
+    out.push_str(&table::render(&rows));
     out
 }
 
-/// The last characters of a peer id: enough to tell nodes apart in a table.
-fn short_peer(peer: &str) -> String {
-    let tail = peer.len().saturating_sub(8);
-    format!("…{}", &peer[tail..])
+/// `mycel push FILE`: uploads the file, prints its hash.
+pub(crate) async fn push(node: &str, file: &Path, json: bool) -> anyhow::Result<()> {
+    let (stored, body) = upload(node, file).await?;
+    if json {
+        println!("{}", body.trim_end());
+        return Ok(());
+    }
+    println!("{}", stored.hash);
+    Ok(())
 }
 
-/// `mycel push FILE`: hashes the file here, uploads it declaring that hash (so the node refuses
-/// anything that changed on the way), shows progress on a terminal, prints the hash.
-pub(crate) async fn push(node: &str, file: &Path, json: bool) -> anyhow::Result<()> {
+/// Hashes `file` here, uploads it declaring that hash (so the node refuses anything that changed
+/// on the way) and shows progress on a terminal. Returns the answer and its JSON.
+async fn upload(node: &str, file: &Path) -> anyhow::Result<(BlobStored, String)> {
     let path = file.to_path_buf();
     let (hash, size) = tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobHash, u64)> {
         let file =
@@ -143,9 +253,10 @@ pub(crate) async fn push(node: &str, file: &Path, json: bool) -> anyhow::Result<
             }
         })
     };
-    let url = format!("{}/v1/blobs?hash={hash}", node.trim_end_matches('/'));
+    let mut url = api_url(node, &["v1", "blobs"])?;
+    url.query_pairs_mut().append_pair("hash", &hash.to_string());
     let response = reqwest::Client::new()
-        .post(&url)
+        .post(url)
         .header(reqwest::header::CONTENT_LENGTH, size)
         .body(reqwest::Body::wrap_stream(counted))
         .send()
@@ -156,16 +267,63 @@ pub(crate) async fn push(node: &str, file: &Path, json: bool) -> anyhow::Result<
         eprintln!("\rpushed {}: {} MiB{:20}", file.display(), mib(size), "");
     }
     let body = body_of(response?).await?;
-    if json {
-        println!("{}", body.trim_end());
-        return Ok(());
-    }
     let stored: BlobStored =
         serde_json::from_str(&body).context("the node's answer is not a blob")?;
-    println!("{}", stored.hash);
-    Ok(())
+    Ok((stored, body))
 }
 
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_escape_names_and_keep_the_node_path() {
+        let url = api_url("http://127.0.0.1:7401", &["v1", "apps", "../nodes"]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:7401/v1/apps/..%2Fnodes");
+        let url = api_url("http://h:1/prefix/", &["v1", "cluster"]).unwrap();
+        assert_eq!(url.as_str(), "http://h:1/prefix/v1/cluster");
+        assert!(api_url("127.0.0.1:7401", &["v1"]).is_err());
+        assert!(api_url("not a url", &["v1"]).is_err());
+    }
+
+    #[test]
+    fn the_cluster_table_marks_the_leader() {
+        let cluster = Cluster {
+            leader: Some("12D3KooWAAAAAAAAleader".into()),
+            term: 4,
+            voters: vec![
+                "12D3KooWAAAAAAAAleader".into(),
+                "12D3KooWBBBBBBBBvoter".into(),
+            ],
+            learners: vec!["12D3KooWCCCCCCCClearner".into()],
+            committed: Some(17),
+        };
+        let names = BTreeMap::from([("12D3KooWAAAAAAAAleader".to_string(), "a".to_string())]);
+        let text = cluster_table(&cluster, &names);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "leader a (…AAleader), term 4, committed 17");
+        assert_eq!(lines[1], "PEER                     NAME  ROLE");
+        assert_eq!(lines[2], "12D3KooWAAAAAAAAleader   a     voter (leader)");
+        assert_eq!(lines[3], "12D3KooWBBBBBBBBvoter          voter");
+        assert_eq!(lines[4], "12D3KooWCCCCCCCClearner        learner");
+
+        let leaderless = Cluster {
+            leader: None,
+            committed: None,
+            ..cluster
+        };
+        let text = cluster_table(&leaderless, &BTreeMap::new());
+        assert!(text.starts_with("no leader ("), "{text}");
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("term 4, committed nothing")
+        );
+        assert!(!text.contains("(leader)"));
+    }
 }

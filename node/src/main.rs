@@ -9,7 +9,7 @@ mod config;
 mod datadir;
 mod up;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 fn main() -> ExitCode {
     let cli = match cli::parse() {
@@ -32,6 +32,22 @@ fn main() -> ExitCode {
             }
         },
         cli::Command::Nodes(args) => runtime.block_on(client::nodes(&cli.node, args.json)),
+        cli::Command::Cluster(args) => runtime.block_on(client::cluster(&cli.node, args.json)),
+        cli::Command::Deploy(args) => {
+            let wait = args.wait.then(|| Duration::from_secs(args.timeout));
+            runtime.block_on(client::deploy(&cli.node, &args.file, wait, args.json))
+        }
+        cli::Command::Apps(args) => runtime.block_on(client::apps(&cli.node, args.json)),
+        cli::Command::Status(args) => {
+            runtime.block_on(client::status(&cli.node, &args.app, args.json))
+        }
+        cli::Command::Scale(args) => runtime.block_on(client::scale(
+            &cli.node,
+            &args.app,
+            args.replicas,
+            args.json,
+        )),
+        cli::Command::Stop(args) => runtime.block_on(client::stop(&cli.node, &args.app, args.json)),
         cli::Command::Push(args) => {
             runtime.block_on(client::push(&cli.node, &args.file, args.json))
         }

@@ -16,6 +16,8 @@ use crate::{config::NodeConfig, datadir};
 
 /// How often the node re-measures what it has free.
 const MEASURE_INTERVAL: Duration = Duration::from_secs(5);
+/// How many placement frames may wait for the placement group before peers are refused.
+const PLACEMENT_INBOX: usize = 1024;
 /// How long the API and gateway get to finish in-flight requests when the node stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,9 +57,15 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         blob_metrics,
     )
     .context("opening the blob store")?;
+    // A node with nobody to join starts a new mesh, and founds its placement group.
+    let peers_file = config.data_dir.join(datadir::PEERS_FILE);
+    let founds_mesh =
+        config.bootstrap.is_empty() && mycel_mesh::peer_store::load(&peers_file).is_empty();
+    let (placement_inbox, placement_requests) = tokio::sync::mpsc::channel(PLACEMENT_INBOX);
     let mut mesh_config = MeshConfig::new(keypair, config.listen.clone());
+    mesh_config.placement_inbox = Some(placement_inbox);
     mesh_config.bootstrap = config.bootstrap.clone();
-    mesh_config.peer_store = Some(config.data_dir.join(datadir::PEERS_FILE));
+    mesh_config.peer_store = Some(peers_file);
     mesh_config.timing = config.timing;
     mesh_config.blob_server = Some(Arc::new(mycel_blobs::StoreServer {
         store: blobs.clone(),
@@ -65,6 +73,15 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mesh = mycel_mesh::start(mesh_config, local.clone(), &mut registry)
         .await
         .context("starting the mesh")?;
+    let placement = mycel_placement::start(mycel_placement::GroupConfig {
+        dir: config.data_dir.join("placement"),
+        mesh: mesh.handle.clone(),
+        inbox: placement_requests,
+        found: founds_mesh,
+        timing: Default::default(),
+    })
+    .await
+    .context("starting the placement group")?;
     let registry = Arc::new(registry);
     // Every blob held here is announced in the DHT, so peers find this node as a provider.
     for hash in blobs.hashes().context("listing the blob store")? {
@@ -78,6 +95,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let api_state = mycel_api::ApiState {
         mesh: mesh.handle.clone(),
         blobs,
+        placement: placement.clone(),
         registry,
     };
     tasks.spawn(log_exit(
@@ -121,6 +139,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("leaving the mesh");
     datadir::remove_node_file(&config.data_dir);
     shutdown.cancel();
+    placement.shutdown().await;
     if let Err(e) = mesh.handle.leave().await {
         tracing::warn!(error = %e, "leaving the mesh");
     }
@@ -193,7 +212,7 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MYCEL_LOG")
         // kad warns at every periodic bootstrap of a node that is alone; that is not news.
         .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error")
+            tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error,openraft=warn")
         });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,10 +1,14 @@
 //! JSON shapes of the HTTP API (see the contract). The API server writes them, the CLI and the
 //! tests read them; keeping them here keeps both sides in step.
+//!
+//! The `Seed…` types are the shapes of the seed-compatible endpoints (`/api/apps/…`), kept so
+//! clients written against the seed keep working.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::{AppKind, Manifest};
 use crate::membership::{Resources, Runtime};
 
 /// `GET /v1/health`
@@ -82,4 +86,258 @@ pub struct ApiError {
 pub struct BlobStored {
     pub hash: crate::BlobHash,
     pub size: u64,
+}
+
+/// Where an app instance is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Placed on a node that has not begun starting it.
+    Pending,
+    /// Fetching blobs, pulling the image or booting.
+    Starting,
+    Running,
+    Failed,
+    Stopped,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Failed => "failed",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One instance of an app, in `GET /v1/apps/{name}` and the seed's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    /// The peer id of the node it is placed on.
+    pub node: String,
+    pub state: InstanceState,
+    /// The runtime running it: "wasm" or "docker".
+    pub runtime: String,
+}
+
+/// One entry of `GET /v1/apps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub name: String,
+    pub version: String,
+    pub kind: AppKind,
+    /// Wanted instances.
+    pub replicas: u32,
+    /// Instances in state running.
+    pub running: u32,
+}
+
+/// `GET /v1/apps`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Apps {
+    pub apps: Vec<AppSummary>,
+}
+
+/// `GET /v1/apps/{name}`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub version: String,
+    pub kind: AppKind,
+    pub replicas: u32,
+    pub instances: Vec<InstanceInfo>,
+    /// The peer id of the node that accepted the deploy.
+    pub deployed_by: String,
+    /// Why some replicas have no node (no node matches, none has room), for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<String>,
+    pub manifest: Manifest,
+}
+
+/// `GET /v1/cluster`: the placement group as the answering node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Peer id of the leader; null while there is none (an election, or no quorum).
+    pub leader: Option<String>,
+    pub term: u64,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    /// Index of the last committed log entry, if any.
+    pub committed: Option<u64>,
+}
+
+/// `201` answer of `POST /v1/apps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub name: String,
+    pub version: String,
+}
+
+/// Body of `POST /v1/apps/{name}/scale`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub replicas: u32,
+}
+
+/// Answer of the seed's `POST /api/apps/deploy_app`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedDeployed {
+    pub app_id: String,
+    pub version: String,
+    /// Always "deployed".
+    pub status: String,
+}
+
+/// One entry of the seed's `GET /api/apps/list_apps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedAppEntry {
+    pub app_id: String,
+    pub name: String,
+    pub version: String,
+    pub replicas: u32,
+    pub running: u32,
+    /// See [`seed_status`].
+    pub status: String,
+}
+
+/// The seed's `GET /api/apps/list_apps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedAppList {
+    pub apps: Vec<SeedAppEntry>,
+}
+
+/// The seed's `GET /api/apps/get_app_status?app_id=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedAppStatus {
+    pub app_id: String,
+    /// See [`seed_status`].
+    pub status: String,
+    pub replicas: u32,
+    pub running: u32,
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// Body of the seed's `POST /api/apps/stop_app`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedAppRef {
+    pub app_id: String,
+}
+
+/// Body of the seed's `POST /api/apps/scale_app`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedScale {
+    pub app_id: String,
+    pub replicas: u32,
+}
+
+/// The seed's one-word app status: "stopped" when no replica is wanted, "running" when every
+/// wanted replica runs (more is still "running", as during a scale-down), "pending" when none
+/// runs yet, "degraded" when only some do.
+pub fn seed_status(replicas: u32, running: u32) -> &'static str {
+    if replicas == 0 {
+        "stopped"
+    } else if running >= replicas {
+        "running"
+    } else if running == 0 {
+        "pending"
+    } else {
+        "degraded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seed_status_reads_replicas_and_running() {
+        for (replicas, running, status) in [
+            (0, 0, "stopped"),
+            (0, 2, "stopped"),
+            (3, 0, "pending"),
+            (3, 1, "degraded"),
+            (3, 3, "running"),
+            (3, 4, "running"),
+            (1, 1, "running"),
+        ] {
+            assert_eq!(
+                seed_status(replicas, running),
+                status,
+                "{replicas}/{running}"
+            );
+        }
+    }
+
+    #[test]
+    fn instance_states_use_their_wire_names() {
+        for state in [
+            InstanceState::Pending,
+            InstanceState::Starting,
+            InstanceState::Running,
+            InstanceState::Failed,
+            InstanceState::Stopped,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), json!(state.as_str()));
+        }
+    }
+
+    #[test]
+    fn app_status_matches_the_contract() {
+        let manifest = Manifest::from_json(
+            br#"{"name":"hello","version":"1","wasm":{"module":"hello.wasm"}}"#,
+        )
+        .unwrap();
+        let status = AppStatus {
+            name: "hello".into(),
+            version: "1".into(),
+            kind: AppKind::Wasm,
+            replicas: 1,
+            instances: vec![InstanceInfo {
+                id: "hello-1".into(),
+                node: "12D3KooW".into(),
+                state: InstanceState::Running,
+                runtime: "wasm".into(),
+            }],
+            deployed_by: "12D3KooW".into(),
+            unplaced: None,
+            manifest,
+        };
+        let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(value["kind"], "wasm");
+        assert_eq!(
+            value["instances"][0],
+            json!({"id": "hello-1", "node": "12D3KooW", "state": "running", "runtime": "wasm"})
+        );
+        assert!(value.get("unplaced").is_none());
+        assert_eq!(serde_json::from_value::<AppStatus>(value).unwrap(), status);
+    }
+
+    #[test]
+    fn cluster_without_a_leader_says_null() {
+        let cluster = Cluster {
+            leader: None,
+            term: 3,
+            voters: vec!["a".into()],
+            learners: vec![],
+            committed: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&cluster).unwrap(),
+            json!({"leader": null, "term": 3, "voters": ["a"], "learners": [], "committed": null})
+        );
+    }
+
+    #[test]
+    fn a_scale_request_refuses_unknown_fields() {
+        let ok: ScaleRequest = serde_json::from_str(r#"{"replicas": 3}"#).unwrap();
+        assert_eq!(ok, ScaleRequest { replicas: 3 });
+        assert!(serde_json::from_str::<ScaleRequest>(r#"{"replica": 3}"#).is_err());
+        assert!(serde_json::from_str::<ScaleRequest>(r#"{"replicas": -1}"#).is_err());
+    }
 }

@@ -3,19 +3,24 @@
 //! - [`codec`]: versioned CBOR frames whose size is checked before a byte is decoded.
 //! - [`envelope`]: ed25519-signed envelopes; the signer's key is the node's libp2p identity.
 //! - [`membership`]: the capability advert and the departure notice that nodes gossip.
+//! - [`app`]: the app manifest (TOML in files, JSON through the API) and the rules it must meet.
 //! - [`api`]: the JSON shapes of the HTTP API that the CLI, the tests and users read.
 //! - [`blob`]: content ids (`blake3:<hex>`).
 //! - [`names`]: protocol ids and topic names, each versioned.
+//! - [`placement`]: what the placement group agrees on: app records, instances, log entries.
 //!
 //! Everything here is deterministic and unit-testable; the network lives in `mycel-mesh`.
 
 pub mod api;
+pub mod app;
 pub mod blob;
 pub mod codec;
 pub mod envelope;
 pub mod membership;
 pub mod names;
+pub mod placement;
 
+pub use app::{Manifest, ManifestError};
 pub use blob::BlobHash;
 pub use codec::{CodecError, WIRE_VERSION, decode, encode};
 pub use envelope::{EnvelopeError, Signed};

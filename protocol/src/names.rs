@@ -10,3 +10,5 @@ pub const KADEMLIA_PROTOCOL: &str = "/mycel/kad/1";
 pub const IDENTIFY_PROTOCOL: &str = "/mycel/id/1";
 /// Request-response protocol for blob ranges (`BlobRequest` / `BlobResponse`).
 pub const BLOB_PROTOCOL: &str = "/mycel/blob/1";
+/// Request-response protocol of the placement group (Raft messages and forwarded writes).
+pub const PLACEMENT_PROTOCOL: &str = "/mycel/placement/1";

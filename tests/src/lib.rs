@@ -12,8 +12,10 @@
 //! - [`metrics`]: a small parser for the Prometheus text that `GET /metrics` serves.
 //! - [`mycel_bin`], [`mycel_cli`]: where the binary is and how to run one-shot commands.
 
+pub mod apps;
 pub mod mesh;
 pub mod metrics;
+pub mod netns;
 pub mod node;
 
 use std::{

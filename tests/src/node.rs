@@ -220,7 +220,7 @@ pub struct NodeProcess {
     exited: Option<ExitStatus>,
     info: Option<NodeJson>,
     startup: Duration,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl NodeProcess {
@@ -445,6 +445,25 @@ impl NodeProcess {
             builder = builder.bootstrap(addr.clone());
         }
         // Replacing `self` drops the old, already reaped, child.
+        *self = builder.start().await?;
+        Ok(())
+    }
+
+    /// Starts a node that was killed again, in the same data dir and on the same listen
+    /// address, as a machine's node comes back after a crash: it rejoins from what it remembers.
+    pub async fn restart_in_place(&mut self) -> Result<()> {
+        if self.exited.is_none() {
+            bail!("{} is still running", self.name);
+        }
+        let listen = self
+            .listen_addr()
+            .split("/p2p/")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let builder = Self::builder(self.name.clone())
+            .data_dir(self.dir.clone())
+            .listen(listen);
         *self = builder.start().await?;
         Ok(())
     }

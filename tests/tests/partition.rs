@@ -4,121 +4,15 @@
 //!
 //! Needs root and iproute2 (CI runs as root); elsewhere it skips, and under CI it fails instead.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use mycel_protocol::api::MemberStatus;
-use mycel_tests::{Mesh, NodeProcess, wait_until};
-
-/// Two namespaces on one bridge, torn down on drop. Addresses are 10.<x>.<y>.0/24, private to this
-/// test's own namespaces.
-struct Net {
-    tag: String,
-    subnet: String,
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-impl Net {
-    fn new() -> Result<Self> {
-        let pid = std::process::id();
-        let net = Net {
-            tag: format!("my{}", pid % 100_000),
-            subnet: format!("10.{}.{}", 200 + (pid % 50), (pid / 50) % 250),
-        };
-        let (tag, subnet) = (&net.tag, &net.subnet);
-        let bridge = format!("{tag}br");
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &bridge])?;
-        ip(&["link", "set", &bridge, "up"])?;
-        // Docker's firewall drops forwarded traffic between bridge ports (FORWARD policy DROP
-        // with bridge netfilter on); let this test's own bridge through.
-        let _ = Command::new("iptables")
-            .args(net.forward_rule("-I"))
-            .output();
-        for side in ["a", "b"] {
-            let ns = net.netns(side);
-            let (outer, inner) = (format!("{tag}{side}o"), format!("{tag}{side}i"));
-            ip(&["netns", "add", &ns])?;
-            ip(&[
-                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ])?;
-            ip(&["link", "set", &inner, "netns", &ns])?;
-            ip(&["link", "set", &outer, "master", &bridge])?;
-            ip(&["link", "set", &outer, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", net.addr(side)),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(net)
-    }
-
-    fn forward_rule(&self, action: &str) -> Vec<String> {
-        let bridge = format!("{}br", self.tag);
-        [
-            action, "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-
-    fn netns(&self, side: &str) -> String {
-        format!("{}{side}", self.tag)
-    }
-
-    fn addr(&self, side: &str) -> String {
-        let host = if side == "a" { 1 } else { 2 };
-        format!("{}.{host}", self.subnet)
-    }
-
-    /// Cuts (or restores) side b's only link.
-    fn link_b(&self, up: bool) -> Result<()> {
-        let state = if up { "up" } else { "down" };
-        ip(&["link", "set", &format!("{}bo", self.tag), state])
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for side in ["a", "b"] {
-            let _ = ip(&["netns", "del", &self.netns(side)]);
-            let _ = ip(&["link", "del", &format!("{}{side}o", self.tag)]);
-        }
-        let _ = ip(&["link", "del", &format!("{}br", self.tag)]);
-        let _ = Command::new("iptables")
-            .args(self.forward_rule("-D"))
-            .output();
-    }
-}
-
-fn can_make_namespaces() -> bool {
-    nix::unistd::Uid::effective().is_root()
-        && Command::new("ip")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-}
+use mycel_tests::{
+    Mesh, NodeProcess,
+    netns::{Net, namespaces_or_skip},
+    wait_until,
+};
 
 /// Waits until every node of `group` sees every node of `others` with `status`.
 async fn wait_sees(
@@ -169,12 +63,7 @@ async fn wait_sees(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_healed_partition_rejoins_by_itself() -> Result<()> {
-    if !can_make_namespaces() {
-        ensure!(
-            std::env::var_os("CI").is_none(),
-            "partition tests need root and iproute2, and CI has both"
-        );
-        eprintln!("skipping: making network namespaces needs root and iproute2");
+    if !namespaces_or_skip()? {
         return Ok(());
     }
     let net = Net::new()?;

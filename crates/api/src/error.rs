@@ -68,3 +68,86 @@ impl From<mycel_blobs::StoreError> for ApiError {
         }
     }
 }
+
+impl From<mycel_protocol::ManifestError> for ApiError {
+    fn from(error: mycel_protocol::ManifestError) -> Self {
+        use mycel_protocol::ManifestError;
+        let status = match error {
+            ManifestError::TooLarge { .. } => {
+                return Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    error.to_string(),
+                );
+            }
+            ManifestError::Parse(_) | ManifestError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, error.code(), error.to_string())
+    }
+}
+
+/// The one mapping of a placement write's failure to an answer.
+impl From<mycel_protocol::placement::WriteError> for ApiError {
+    fn from(error: mycel_protocol::placement::WriteError) -> Self {
+        use mycel_protocol::placement::WriteError;
+        let (status, message) = match &error {
+            WriteError::NoQuorum(_) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            WriteError::NotLeader => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the placement group is choosing a leader; try again".to_string(),
+            ),
+            WriteError::UnknownApp(_) => (StatusCode::NOT_FOUND, error.to_string()),
+            WriteError::Rejected(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+        };
+        Self::new(status, error.code(), message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mycel_protocol::placement::WriteError;
+
+    #[test]
+    fn write_errors_map_to_statuses_and_codes() {
+        for (error, status, code) in [
+            (
+                WriteError::NoQuorum("x".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_quorum",
+            ),
+            (
+                WriteError::NotLeader,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_quorum",
+            ),
+            (
+                WriteError::UnknownApp("web".into()),
+                StatusCode::NOT_FOUND,
+                "app_not_found",
+            ),
+            (
+                WriteError::Rejected("replicas: too many".into()),
+                StatusCode::BAD_REQUEST,
+                "rejected",
+            ),
+        ] {
+            let mapped = ApiError::from(error);
+            assert_eq!((mapped.status, mapped.code), (status, code));
+        }
+    }
+
+    #[test]
+    fn manifest_errors_are_invalid_manifest_except_size() {
+        let too_large = ApiError::from(mycel_protocol::ManifestError::TooLarge { size: 9, max: 1 });
+        assert_eq!(
+            (too_large.status, too_large.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        );
+        let parse = ApiError::from(mycel_protocol::ManifestError::Parse("x".into()));
+        assert_eq!(
+            (parse.status, parse.code),
+            (StatusCode::BAD_REQUEST, "invalid_manifest")
+        );
+    }
+}

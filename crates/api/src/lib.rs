@@ -1,11 +1,15 @@
 //! The node's HTTP API: every endpoint of the contract that exists so far, on every node.
 //!
-//! Handlers are thin: they ask the mesh handle and shape JSON from `mycel_protocol::api`.
+//! Handlers are thin: they ask the mesh handle, the blob store or the placement group (reads from
+//! this node's replica, writes through the leader) and shape JSON from `mycel_protocol::api`.
 //! Every error is `{"error", "code"}` with a 4xx/5xx status; nothing internal leaks.
 
+mod apps;
 mod blobs;
 mod error;
+mod extract;
 pub mod openapi;
+mod seed;
 
 use std::sync::Arc;
 
@@ -14,10 +18,10 @@ use axum::{
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::get,
+    routing::{get, post},
 };
 use mycel_mesh::MeshHandle;
-use mycel_protocol::api::{Health, Nodes};
+use mycel_protocol::api::{Cluster, Health, Nodes};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +33,8 @@ pub use error::ApiError;
 pub struct ApiState {
     pub mesh: MeshHandle,
     pub blobs: mycel_blobs::BlobStore,
+    /// The node's replica of the placement state (reads) and its way to the leader (writes).
+    pub placement: mycel_placement::PlacementHandle,
     pub registry: Arc<Registry>,
 }
 
@@ -37,9 +43,18 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/apps", get(apps::list).post(apps::deploy))
+        .route("/v1/apps/{name}", get(apps::status).delete(apps::remove))
+        .route("/v1/apps/{name}/scale", post(apps::scale))
+        .route("/api/apps/deploy_app", post(seed::deploy_app))
+        .route("/api/apps/list_apps", get(seed::list_apps))
+        .route("/api/apps/get_app_status", get(seed::get_app_status))
+        .route("/api/apps/stop_app", post(seed::stop_app))
+        .route("/api/apps/scale_app", post(seed::scale_app))
         .route(
             "/v1/blobs",
-            axum::routing::post(blobs::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+            post(blobs::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/blobs/{hash}", get(blobs::download))
         .route("/v1/openapi.json", get(openapi_document))
@@ -68,12 +83,21 @@ async fn health(State(state): State<ApiState>) -> Json<Health> {
 }
 
 async fn nodes(State(state): State<ApiState>) -> Result<Json<Nodes>, ApiError> {
-    let nodes = state
+    let mut nodes = state
         .mesh
         .nodes()
         .await
         .map_err(|_| ApiError::shutting_down())?;
+    let cluster = state.placement.cluster();
+    for node in &mut nodes {
+        node.raft = state.placement.role_of(&cluster, &node.peer_id);
+    }
     Ok(Json(Nodes { nodes }))
+}
+
+/// `GET /v1/cluster`: the placement group as this node's replica sees it.
+async fn cluster(State(state): State<ApiState>) -> Json<Cluster> {
+    Json(state.placement.cluster())
 }
 
 async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {

@@ -14,12 +14,13 @@ use mycel_protocol::{
     names,
 };
 
-use crate::{codec::CborCodec, membership::Timing};
+use crate::{PlacementFrame, codec::CborCodec, membership::Timing};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) type MemberSyncCodec = CborCodec<MemberSyncRequest, MemberSyncResponse>;
 pub(crate) type BlobCodec = CborCodec<BlobRequest, BlobResponse>;
+pub(crate) type PlacementCodec = CborCodec<PlacementFrame, PlacementFrame>;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -30,6 +31,7 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) member_sync: request_response::Behaviour<MemberSyncCodec>,
     pub(crate) blobs: request_response::Behaviour<BlobCodec>,
+    pub(crate) placement: request_response::Behaviour<PlacementCodec>,
 }
 
 pub(crate) fn membership_topic() -> gossipsub::IdentTopic {
@@ -105,6 +107,22 @@ impl Behaviour {
                 .with_max_concurrent_streams(256),
         );
 
+        // Raft traffic: heartbeats must not queue behind anything, and a request that takes
+        // longer than a few seconds is better failed and retried by Raft.
+        let placement = request_response::Behaviour::with_codec(
+            PlacementCodec::new(
+                crate::MAX_PLACEMENT_FRAME_BYTES,
+                crate::MAX_PLACEMENT_FRAME_BYTES,
+            ),
+            [(
+                StreamProtocol::new(names::PLACEMENT_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(10))
+                .with_max_concurrent_streams(256),
+        );
+
         Ok(Self {
             blocked: Default::default(),
             identify,
@@ -118,6 +136,7 @@ impl Behaviour {
             gossipsub,
             member_sync,
             blobs,
+            placement,
         })
     }
 }

@@ -8,7 +8,7 @@ use mycel_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{LocalNode, MeshError};
+use crate::{LocalNode, MeshError, PlacementFrame};
 
 pub(crate) enum Command {
     StartProviding(Vec<u8>),
@@ -21,6 +21,11 @@ pub(crate) enum Command {
         peer: PeerId,
         request: BlobRequest,
         reply: oneshot::Sender<Result<BlobResponse, MeshError>>,
+    },
+    PlacementRequest {
+        peer: PeerId,
+        frame: PlacementFrame,
+        reply: oneshot::Sender<Result<PlacementFrame, MeshError>>,
     },
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
     ConnectedPeers(oneshot::Sender<usize>),
@@ -88,6 +93,16 @@ impl MeshHandle {
             reply,
         })
         .await?
+    }
+
+    /// Sends a placement-group frame to `peer` and waits for its answer.
+    pub async fn placement_request(
+        &self,
+        peer: PeerId,
+        frame: PlacementFrame,
+    ) -> Result<PlacementFrame, MeshError> {
+        self.ask(|reply| Command::PlacementRequest { peer, frame, reply })
+            .await?
     }
 
     /// Replaces what this node advertises about itself; a change other than resources is

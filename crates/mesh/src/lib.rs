@@ -5,6 +5,7 @@
 //!      ▲                      │  gossipsub  : signed adverts and departures on one topic
 //!      └──oneshot replies─────┤  member-sync: full view on connect (request-response, CBOR)
 //!                             │  blobs      : range requests, answered by a BlobServer task
+//!                             │  placement  : opaque Raft frames, answered through the placement inbox
 //!                             │  kademlia   : peer discovery and provider records
 //!                             │  identify, ping (liveness of neighbours), block list
 //!                             └─ ticks: re-announce, judge liveness, keep peers, remember peers
@@ -33,6 +34,7 @@ use mycel_protocol::{
     Resources, Runtime,
     blob::{BlobRequest, BlobResponse},
 };
+use tokio::sync::{mpsc, oneshot};
 
 pub use actor::start;
 pub use handle::{Mesh, MeshHandle};
@@ -56,6 +58,24 @@ pub struct MeshConfig {
     pub listen_timeout: Duration,
     /// Who answers peers' blob requests; without one every request is answered `Missing`.
     pub blob_server: Option<Arc<dyn BlobServer>>,
+    /// Where inbound placement-group requests go; without it they are refused.
+    pub placement_inbox: Option<mpsc::Sender<InboundPlacement>>,
+}
+
+/// The largest placement frame either way: a batch of Raft entries or one snapshot chunk.
+pub const MAX_PLACEMENT_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// One frame of the placement protocol. The mesh carries the bytes; the placement group owns
+/// their meaning (and their own versioned encoding).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlacementFrame(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// A placement request from a peer; the answer goes back through `reply` (dropping it refuses).
+#[derive(Debug)]
+pub struct InboundPlacement {
+    pub peer: PeerId,
+    pub frame: PlacementFrame,
+    pub reply: oneshot::Sender<PlacementFrame>,
 }
 
 /// Answers blob requests from peers (the node's blob store does). Runs off the mesh actor.
@@ -80,6 +100,7 @@ impl MeshConfig {
             target_peers: 8,
             listen_timeout: Duration::from_secs(10),
             blob_server: None,
+            placement_inbox: None,
         }
     }
 }

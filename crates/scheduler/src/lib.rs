@@ -2,6 +2,8 @@
 //! README for the properties it keeps); the placement group turns its answers into log entries.
 
 mod model;
+#[cfg(test)]
+mod reference;
 mod solve;
 #[cfg(test)]
 mod tests;

@@ -274,3 +274,108 @@ proptest! {
         prop_assert_eq!(second, first);
     }
 }
+
+// The fast solver against the plain one it replaced (`reference.rs`), on problems with the odd
+// corners: shared node ids and app names, nodes without a zone, dead nodes either side of the
+// grace time, owners, instance limits, preferred rules, and stale or duplicate previous placements.
+
+prop_compose! {
+    fn odd_node()(id in 0u8..10, memory in 0u64..2000, cpu in 0u64..4000,
+                   zone in proptest::option::of(0u8..3), ssd in any::<bool>(),
+                   docker in any::<bool>(), max in proptest::option::of(0u32..4),
+                   owners in proptest::option::of(any::<bool>()),
+                   state in 0u8..6, dead_for in 0u64..20_000) -> NodeView {
+        let mut labels = BTreeMap::new();
+        if let Some(zone) = zone {
+            labels.insert("zone".to_string(), format!("z{zone}"));
+        }
+        if ssd {
+            labels.insert("disk".to_string(), "ssd".to_string());
+        }
+        NodeView {
+            id: format!("n{id}"),
+            state: match state { 0 => NodeState::Suspect, 1 => NodeState::Dead { for_ms: dead_for }, _ => NodeState::Alive },
+            runtimes: if docker { BTreeSet::from([Runtime::Wasm, Runtime::Docker]) } else { BTreeSet::from([Runtime::Wasm]) },
+            labels,
+            memory_mb: memory,
+            cpu_millis: cpu,
+            max_instances: max,
+            allowed_owners: owners.map(|alice| BTreeSet::from([if alice { "alice" } else { "bob" }.to_string()])),
+        }
+    }
+}
+
+prop_compose! {
+    fn odd_app()(name in 0u8..6, bob in any::<bool>(), replicas in 0u32..7, memory in 1u64..600,
+                 cpu in 0u64..1500, docker in any::<bool>(), binpack in any::<bool>(),
+                 zone in proptest::option::of(0u8..3), prefer_ssd in any::<bool>(),
+                 prefer_zone in proptest::option::of(0u8..3)) -> AppSpec {
+        let mut preferred = vec![];
+        if prefer_ssd {
+            preferred.push(LabelRule::In { key: "disk".into(), values: vec!["ssd".into()] });
+        }
+        if let Some(z) = prefer_zone {
+            preferred.push(LabelRule::In { key: "zone".into(), values: vec![format!("z{z}")] });
+        }
+        AppSpec {
+            name: format!("app{name}"),
+            owner: if bob { "bob" } else { "alice" }.into(),
+            runtime: if docker { Runtime::Docker } else { Runtime::Wasm },
+            replicas,
+            memory_mb: memory,
+            cpu_millis: cpu,
+            required: zone.map(|z| LabelRule::NotIn { key: "zone".into(), values: vec![format!("z{z}")] }).into_iter().collect(),
+            preferred,
+            strategy: if binpack { Packing::Binpack } else { Packing::Spread },
+        }
+    }
+}
+
+prop_compose! {
+    fn odd_placement()(app in 0u8..7, replica in 0u32..8, node in 0u8..11) -> Placement {
+        Placement { app: format!("app{app}"), replica, node: format!("n{node}") }
+    }
+}
+
+fn odd_problem() -> impl proptest::strategy::Strategy<Value = Problem> {
+    (
+        proptest::collection::vec(odd_node(), 0..12),
+        proptest::collection::vec(odd_app(), 0..8),
+    )
+        .prop_map(|(nodes, apps)| Problem {
+            nodes,
+            apps,
+            dead_grace_ms: 10_000,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn the_fast_solver_agrees_with_the_reference(
+        problem in odd_problem(),
+        previous in proptest::collection::vec(odd_placement(), 0..16),
+    ) {
+        prop_assert_eq!(solve(&problem, &[]), crate::reference::solve(&problem, &[]));
+        prop_assert_eq!(solve(&problem, &previous), crate::reference::solve(&problem, &previous));
+    }
+
+    #[test]
+    fn the_fast_solver_agrees_with_the_reference_when_nodes_die(
+        problem in odd_problem(),
+        deaths in proptest::collection::vec(proptest::option::of(0u64..20_000), 12),
+    ) {
+        let first = crate::reference::solve(&problem, &[]);
+        let mut later = problem.clone();
+        for (node, death) in later.nodes.iter_mut().zip(deaths) {
+            if let Some(for_ms) = death {
+                node.state = NodeState::Dead { for_ms };
+            }
+        }
+        prop_assert_eq!(
+            solve(&later, &first.placements),
+            crate::reference::solve(&later, &first.placements)
+        );
+    }
+}

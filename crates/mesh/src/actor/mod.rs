@@ -74,8 +74,11 @@ pub async fn start(
 
     let listen_addrs = listen(&mut swarm, &config).await?;
     let (answers, answers_rx) = mpsc::channel(blobs::ANSWER_QUEUE);
+    let (placement_answers, placement_answers_rx) = mpsc::channel(blobs::ANSWER_QUEUE);
     let mut actor = Actor {
         blob_traffic: Default::default(),
+        placement_traffic: Default::default(),
+        placement_answers,
         provider_lookups: Default::default(),
         answers,
         membership: Membership::new(peer_id, config.timing),
@@ -104,7 +107,7 @@ pub async fn start(
     actor.dial_join_peers();
 
     let (tx, rx) = mpsc::channel(64);
-    let task = tokio::spawn(actor.run(rx, answers_rx));
+    let task = tokio::spawn(actor.run(rx, answers_rx, placement_answers_rx));
     let listen_addrs = listen_addrs
         .into_iter()
         .map(|a| a.with(Protocol::P2p(peer_id)))
@@ -217,12 +220,16 @@ mod blobs;
 mod connections;
 mod dht;
 mod gossip;
+mod placement;
 
 struct Actor {
     blob_traffic: blobs::BlobTraffic,
     provider_lookups: dht::ProviderLookups,
     /// Answers to inbound blob requests, from the tasks that made them.
     answers: mpsc::Sender<(u64, mycel_protocol::blob::BlobResponse)>,
+    placement_traffic: placement::PlacementTraffic,
+    /// Answers to inbound placement requests (`None`: refused).
+    placement_answers: mpsc::Sender<(u64, Option<crate::PlacementFrame>)>,
     swarm: Swarm<Behaviour>,
     config: MeshConfig,
     membership: Membership,
@@ -260,6 +267,7 @@ impl Actor {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut answers: mpsc::Receiver<(u64, mycel_protocol::blob::BlobResponse)>,
+        mut placement_answers: mpsc::Receiver<(u64, Option<crate::PlacementFrame>)>,
     ) {
         let mut advert_tick = tokio::time::interval(self.config.timing.advert_interval);
         let mut judge_tick = tokio::time::interval(JUDGE_INTERVAL);
@@ -287,6 +295,9 @@ impl Actor {
                     None => return,
                 },
                 Some((id, response)) = answers.recv() => self.answer_blob_request(id, response),
+                Some((id, answer)) = placement_answers.recv() => {
+                    self.answer_placement_request(id, answer)
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = advert_tick.tick() => self.announce(),
                 _ = judge_tick.tick() => self.judge(),
@@ -310,6 +321,9 @@ impl Actor {
                 request,
                 reply,
             } => self.send_blob_request(peer, request, reply),
+            Command::PlacementRequest { peer, frame, reply } => {
+                self.send_placement_request(peer, frame, reply)
+            }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().count());
             }
@@ -469,6 +483,9 @@ impl Actor {
             })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::MemberSync(event)) => self.on_member_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => self.on_blob_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Placement(event)) => {
+                self.on_placement_event(event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,

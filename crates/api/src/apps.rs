@@ -1,0 +1,325 @@
+//! `/v1/apps`: deploy, list, inspect, scale and remove apps.
+//!
+//! Reads answer from this node's replica of the placement state and never leave the node. Writes
+//! go to the placement group's leader, wherever it is, and answer once this node's replica shows
+//! them, so a read right after a write sees it. Everything is checked before the write: a refused
+//! request changes nothing.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use futures::{StreamExt, stream::FuturesUnordered};
+use mycel_placement::{PlacementState, plan::runtime_of};
+use mycel_protocol::{
+    BlobHash, Manifest, ManifestError,
+    api::{AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState, MemberStatus},
+    app::{MAX_MANIFEST_BYTES, MAX_REPLICAS},
+    blob::{BlobRequest, BlobResponse},
+    placement::{AppRecord, WriteError, WriteRequest},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ApiError, ApiState,
+    extract::{AppName, JsonBody, read_limited, starts_an_object},
+};
+
+/// How long a deploy looks for a node that holds a blob the manifest names.
+const BLOB_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most members a deploy asks directly whether they hold a blob.
+const MAX_ASKED: usize = 64;
+
+/// Answer of `DELETE /v1/apps/{name}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Removed {
+    pub(crate) name: String,
+}
+
+/// `POST /v1/apps`: a manifest in, `201 {"name","version"}` once the group has committed it.
+pub(crate) async fn deploy(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Deployed>), ApiError> {
+    let deployed = deploy_manifest(&state, &headers, body).await?;
+    Ok((StatusCode::CREATED, Json(deployed)))
+}
+
+/// Reads, checks and commits a deploy (also behind the seed's `deploy_app`).
+pub(crate) async fn deploy_manifest(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Deployed, ApiError> {
+    let bytes = read_limited(headers, body, MAX_MANIFEST_BYTES, "a manifest").await?;
+    // serde reads a struct from an array of its fields too; a manifest is an object.
+    if !starts_an_object(&bytes) {
+        return Err(ManifestError::Parse("a manifest is a JSON object".into()).into());
+    }
+    let manifest = Manifest::from_json(&bytes)?;
+    manifest.validate_for_api()?;
+    for hash in manifest.blobs() {
+        ensure_held(state, hash).await?;
+    }
+    let deployed = Deployed {
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
+    };
+    state
+        .placement
+        .write(WriteRequest::Deploy {
+            manifest: Box::new(manifest),
+            by: state.mesh.peer_id().to_string(),
+        })
+        .await?;
+    tracing::info!(app = %deployed.name, version = %deployed.version, "app deployed");
+    Ok(deployed)
+}
+
+/// `GET /v1/apps`
+pub(crate) async fn list(State(state): State<ApiState>) -> Json<Apps> {
+    Json(Apps {
+        apps: summaries(&state.placement.replica().state),
+    })
+}
+
+/// `GET /v1/apps/{name}`
+pub(crate) async fn status(
+    State(state): State<ApiState>,
+    AppName(name): AppName,
+) -> Result<Json<AppStatus>, ApiError> {
+    status_of(&state.placement.replica().state, &name)
+        .map(Json)
+        .ok_or_else(|| app_not_found(&name))
+}
+
+/// `POST /v1/apps/{name}/scale`: answers the app's status after the change.
+pub(crate) async fn scale(
+    State(state): State<ApiState>,
+    AppName(name): AppName,
+    JsonBody(request): JsonBody<mycel_protocol::api::ScaleRequest>,
+) -> Result<Json<AppStatus>, ApiError> {
+    scale_app(&state, &name, request.replicas).await?;
+    status_of(&state.placement.replica().state, &name)
+        .map(Json)
+        .ok_or_else(|| app_not_found(&name))
+}
+
+/// `DELETE /v1/apps/{name}`: the app and all its instances.
+pub(crate) async fn remove(
+    State(state): State<ApiState>,
+    AppName(name): AppName,
+) -> Result<Json<Removed>, ApiError> {
+    remove_app(&state, &name).await?;
+    Ok(Json(Removed { name }))
+}
+
+pub(crate) async fn scale_app(state: &ApiState, name: &str, replicas: u32) -> Result<(), ApiError> {
+    // The leader refuses this too; refusing here spares the group a round trip.
+    if replicas > MAX_REPLICAS {
+        return Err(WriteError::Rejected(format!(
+            "replicas: at most {MAX_REPLICAS} (got {replicas})"
+        ))
+        .into());
+    }
+    state
+        .placement
+        .write(WriteRequest::Scale {
+            name: name.to_string(),
+            replicas,
+        })
+        .await?;
+    tracing::info!(app = %name, replicas, "app scaled");
+    Ok(())
+}
+
+pub(crate) async fn remove_app(state: &ApiState, name: &str) -> Result<(), ApiError> {
+    state
+        .placement
+        .write(WriteRequest::Remove {
+            name: name.to_string(),
+        })
+        .await?;
+    tracing::info!(app = %name, "app removed");
+    Ok(())
+}
+
+pub(crate) fn app_not_found(name: &str) -> ApiError {
+    WriteError::UnknownApp(name.to_string()).into()
+}
+
+/// Every app, by name.
+pub(crate) fn summaries(state: &PlacementState) -> Vec<AppSummary> {
+    state
+        .apps
+        .iter()
+        .map(|(name, record)| AppSummary {
+            name: name.clone(),
+            version: record.manifest.version.clone(),
+            kind: record.manifest.kind(),
+            replicas: record.manifest.replicas,
+            running: running(state, name),
+        })
+        .collect()
+}
+
+/// How many of the app's instances run.
+pub(crate) fn running(state: &PlacementState, name: &str) -> u32 {
+    state
+        .instances_of(name)
+        .filter(|i| i.state == InstanceState::Running)
+        .count() as u32
+}
+
+/// The app's status, its instances by id.
+pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus> {
+    let record: &AppRecord = state.apps.get(name)?;
+    let runtime = runtime_of(record.manifest.kind()).as_str();
+    let mut instances: Vec<InstanceInfo> = state
+        .instances_of(name)
+        .map(|i| InstanceInfo {
+            id: i.id.clone(),
+            node: i.node.clone(),
+            state: i.state,
+            runtime: runtime.to_string(),
+        })
+        .collect();
+    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    Some(AppStatus {
+        name: name.to_string(),
+        version: record.manifest.version.clone(),
+        kind: record.manifest.kind(),
+        replicas: record.manifest.replicas,
+        instances,
+        deployed_by: record.deployed_by.clone(),
+        unplaced: record.unplaced.clone(),
+        manifest: record.manifest.clone(),
+    })
+}
+
+/// A deploy may only name blobs some node holds: this one, a provider the DHT knows, or a member
+/// that says so when asked. All within [`BLOB_LOOKUP_TIMEOUT`].
+async fn ensure_held(state: &ApiState, hash: BlobHash) -> Result<(), ApiError> {
+    if state.blobs.meta(&hash)?.is_some() {
+        return Ok(());
+    }
+    let found = tokio::time::timeout(BLOB_LOOKUP_TIMEOUT, held_elsewhere(state, hash))
+        .await
+        .unwrap_or(false);
+    if found {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "blob_not_found",
+        format!("no node in reach holds {hash}: upload it first (POST /v1/blobs, or `mycel push`)"),
+    ))
+}
+
+/// True as soon as the DHT or a member says another node holds `hash` whole. The DHT lookup
+/// answers only when it ends, which can be slow in a mesh with unreachable peers; asking the
+/// members directly covers that, and blobs whose provider record has not spread yet.
+async fn held_elsewhere(state: &ApiState, hash: BlobHash) -> bool {
+    let me = state.mesh.peer_id();
+    let mut checks: FuturesUnordered<futures::future::BoxFuture<'_, bool>> =
+        FuturesUnordered::new();
+    checks.push(Box::pin(async move {
+        state
+            .mesh
+            .find_providers(hash.to_string().into_bytes())
+            .await
+            .is_ok_and(|providers| providers.iter().any(|p| *p != me))
+    }));
+    let members = state.mesh.nodes().await.unwrap_or_default();
+    for peer in members
+        .iter()
+        .filter(|n| !n.is_self && n.status == MemberStatus::Alive)
+        .filter_map(|n| n.peer_id.parse().ok())
+        .take(MAX_ASKED)
+    {
+        checks.push(Box::pin(async move {
+            matches!(
+                state
+                    .mesh
+                    .blob_request(peer, BlobRequest::Have { hash })
+                    .await,
+                Ok(BlobResponse::Have { .. })
+            )
+        }));
+    }
+    while let Some(held) = checks.next().await {
+        if held {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mycel_protocol::placement::{Command, Instance};
+
+    fn record(name: &str, replicas: u32) -> Box<AppRecord> {
+        let manifest = Manifest::from_json(
+            format!(
+                r#"{{"name":"{name}","version":"2","replicas":{replicas},"wasm":{{"module":"blake3:{}"}}}}"#,
+                "a".repeat(64)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        Box::new(AppRecord {
+            manifest,
+            deployed_by: "n0".into(),
+            deployed_at_ms: 1,
+            generation: 1,
+            unplaced: Some("1 replica(s) have no node: no room".into()),
+        })
+    }
+
+    fn instance(app: &str, replica: u32, state: InstanceState) -> Instance {
+        Instance {
+            id: Instance::id_for(app, 1, replica),
+            app: app.into(),
+            replica,
+            node: "n0".into(),
+            state,
+            since_ms: 1,
+        }
+    }
+
+    #[test]
+    fn summaries_and_status_read_the_replica() {
+        let mut state = PlacementState::default();
+        state.apply(&Command::PutApp {
+            app: record("web", 3),
+            instances: vec![
+                instance("web", 1, InstanceState::Running),
+                instance("web", 0, InstanceState::Pending),
+            ],
+        });
+        state.apply(&Command::PutApp {
+            app: record("api", 1),
+            instances: vec![instance("api", 0, InstanceState::Running)],
+        });
+
+        let apps = summaries(&state);
+        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["api", "web"]);
+        assert_eq!((apps[1].replicas, apps[1].running), (3, 1));
+
+        let status = status_of(&state, "web").unwrap();
+        let ids: Vec<&str> = status.instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["web-1-0", "web-1-1"]);
+        assert!(status.instances.iter().all(|i| i.runtime == "wasm"));
+        assert_eq!(status.version, "2");
+        assert!(status.unplaced.is_some());
+        assert!(status_of(&state, "nope").is_none());
+    }
+}

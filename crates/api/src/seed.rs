@@ -1,0 +1,115 @@
+//! The seed-compatible endpoints (`/api/apps/…`), kept with their JSON shapes so clients written
+//! against the seed keep working. Each is a thin wrapper over the `/v1/apps` handlers' logic: the
+//! same checks, the same errors.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Query, State, rejection::QueryRejection},
+    http::{HeaderMap, StatusCode},
+};
+use mycel_protocol::api::{
+    SeedAppEntry, SeedAppList, SeedAppRef, SeedAppStatus, SeedDeployed, SeedScale, seed_status,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ApiError, ApiState,
+    apps::{self, app_not_found},
+    extract::JsonBody,
+};
+
+/// Query of `GET /api/apps/get_app_status`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StatusQuery {
+    app_id: Option<String>,
+}
+
+/// Answer of `POST /api/apps/stop_app`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SeedStopped {
+    pub(crate) app_id: String,
+    /// Always "stopped".
+    pub(crate) status: String,
+}
+
+/// `POST /api/apps/deploy_app`: a manifest, as `POST /v1/apps` takes it.
+pub(crate) async fn deploy_app(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<SeedDeployed>), ApiError> {
+    let deployed = apps::deploy_manifest(&state, &headers, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SeedDeployed {
+            app_id: deployed.name,
+            version: deployed.version,
+            status: "deployed".into(),
+        }),
+    ))
+}
+
+/// `GET /api/apps/list_apps`
+pub(crate) async fn list_apps(State(state): State<ApiState>) -> Json<SeedAppList> {
+    let replica = state.placement.replica();
+    let apps = apps::summaries(&replica.state)
+        .into_iter()
+        .map(|app| SeedAppEntry {
+            app_id: app.name.clone(),
+            name: app.name,
+            version: app.version,
+            replicas: app.replicas,
+            running: app.running,
+            status: seed_status(app.replicas, app.running).into(),
+        })
+        .collect();
+    Json(SeedAppList { apps })
+}
+
+/// `GET /api/apps/get_app_status?app_id=`
+pub(crate) async fn get_app_status(
+    State(state): State<ApiState>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Json<SeedAppStatus>, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Some(app_id) = query.app_id.filter(|id| !id.is_empty()) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "app_id is required: ?app_id=<app name>",
+        ));
+    };
+    let replica = state.placement.replica();
+    let status = apps::status_of(&replica.state, &app_id).ok_or_else(|| app_not_found(&app_id))?;
+    let running = apps::running(&replica.state, &app_id);
+    Ok(Json(SeedAppStatus {
+        status: seed_status(status.replicas, running).into(),
+        app_id,
+        replicas: status.replicas,
+        running,
+        instances: status.instances,
+    }))
+}
+
+/// `POST /api/apps/stop_app` `{"app_id"}`: removes the app and all its instances.
+pub(crate) async fn stop_app(
+    State(state): State<ApiState>,
+    JsonBody(request): JsonBody<SeedAppRef>,
+) -> Result<Json<SeedStopped>, ApiError> {
+    apps::remove_app(&state, &request.app_id).await?;
+    Ok(Json(SeedStopped {
+        app_id: request.app_id,
+        status: "stopped".into(),
+    }))
+}
+
+/// `POST /api/apps/scale_app` `{"app_id","replicas"}`: answers the same shape.
+pub(crate) async fn scale_app(
+    State(state): State<ApiState>,
+    JsonBody(request): JsonBody<SeedScale>,
+) -> Result<Json<SeedScale>, ApiError> {
+    apps::scale_app(&state, &request.app_id, request.replicas).await?;
+    Ok(Json(request))
+}

@@ -1,0 +1,563 @@
+//! The placement group as a node runs it: the Raft instance, the task that answers peers'
+//! placement frames, and the leader's upkeep (members in, voters chosen, instances of dead nodes
+//! moved). [`PlacementHandle`] is how the rest of the node reads the replica and writes.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use mycel_mesh::{InboundPlacement, MAX_PLACEMENT_FRAME_BYTES, MeshHandle, PlacementFrame};
+use mycel_protocol::{
+    PeerId,
+    api::{Cluster, MemberStatus, NodeInfo, RaftRole},
+    placement::{WriteError, WriteOutcome, WriteRequest},
+};
+use openraft::{
+    ChangeMembers, Config, SnapshotPolicy,
+    error::{CheckIsLeaderError, ClientWriteError, RaftError},
+};
+use tokio::{
+    sync::{Mutex, mpsc, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use crate::{
+    NodeId, Raft,
+    network::{self, Network, Rpc, RpcReply},
+    plan::{self, View},
+    storage::{LogStore, StateMachine, open_db},
+    types::{Member, Replica, node_id},
+    voters::{self, Candidate, Group},
+};
+
+/// How the group paces itself.
+#[derive(Clone, Debug)]
+pub struct GroupTiming {
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in this range stands for election.
+    pub election: (Duration, Duration),
+    /// How long a write may take before it fails with `no_quorum`.
+    pub write_timeout: Duration,
+    /// How long a leader may take to confirm it still has a quorum before a write fails.
+    pub quorum_check: Duration,
+    /// How often the leader looks after membership and dead nodes' instances.
+    pub upkeep_interval: Duration,
+    /// How long a dead node keeps its instances before they are placed elsewhere.
+    pub dead_grace: Duration,
+    /// How long a dead node stays a member of the group (it rejoins with its log meanwhile).
+    pub gone_after: Duration,
+    /// A snapshot is taken every this many log entries, and the log before it purged.
+    pub snapshot_every: u64,
+}
+
+impl Default for GroupTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(200),
+            election: (Duration::from_millis(1000), Duration::from_millis(1500)),
+            write_timeout: Duration::from_secs(5),
+            quorum_check: Duration::from_millis(1500),
+            upkeep_interval: Duration::from_millis(500),
+            dead_grace: Duration::from_secs(10),
+            gone_after: Duration::from_secs(120),
+            snapshot_every: 1_000,
+        }
+    }
+}
+
+pub struct GroupConfig {
+    /// Where the log and snapshots live (a sled database).
+    pub dir: PathBuf,
+    pub mesh: MeshHandle,
+    /// Inbound placement frames from the mesh.
+    pub inbox: mpsc::Receiver<InboundPlacement>,
+    /// True for the first node of a new mesh: it founds the group as its only voter. Others
+    /// wait to be added by the leader.
+    pub found: bool,
+    pub timing: GroupTiming,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("opening the placement store: {0}")]
+    Storage(String),
+    #[error("starting Raft: {0}")]
+    Raft(String),
+}
+
+/// A cheap, cloneable handle to the node's placement group.
+#[derive(Clone)]
+pub struct PlacementHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    replica: watch::Receiver<Arc<Replica>>,
+    mesh: MeshHandle,
+    me: NodeId,
+    peer_id: String,
+    /// Held by the leader while it plans and commits, so two writes never plan from one state.
+    planning: Mutex<()>,
+    timing: GroupTiming,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Opens the store, starts Raft and the group's tasks.
+pub async fn start(config: GroupConfig) -> Result<PlacementHandle, GroupError> {
+    let db = open_db(&config.dir).map_err(|e| GroupError::Storage(e.to_string()))?;
+    let log = LogStore::open(&db).map_err(|e| GroupError::Storage(e.to_string()))?;
+    let (state_machine, replica) =
+        StateMachine::open(&db).map_err(|e| GroupError::Storage(e.to_string()))?;
+    let timing = config.timing;
+    let raft_config = Config {
+        cluster_name: "mycel".into(),
+        heartbeat_interval: timing.heartbeat.as_millis() as u64,
+        election_timeout_min: timing.election.0.as_millis() as u64,
+        election_timeout_max: timing.election.1.as_millis() as u64,
+        install_snapshot_timeout: 5_000,
+        // A batch of entries must fit one placement frame: manifests are at most 64 KiB.
+        max_payload_entries: 64,
+        snapshot_max_chunk_size: 1024 * 1024,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+        // Keep a little log behind the snapshot so a briefly lagging member catches up from
+        // entries rather than a whole snapshot.
+        max_in_snapshot_log_to_keep: timing.snapshot_every / 2,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| GroupError::Raft(e.to_string()))?;
+
+    let peer = config.mesh.peer_id();
+    let me = node_id(&peer);
+    let network = Network {
+        mesh: config.mesh.clone(),
+    };
+    let raft = Raft::new(me, Arc::new(raft_config), network, log, state_machine)
+        .await
+        .map_err(|e| GroupError::Raft(e.to_string()))?;
+    if config.found
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| GroupError::Raft(e.to_string()))?
+    {
+        let founder = BTreeMap::from([(
+            me,
+            Member {
+                peer_id: peer.to_string(),
+            },
+        )]);
+        raft.initialize(founder)
+            .await
+            .map_err(|e| GroupError::Raft(e.to_string()))?;
+        tracing::info!("founded a new placement group");
+    }
+
+    let handle = PlacementHandle {
+        inner: Arc::new(Inner {
+            raft,
+            replica,
+            mesh: config.mesh,
+            me,
+            peer_id: peer.to_string(),
+            planning: Mutex::new(()),
+            timing,
+            tasks: Default::default(),
+        }),
+    };
+    let serving = tokio::spawn(handle.clone().serve(config.inbox));
+    let upkeep = tokio::spawn(handle.clone().upkeep());
+    handle
+        .inner
+        .tasks
+        .lock()
+        .expect("tasks lock")
+        .extend([serving, upkeep]);
+    Ok(handle)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl PlacementHandle {
+    /// This node's replica of the decided state (reads never leave the node).
+    pub fn replica(&self) -> Arc<Replica> {
+        self.inner.replica.borrow().clone()
+    }
+
+    /// Wakes on every applied change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Replica>> {
+        self.inner.replica.clone()
+    }
+
+    /// The group as this node sees it.
+    pub fn cluster(&self) -> Cluster {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let peer_of = |id: NodeId| membership.get_node(&id).map(|m| m.peer_id.clone());
+        let mut voters: Vec<String> = membership.voter_ids().filter_map(peer_of).collect();
+        let mut learners: Vec<String> = membership.learner_ids().filter_map(peer_of).collect();
+        voters.sort();
+        learners.sort();
+        Cluster {
+            leader: metrics.current_leader.and_then(peer_of),
+            term: metrics.current_term,
+            voters,
+            learners,
+            committed: metrics.last_applied.map(|l| l.index),
+        }
+    }
+
+    /// The role `peer_id` plays in the group, as this node sees it.
+    pub fn role_of(&self, cluster: &Cluster, peer_id: &str) -> RaftRole {
+        if cluster.leader.as_deref() == Some(peer_id) {
+            RaftRole::Leader
+        } else if cluster.voters.iter().any(|v| v == peer_id) {
+            RaftRole::Voter
+        } else if cluster.learners.iter().any(|l| l == peer_id) {
+            RaftRole::Learner
+        } else {
+            RaftRole::None
+        }
+    }
+
+    /// Commits `request` through the leader, wherever it is, and returns once this node's
+    /// replica shows it. Fails with `no_quorum` within the write timeout when the group cannot
+    /// commit.
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, WriteError> {
+        let deadline = Instant::now() + self.inner.timing.write_timeout;
+        for _ in 0..3 {
+            let Some(leader) = self.wait_for_leader(deadline).await else {
+                return Err(WriteError::NoQuorum(
+                    "no leader: fewer than a majority of the voters are reachable".into(),
+                ));
+            };
+            let result = if leader == self.inner.me {
+                self.write_as_leader(&request, deadline).await
+            } else {
+                self.forward(leader, &request, deadline).await
+            };
+            match result {
+                Ok(outcome) => {
+                    self.wait_applied(outcome.log_index, deadline).await;
+                    return Ok(outcome);
+                }
+                // Leadership moved meanwhile: ask again once the group settles.
+                Err(WriteError::NotLeader) => {
+                    tokio::time::sleep(self.inner.timing.heartbeat).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(WriteError::NoQuorum("the leader keeps changing".into()))
+    }
+
+    /// Stops Raft and the group's tasks; the store is flushed on every write already.
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
+        for task in tasks {
+            task.abort();
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(%e, "stopping Raft");
+        }
+    }
+
+    /// The leader's id, waiting a little for one while an election may be under way. Waits at
+    /// most two election timeouts: longer than that, no majority is reachable.
+    async fn wait_for_leader(&self, deadline: Instant) -> Option<NodeId> {
+        let until = deadline.min(Instant::now() + self.inner.timing.election.1 * 2);
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(leader) = metrics.borrow_and_update().current_leader {
+                return Some(leader);
+            }
+            match tokio::time::timeout_at(until, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) {
+        let mut replica = self.inner.replica.clone();
+        let _ = tokio::time::timeout_at(
+            deadline,
+            replica.wait_for(|r| r.applied_index.is_some_and(|i| i >= index)),
+        )
+        .await;
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        request: &WriteRequest,
+        deadline: Instant,
+    ) -> Result<WriteOutcome, WriteError> {
+        let peer = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .and_then(|m| m.peer_id.parse::<PeerId>().ok())
+        };
+        let Some(peer) = peer else {
+            return Err(WriteError::NoQuorum(
+                "the leader is not a known member yet".into(),
+            ));
+        };
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        match network::call(&self.inner.mesh, peer, &Rpc::Write(request.clone()), ttl).await {
+            Ok(RpcReply::Write(result)) => result,
+            Ok(other) => Err(WriteError::NoQuorum(format!(
+                "the leader answered a write with {other:?}"
+            ))),
+            Err(e) => Err(WriteError::NoQuorum(format!(
+                "the leader ({peer}) cannot be reached: {e}"
+            ))),
+        }
+    }
+
+    /// Plans and commits `request` on this node, which believes it leads.
+    async fn write_as_leader(
+        &self,
+        request: &WriteRequest,
+        deadline: Instant,
+    ) -> Result<WriteOutcome, WriteError> {
+        let raft = &self.inner.raft;
+        // A leader cut off from its voters would accept the entry and wait forever: confirm the
+        // quorum first, quickly.
+        let check = deadline.min(Instant::now() + self.inner.timing.quorum_check);
+        match tokio::time::timeout_at(check, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                return Err(WriteError::NotLeader);
+            }
+            Ok(Err(e)) => return Err(WriteError::NoQuorum(e.to_string())),
+            Err(_) => {
+                return Err(WriteError::NoQuorum(
+                    "the leader cannot reach a majority of the voters".into(),
+                ));
+            }
+        }
+
+        let _planning = self.inner.planning.lock().await;
+        let view = self.view().await?;
+        let commands = plan::plan_write(&self.replica().state, &view, request)?;
+        let mut log_index = self.replica().applied_index.unwrap_or(0);
+        for command in commands {
+            match tokio::time::timeout_at(deadline, raft.client_write(command)).await {
+                Ok(Ok(response)) => log_index = response.log_id.index,
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    return Err(WriteError::NotLeader);
+                }
+                Ok(Err(e)) => return Err(WriteError::NoQuorum(e.to_string())),
+                Err(_) => {
+                    return Err(WriteError::NoQuorum(
+                        "the write was not committed in time (it may still commit)".into(),
+                    ));
+                }
+            }
+        }
+        Ok(WriteOutcome { log_index })
+    }
+
+    /// The leader's view of the mesh, for planning.
+    async fn view(&self) -> Result<View, WriteError> {
+        let nodes = self
+            .inner
+            .mesh
+            .nodes()
+            .await
+            .map_err(|e| WriteError::NoQuorum(format!("the mesh has stopped: {e}")))?;
+        Ok(View {
+            nodes: plan::node_views(&nodes),
+            now_ms: now_ms(),
+            dead_grace_ms: self.inner.timing.dead_grace.as_millis() as u64,
+        })
+    }
+
+    fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.me)
+    }
+
+    /// Answers peers' placement frames, each on a task of its own: a slow write must not hold up
+    /// heartbeats.
+    async fn serve(self, mut inbox: mpsc::Receiver<InboundPlacement>) {
+        while let Some(inbound) = inbox.recv().await {
+            let handle = self.clone();
+            tokio::spawn(async move {
+                let reply = handle.answer(inbound.peer, &inbound.frame.0).await;
+                match mycel_protocol::encode(&reply) {
+                    Ok(bytes) => {
+                        let _ = inbound.reply.send(PlacementFrame(bytes));
+                    }
+                    Err(e) => tracing::warn!(%e, "encoding a placement reply"),
+                }
+            });
+        }
+    }
+
+    async fn answer(&self, peer: PeerId, frame: &[u8]) -> RpcReply {
+        let rpc: Rpc = match mycel_protocol::decode(frame, MAX_PLACEMENT_FRAME_BYTES) {
+            Ok(rpc) => rpc,
+            Err(e) => {
+                tracing::debug!(%peer, %e, "malformed placement frame");
+                return RpcReply::Refused(format!("malformed placement frame: {e}"));
+            }
+        };
+        let sender = node_id(&peer);
+        let raft = &self.inner.raft;
+        // A Raft message speaks for the node named in its vote: only that node may send it.
+        let forged = || RpcReply::Refused("a Raft message names another node as its sender".into());
+        match rpc {
+            Rpc::Append(request) if request.vote.leader_id.node_id == sender => {
+                RpcReply::Append(raft.append_entries(request).await)
+            }
+            Rpc::Vote(request) if request.vote.leader_id.node_id == sender => {
+                RpcReply::Vote(raft.vote(request).await)
+            }
+            Rpc::Snapshot(request) if request.vote.leader_id.node_id == sender => {
+                RpcReply::Snapshot(raft.install_snapshot(request).await)
+            }
+            Rpc::Append(_) | Rpc::Vote(_) | Rpc::Snapshot(_) => forged(),
+            Rpc::Write(mut request) => {
+                // The forwarding node speaks for itself only.
+                match &mut request {
+                    WriteRequest::Deploy { by, .. } => *by = peer.to_string(),
+                    WriteRequest::Report { node, .. } if *node != peer.to_string() => {
+                        return RpcReply::Refused("a node reports its own instances only".into());
+                    }
+                    _ => {}
+                }
+                if !self.is_leader() {
+                    return RpcReply::Write(Err(WriteError::NotLeader));
+                }
+                let deadline = Instant::now() + self.inner.timing.write_timeout;
+                RpcReply::Write(self.write_as_leader(&request, deadline).await)
+            }
+        }
+    }
+
+    /// The leader's upkeep loop; other nodes only tick.
+    async fn upkeep(self) {
+        let mut tick = tokio::time::interval(self.inner.timing.upkeep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.is_leader() {
+                continue;
+            }
+            let Ok(nodes) = self.inner.mesh.nodes().await else {
+                return; // the mesh stopped: the node is shutting down
+            };
+            self.look_after_members(&nodes).await;
+            self.move_stranded_instances(&nodes).await;
+        }
+    }
+
+    /// One membership change towards what the mesh calls for (see [`voters`]).
+    async fn look_after_members(&self, nodes: &[NodeInfo]) {
+        let raft = &self.inner.raft;
+        let group = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            if membership.get_joint_config().len() > 1 {
+                return; // a change is under way
+            }
+            Group {
+                leader: self.inner.me,
+                voters: membership.voter_ids().collect(),
+                learners: membership.learner_ids().collect(),
+            }
+        };
+        let gone_after = self.inner.timing.gone_after.as_millis() as u64;
+        let candidates: Vec<Candidate> = nodes
+            .iter()
+            .filter_map(|node| {
+                let peer: PeerId = node.peer_id.parse().ok()?;
+                let dead = node.departed || node.status == MemberStatus::Dead;
+                Some(Candidate {
+                    id: node_id(&peer),
+                    peer_id: node.peer_id.clone(),
+                    live: node.is_self || !dead,
+                    gone: !node.is_self
+                        && (node.departed || (dead && node.last_seen_ms > gone_after)),
+                    zone: node.labels.get("zone").cloned(),
+                })
+            })
+            .collect();
+        let Some(change) = voters::next_change(&group, &candidates) else {
+            return;
+        };
+        tracing::info!(?change, "changing the placement group");
+        let limit = self.inner.timing.write_timeout * 2;
+        let result = match change {
+            voters::Change::AddLearner { id, peer_id } => {
+                tokio::time::timeout(limit, raft.add_learner(id, Member { peer_id }, false)).await
+            }
+            voters::Change::SetVoters(voters) => {
+                tokio::time::timeout(limit, raft.change_membership(voters, true)).await
+            }
+            voters::Change::Remove(ids) => {
+                tokio::time::timeout(
+                    limit,
+                    raft.change_membership(ChangeMembers::RemoveNodes(ids), false),
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::info!(%e, "placement group change not made"),
+            Err(_) => tracing::info!("placement group change timed out"),
+        }
+    }
+
+    /// Places elsewhere the instances of nodes dead past the grace time, and replicas that had
+    /// no room before.
+    async fn move_stranded_instances(&self, nodes: &[NodeInfo]) {
+        let _planning = self.inner.planning.lock().await;
+        let view = View {
+            nodes: plan::node_views(nodes),
+            now_ms: now_ms(),
+            dead_grace_ms: self.inner.timing.dead_grace.as_millis() as u64,
+        };
+        for command in plan::plan_reschedule(&self.replica().state, &view) {
+            tracing::info!(?command, "moving instances");
+            let write = self.inner.raft.client_write(command);
+            match tokio::time::timeout(self.inner.timing.write_timeout, write).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::info!(%e, "moving instances failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("moving instances timed out");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The last log index the latest snapshot of this node covers, if it has one.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow().snapshot.map(|l| l.index)
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.inner.peer_id
+    }
+}

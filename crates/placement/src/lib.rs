@@ -1,0 +1,28 @@
+//! mycel's placement group: the nodes form one Raft group by themselves (openraft, with its log
+//! and snapshots in sled and its messages on the mesh), every node replicates the decided state,
+//! and any node takes writes by forwarding them to the leader.
+//!
+//! ```text
+//!  API ──write──▶ PlacementHandle ──(not leader)──▶ mesh ──▶ leader's PlacementHandle
+//!                      │                                        │ plan (scheduler, pure)
+//!  API/agent/gateway ◀─┤ replica (watch)                        ▼
+//!                      └──── StateMachine ◀── apply ◀── Raft log (sled) ◀── commit
+//! ```
+//!
+//! - [`state`]: the replicated state and how an entry changes it (pure).
+//! - [`plan`]: the leader's decisions: writes and dead nodes into entries (pure, uses the
+//!   scheduler).
+//! - [`voters`]: who votes and who only replicates (pure).
+//! - `storage`, `network`, `group`: the shells around openraft.
+
+mod group;
+mod network;
+pub mod plan;
+pub mod state;
+mod storage;
+mod types;
+pub mod voters;
+
+pub use group::{GroupConfig, GroupError, GroupTiming, PlacementHandle, start};
+pub use state::PlacementState;
+pub use types::{Member, NodeId, Raft, Replica, TypeConfig, node_id};

@@ -1,0 +1,401 @@
+//! The leader's decisions, pure: a client's write plus the leader's view of the mesh in, the log
+//! entries that carry it out. The scheduler does the placing; this module turns manifests into its
+//! problem and its answer into entries.
+
+use mycel_protocol::{
+    Runtime,
+    api::{InstanceState, MemberStatus, NodeInfo},
+    app::{AppKind, Manifest, RuleOp},
+    placement::{AppRecord, Command, Instance, WriteError, WriteRequest},
+};
+use mycel_scheduler::{AppSpec, LabelRule, NodeState, NodeView, Placement, Problem, Strategy};
+
+use crate::state::PlacementState;
+
+/// What the leader knows when it plans: its view of the mesh and the time.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub nodes: Vec<NodeView>,
+    pub now_ms: u64,
+    /// How long a dead node keeps its instances before they are placed elsewhere.
+    pub dead_grace_ms: u64,
+}
+
+/// The scheduler's view of the mesh, from the membership view.
+pub fn node_views(nodes: &[NodeInfo]) -> Vec<NodeView> {
+    nodes
+        .iter()
+        .map(|node| NodeView {
+            id: node.peer_id.clone(),
+            state: match node.status {
+                // A node that said goodbye is not coming back soon: no grace.
+                _ if node.departed => NodeState::Dead { for_ms: u64::MAX },
+                MemberStatus::Alive => NodeState::Alive,
+                MemberStatus::Suspect => NodeState::Suspect,
+                MemberStatus::Dead => NodeState::Dead {
+                    for_ms: node.last_seen_ms,
+                },
+            },
+            runtimes: node.runtimes.iter().copied().collect(),
+            labels: node.labels.clone(),
+            memory_mb: node.resources.memory_mb,
+            cpu_millis: u64::from(node.resources.cpu_cores) * 1000,
+            max_instances: None,
+            allowed_owners: None,
+        })
+        .collect()
+}
+
+/// The entries that carry out `request`, given the state they will apply to.
+pub fn plan_write(
+    state: &PlacementState,
+    view: &View,
+    request: &WriteRequest,
+) -> Result<Vec<Command>, WriteError> {
+    match request {
+        WriteRequest::Deploy { manifest, by } => {
+            let generation = state
+                .apps
+                .get(&manifest.name)
+                .map_or(1, |app| app.generation + 1);
+            let record = AppRecord {
+                manifest: (**manifest).clone(),
+                deployed_by: by.clone(),
+                deployed_at_ms: view.now_ms,
+                generation,
+                unplaced: None,
+            };
+            Ok(vec![put_app(state, view, record)])
+        }
+        WriteRequest::Scale { name, replicas } => {
+            let mut record = state
+                .apps
+                .get(name)
+                .ok_or_else(|| WriteError::UnknownApp(name.clone()))?
+                .clone();
+            record.manifest.replicas = *replicas;
+            record
+                .manifest
+                .validate()
+                .map_err(|e| WriteError::Rejected(e.to_string()))?;
+            Ok(vec![put_app(state, view, record)])
+        }
+        WriteRequest::Remove { name } => {
+            if !state.apps.contains_key(name) {
+                return Err(WriteError::UnknownApp(name.clone()));
+            }
+            Ok(vec![Command::RemoveApp { name: name.clone() }])
+        }
+        WriteRequest::Report { node, states } => Ok(vec![Command::Report {
+            node: node.clone(),
+            at_ms: view.now_ms,
+            states: states.clone(),
+        }]),
+    }
+}
+
+/// Places every app again on the current view and returns a `Place` entry for each app whose
+/// placements changed: instances of dead nodes move, unplaced replicas find room.
+pub fn plan_reschedule(state: &PlacementState, view: &View) -> Vec<Command> {
+    let solution = solve(state, view, None);
+    let mut commands = Vec::new();
+    for (name, record) in &state.apps {
+        let placed: Vec<&Placement> = solution
+            .placements
+            .iter()
+            .filter(|p| &p.app == name)
+            .collect();
+        let unplaced = unplaced_reason(&solution, name);
+        let unchanged = unplaced == record.unplaced
+            && placed.len() == state.instances_of(name).count()
+            && placed.iter().all(|p| {
+                state
+                    .instances
+                    .get(&Instance::id_for(name, record.generation, p.replica))
+                    .is_some_and(|i| i.node == p.node)
+            });
+        if !unchanged {
+            commands.push(Command::Place {
+                app: name.clone(),
+                instances: instances(state, view, record, &placed),
+                unplaced,
+            });
+        }
+    }
+    commands
+}
+
+/// The `PutApp` entry for `record`, placed among the apps already deployed.
+fn put_app(state: &PlacementState, view: &View, mut record: AppRecord) -> Command {
+    let name = record.manifest.name.clone();
+    let solution = solve(state, view, Some(&record));
+    let placed: Vec<&Placement> = solution
+        .placements
+        .iter()
+        .filter(|p| p.app == name)
+        .collect();
+    record.unplaced = unplaced_reason(&solution, &name);
+    let instances = instances(state, view, &record, &placed);
+    Command::PutApp {
+        app: Box::new(record),
+        instances,
+    }
+}
+
+/// The instances for `placed`: one that stays where it runs keeps its id, state and age.
+fn instances(
+    state: &PlacementState,
+    view: &View,
+    record: &AppRecord,
+    placed: &[&Placement],
+) -> Vec<Instance> {
+    placed
+        .iter()
+        .map(|p| {
+            let id = Instance::id_for(&p.app, record.generation, p.replica);
+            match state.instances.get(&id) {
+                Some(existing) if existing.node == p.node => existing.clone(),
+                _ => Instance {
+                    id,
+                    app: p.app.clone(),
+                    replica: p.replica,
+                    node: p.node.clone(),
+                    state: InstanceState::Pending,
+                    since_ms: view.now_ms,
+                },
+            }
+        })
+        .collect()
+}
+
+/// Solves the whole mesh's placement, with `changed` replacing (or adding) its app.
+fn solve(
+    state: &PlacementState,
+    view: &View,
+    changed: Option<&AppRecord>,
+) -> mycel_scheduler::Solution {
+    let mut apps: Vec<AppSpec> = state
+        .apps
+        .values()
+        .filter(|app| changed.is_none_or(|c| c.manifest.name != app.manifest.name))
+        .map(app_spec)
+        .collect();
+    apps.extend(changed.map(app_spec));
+    // A redeployed app keeps its nodes: its old instances count as its previous placements.
+    let previous: Vec<Placement> = state
+        .instances
+        .values()
+        .map(|i| Placement {
+            app: i.app.clone(),
+            replica: i.replica,
+            node: i.node.clone(),
+        })
+        .collect();
+    let problem = Problem {
+        nodes: view.nodes.clone(),
+        apps,
+        dead_grace_ms: view.dead_grace_ms,
+    };
+    mycel_scheduler::solve(&problem, &previous)
+}
+
+fn unplaced_reason(solution: &mycel_scheduler::Solution, app: &str) -> Option<String> {
+    solution
+        .unplaced
+        .iter()
+        .find(|u| u.app == app)
+        .map(|u| format!("{} replica(s) have no node: {}", u.replicas, u.reason))
+}
+
+/// The scheduler's view of an app.
+pub fn app_spec(record: &AppRecord) -> AppSpec {
+    let manifest: &Manifest = &record.manifest;
+    let rule = |r: &mycel_protocol::app::LabelRuleSpec| match r.op {
+        RuleOp::In => LabelRule::In {
+            key: r.key.clone(),
+            values: r.values.clone(),
+        },
+        RuleOp::NotIn => LabelRule::NotIn {
+            key: r.key.clone(),
+            values: r.values.clone(),
+        },
+        RuleOp::Exists => LabelRule::Exists { key: r.key.clone() },
+    };
+    AppSpec {
+        name: manifest.name.clone(),
+        owner: record.deployed_by.clone(),
+        runtime: runtime_of(manifest.kind()),
+        replicas: manifest.replicas,
+        memory_mb: manifest.memory_mb(),
+        cpu_millis: manifest.cpu_millis(),
+        required: manifest.placement.required.iter().map(rule).collect(),
+        preferred: manifest.placement.preferred.iter().map(rule).collect(),
+        strategy: match manifest.placement.strategy {
+            Some(mycel_protocol::app::Strategy::Binpack) => Strategy::Binpack,
+            _ => Strategy::Spread,
+        },
+    }
+}
+
+/// The node runtime that runs an app of this kind.
+pub fn runtime_of(kind: AppKind) -> Runtime {
+    match kind {
+        AppKind::Wasm => Runtime::Wasm,
+        AppKind::Container => Runtime::Docker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn node(id: &str, state: NodeState) -> NodeView {
+        NodeView {
+            id: id.into(),
+            state,
+            runtimes: BTreeSet::from([Runtime::Wasm]),
+            labels: BTreeMap::new(),
+            memory_mb: 1024,
+            cpu_millis: 2000,
+            max_instances: None,
+            allowed_owners: None,
+        }
+    }
+
+    fn view(nodes: Vec<NodeView>) -> View {
+        View {
+            nodes,
+            now_ms: 1000,
+            dead_grace_ms: 5000,
+        }
+    }
+
+    fn deploy(name: &str, replicas: u32) -> WriteRequest {
+        let manifest = Manifest::from_toml(&format!(
+            "name = \"{name}\"\nversion = \"1\"\nreplicas = {replicas}\n[wasm]\nmodule = \"blake3:{}\"\n",
+            "b".repeat(64)
+        ))
+        .unwrap();
+        WriteRequest::Deploy {
+            manifest: Box::new(manifest),
+            by: "me".into(),
+        }
+    }
+
+    fn write(state: &mut PlacementState, view: &View, request: &WriteRequest) {
+        let commands = plan_write(state, view, request).unwrap();
+        apply(state, commands);
+    }
+
+    fn apply(state: &mut PlacementState, commands: Vec<Command>) {
+        for command in &commands {
+            state.apply(command);
+        }
+    }
+
+    #[test]
+    fn deploy_spreads_then_scale_keeps_running_instances() {
+        let alive = view(vec![
+            node("a", NodeState::Alive),
+            node("b", NodeState::Alive),
+            node("c", NodeState::Alive),
+        ]);
+        let mut state = PlacementState::default();
+        write(&mut state, &alive, &deploy("web", 2));
+        let nodes: BTreeSet<_> = state.instances_of("web").map(|i| i.node.clone()).collect();
+        assert_eq!(nodes.len(), 2, "two replicas on two nodes");
+
+        let scale = WriteRequest::Scale {
+            name: "web".into(),
+            replicas: 3,
+        };
+        let before: Vec<Instance> = state.instances_of("web").cloned().collect();
+        write(&mut state, &alive, &scale);
+        assert_eq!(state.instances_of("web").count(), 3);
+        for instance in before {
+            assert_eq!(state.instances[&instance.id], instance, "kept as it was");
+        }
+    }
+
+    #[test]
+    fn redeploy_is_a_new_generation_on_the_same_nodes() {
+        let alive = view(vec![
+            node("a", NodeState::Alive),
+            node("b", NodeState::Alive),
+        ]);
+        let mut state = PlacementState::default();
+        write(&mut state, &alive, &deploy("web", 1));
+        let first = state.instances_of("web").next().unwrap().clone();
+        write(&mut state, &alive, &deploy("web", 1));
+        let second = state.instances_of("web").next().unwrap().clone();
+        assert_eq!(state.apps["web"].generation, 2);
+        assert_eq!(second.id, "web-2-0");
+        assert_eq!(second.node, first.node);
+        assert_eq!(state.instances.len(), 1);
+    }
+
+    #[test]
+    fn unknown_apps_are_errors_and_nothing_is_planned() {
+        let state = PlacementState::default();
+        let v = view(vec![node("a", NodeState::Alive)]);
+        for request in [
+            WriteRequest::Scale {
+                name: "nope".into(),
+                replicas: 1,
+            },
+            WriteRequest::Remove {
+                name: "nope".into(),
+            },
+        ] {
+            assert_eq!(
+                plan_write(&state, &v, &request),
+                Err(WriteError::UnknownApp("nope".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn instances_of_a_dead_node_move_after_the_grace_time() {
+        let mut state = PlacementState::default();
+        let alive = view(vec![
+            node("a", NodeState::Alive),
+            node("b", NodeState::Alive),
+        ]);
+        write(&mut state, &alive, &deploy("web", 1));
+        let on = state.instances_of("web").next().unwrap().node.clone();
+        let other = if on == "a" { "b" } else { "a" };
+
+        let mut nodes = vec![node(other, NodeState::Alive)];
+        nodes.push(node(&on, NodeState::Dead { for_ms: 1000 }));
+        assert!(plan_reschedule(&state, &view(nodes.clone())).is_empty());
+
+        nodes[1].state = NodeState::Dead { for_ms: 60_000 };
+        let moves = plan_reschedule(&state, &view(nodes));
+        assert_eq!(moves.len(), 1);
+        apply(&mut state, moves);
+        let moved = state.instances_of("web").next().unwrap();
+        assert_eq!(moved.node, other);
+        assert_eq!(moved.state, InstanceState::Pending);
+        assert!(plan_reschedule(&state, &alive).is_empty(), "settled");
+    }
+
+    #[test]
+    fn unplaced_replicas_are_reported_then_placed_when_room_appears() {
+        let mut state = PlacementState::default();
+        let one = view(vec![node("a", NodeState::Alive)]);
+        write(&mut state, &one, &deploy("web", 2));
+        assert_eq!(state.instances_of("web").count(), 2);
+        // Twenty replicas of 64 MiB do not fit in 1 GiB.
+        write(&mut state, &one, &deploy("big", 20));
+        assert!(state.apps["big"].unplaced.is_some());
+        let two = view(vec![
+            node("a", NodeState::Alive),
+            node("b", NodeState::Alive),
+        ]);
+        let moves = plan_reschedule(&state, &two);
+        apply(&mut state, moves);
+        assert_eq!(state.apps["big"].unplaced, None);
+        assert_eq!(state.instances_of("big").count(), 20);
+    }
+}

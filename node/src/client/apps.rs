@@ -1,0 +1,345 @@
+//! `mycel deploy`, `apps`, `status`, `scale`, `stop`: the app commands.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use mycel_protocol::api::{AppStatus, Apps, Deployed, InstanceState, ScaleRequest};
+
+use super::{api_url, get, manifest, node_names, print_answer, send, short_peer, table, upload};
+
+/// How often `mycel deploy --wait` asks how the rollout goes.
+const WAIT_POLL: Duration = Duration::from_millis(500);
+
+/// `mycel deploy FILE`: uploads the files the manifest names, deploys it, and with `wait` waits
+/// until every replica runs.
+pub(crate) async fn deploy(
+    node: &str,
+    file: &Path,
+    wait: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (mut manifest, blobs) = manifest::load(file)?;
+    for blob in blobs {
+        let (stored, _) = upload(node, &blob.path)
+            .await
+            .with_context(|| format!("uploading {} ({})", blob.given, blob.field.name()))?;
+        eprintln!("uploaded {}: {}", blob.given, stored.hash);
+        blob.field.set(&mut manifest, stored.hash);
+    }
+    manifest
+        .validate_for_api()
+        .with_context(|| format!("{}", file.display()))?;
+    let body = serde_json::to_vec(&manifest).context("encoding the manifest")?;
+    let request = reqwest::Client::new()
+        .post(api_url(node, &["v1", "apps"])?)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    let answer = send(node, request).await?;
+    let deployed: Deployed =
+        serde_json::from_str(&answer).context("the node's answer is not a deploy")?;
+    if json {
+        println!("{}", answer.trim_end());
+    } else {
+        println!(
+            "deployed {} {} ({})",
+            deployed.name,
+            deployed.version,
+            plural(manifest.replicas, "replica")
+        );
+    }
+    match wait {
+        Some(timeout) => wait_running(node, &deployed, timeout).await,
+        None => Ok(()),
+    }
+}
+
+/// Polls the app's status until every replica runs; progress goes to stderr on each change.
+async fn wait_running(node: &str, deployed: &Deployed, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_line = String::new();
+    loop {
+        let body = get(node, &["v1", "apps", &deployed.name]).await?;
+        let status: AppStatus =
+            serde_json::from_str(&body).context("the node's answer is not an app status")?;
+        if status.version != deployed.version {
+            bail!(
+                "{} was deployed again meanwhile (now version {})",
+                status.name,
+                status.version
+            );
+        }
+        let line = progress(&status);
+        if line != last_line {
+            eprintln!("{}: {line}", status.name);
+            last_line = line;
+        }
+        if running(&status) >= status.replicas {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let unplaced = status
+                .unplaced
+                .as_deref()
+                .map(|reason| format!("; {reason}"))
+                .unwrap_or_default();
+            bail!(
+                "timed out after {} s waiting for {} to run: {last_line}{unplaced}",
+                timeout.as_secs(),
+                status.name
+            );
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+fn running(status: &AppStatus) -> u32 {
+    status
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count() as u32
+}
+
+/// "1/2 running, 1 starting": running against wanted, then the other states by count.
+fn progress(status: &AppStatus) -> String {
+    let mut line = format!("{}/{} running", running(status), status.replicas);
+    for state in [
+        InstanceState::Pending,
+        InstanceState::Starting,
+        InstanceState::Failed,
+        InstanceState::Stopped,
+    ] {
+        let count = status.instances.iter().filter(|i| i.state == state).count();
+        if count > 0 {
+            line.push_str(&format!(", {count} {}", state.as_str()));
+        }
+    }
+    line
+}
+
+/// `mycel apps`
+pub(crate) async fn apps(node: &str, json: bool) -> anyhow::Result<()> {
+    let body = get(node, &["v1", "apps"]).await?;
+    print_answer(&body, json, "an app list", |apps: Apps| apps_table(&apps))
+}
+
+fn apps_table(apps: &Apps) -> String {
+    if apps.apps.is_empty() {
+        return "no apps deployed\n".into();
+    }
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "VERSION".into(),
+        "KIND".into(),
+        "REPLICAS".into(),
+        "RUNNING".into(),
+    ]];
+    for app in &apps.apps {
+        rows.push([
+            app.name.clone(),
+            app.version.clone(),
+            app.kind.to_string(),
+            app.replicas.to_string(),
+            app.running.to_string(),
+        ]);
+    }
+    table::render(&rows)
+}
+
+/// `mycel status APP`
+pub(crate) async fn status(node: &str, app: &str, json: bool) -> anyhow::Result<()> {
+    let body = get(node, &["v1", "apps", app]).await?;
+    let names = if json {
+        BTreeMap::new()
+    } else {
+        node_names(node).await
+    };
+    print_answer(&body, json, "an app status", |status: AppStatus| {
+        status_text(&status, &names)
+    })
+}
+
+fn status_text(status: &AppStatus, names: &BTreeMap<String, String>) -> String {
+    let node_name = |peer: &str| match names.get(peer) {
+        Some(name) => name.clone(),
+        None => short_peer(peer),
+    };
+    let mut out = format!(
+        "{} {} ({}): {}, deployed by {}\n",
+        status.name,
+        status.version,
+        status.kind,
+        progress(status),
+        node_name(&status.deployed_by)
+    );
+    if let Some(reason) = &status.unplaced {
+        out.push_str(&format!("unplaced: {reason}\n"));
+    }
+    if status.instances.is_empty() {
+        out.push_str("no instances\n");
+        return out;
+    }
+    let mut rows = vec![[
+        "ID".to_string(),
+        "NODE".into(),
+        "STATE".into(),
+        "RUNTIME".into(),
+    ]];
+    for instance in &status.instances {
+        rows.push([
+            instance.id.clone(),
+            node_name(&instance.node),
+            instance.state.as_str().to_string(),
+            instance.runtime.clone(),
+        ]);
+    }
+    out.push_str(&table::render(&rows));
+    out
+}
+
+/// `mycel scale APP N`
+pub(crate) async fn scale(node: &str, app: &str, replicas: u32, json: bool) -> anyhow::Result<()> {
+    let request = reqwest::Client::new()
+        .post(api_url(node, &["v1", "apps", app, "scale"])?)
+        .json(&ScaleRequest { replicas });
+    let body = send(node, request).await?;
+    print_answer(&body, json, "an app status", |status: AppStatus| {
+        format!(
+            "scaled {} to {}\n",
+            status.name,
+            plural(status.replicas, "replica")
+        )
+    })
+}
+
+/// `mycel stop APP`: removes the app and all its instances.
+pub(crate) async fn stop(node: &str, app: &str, json: bool) -> anyhow::Result<()> {
+    let request = reqwest::Client::new().delete(api_url(node, &["v1", "apps", app])?);
+    let body = send(node, request).await?;
+    if json {
+        println!("{}", body.trim_end());
+    } else {
+        println!("stopped {app}: removed with all its instances");
+    }
+    Ok(())
+}
+
+fn plural(count: u32, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mycel_protocol::{
+        Manifest,
+        api::{AppSummary, InstanceInfo},
+        app::AppKind,
+    };
+
+    fn status(states: &[InstanceState], unplaced: Option<&str>) -> AppStatus {
+        let manifest = Manifest::from_json(
+            format!(
+                r#"{{"name":"hello","version":"1.0.0","replicas":3,"wasm":{{"module":"blake3:{}"}}}}"#,
+                "a".repeat(64)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        AppStatus {
+            name: "hello".into(),
+            version: "1.0.0".into(),
+            kind: AppKind::Wasm,
+            replicas: 3,
+            instances: states
+                .iter()
+                .enumerate()
+                .map(|(i, state)| InstanceInfo {
+                    id: format!("hello-1-{i}"),
+                    node: if i == 0 {
+                        "12D3KooWnodeAAAAAAAA".into()
+                    } else {
+                        "12D3KooWnodeBBBBBBBB".into()
+                    },
+                    state: *state,
+                    runtime: "wasm".into(),
+                })
+                .collect(),
+            deployed_by: "12D3KooWnodeAAAAAAAA".into(),
+            unplaced: unplaced.map(str::to_string),
+            manifest,
+        }
+    }
+
+    #[test]
+    fn the_apps_table_has_the_contract_columns() {
+        let apps = Apps {
+            apps: vec![
+                AppSummary {
+                    name: "hello".into(),
+                    version: "1.0.0".into(),
+                    kind: AppKind::Wasm,
+                    replicas: 2,
+                    running: 1,
+                },
+                AppSummary {
+                    name: "web-frontend".into(),
+                    version: "12".into(),
+                    kind: AppKind::Container,
+                    replicas: 10,
+                    running: 10,
+                },
+            ],
+        };
+        assert_eq!(
+            apps_table(&apps),
+            "NAME          VERSION  KIND       REPLICAS  RUNNING\n\
+             hello         1.0.0    wasm       2         1\n\
+             web-frontend  12       container  10        10\n"
+        );
+        assert_eq!(apps_table(&Apps { apps: vec![] }), "no apps deployed\n");
+    }
+
+    #[test]
+    fn the_status_shows_instances_and_why_some_are_unplaced() {
+        let names = BTreeMap::from([("12D3KooWnodeAAAAAAAA".to_string(), "a".to_string())]);
+        let text = status_text(
+            &status(
+                &[InstanceState::Running, InstanceState::Starting],
+                Some("1 replica(s) have no node: no node has room"),
+            ),
+            &names,
+        );
+        assert_eq!(
+            text,
+            "hello 1.0.0 (wasm): 1/3 running, 1 starting, deployed by a\n\
+             unplaced: 1 replica(s) have no node: no node has room\n\
+             ID         NODE       STATE     RUNTIME\n\
+             hello-1-0  a          running   wasm\n\
+             hello-1-1  …BBBBBBBB  starting  wasm\n"
+        );
+        let empty = status_text(&status(&[], None), &names);
+        assert!(empty.ends_with("no instances\n"), "{empty}");
+        assert!(!empty.contains("unplaced"));
+    }
+
+    #[test]
+    fn progress_counts_every_state() {
+        let all = status(
+            &[
+                InstanceState::Running,
+                InstanceState::Running,
+                InstanceState::Failed,
+            ],
+            None,
+        );
+        assert_eq!(progress(&all), "2/3 running, 1 failed");
+        assert_eq!(progress(&status(&[], None)), "0/3 running");
+        assert_eq!(plural(1, "replica"), "1 replica");
+        assert_eq!(plural(0, "replica"), "0 replicas");
+    }
+}

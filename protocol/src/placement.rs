@@ -1,0 +1,120 @@
+//! What the placement group agrees on: the apps, where their instances run, and the entries of
+//! its log that change them. Every entry carries every decision (placements, timestamps) so that
+//! applying it is deterministic: the leader decides, every replica merely applies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{api::InstanceState, app::Manifest};
+
+/// A deployed app, as the group holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub manifest: Manifest,
+    /// Peer id of the node that took the deploy.
+    pub deployed_by: String,
+    /// Wall-clock milliseconds, from the leader that committed the deploy.
+    pub deployed_at_ms: u64,
+    /// Bumped by every deploy of the app: instances of a new generation replace the old ones.
+    pub generation: u64,
+    /// Why some replicas have no node, when some have none.
+    pub unplaced: Option<String>,
+}
+
+/// One replica of an app, placed on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// `<app>-<generation>-<replica>`: unique, and readable in logs.
+    pub id: String,
+    pub app: String,
+    pub replica: u32,
+    /// Peer id of the node that runs it.
+    pub node: String,
+    pub state: InstanceState,
+    /// Wall-clock milliseconds of the last state change.
+    pub since_ms: u64,
+}
+
+impl Instance {
+    pub fn id_for(app: &str, generation: u64, replica: u32) -> String {
+        format!("{app}-{generation}-{replica}")
+    }
+}
+
+/// One entry of the placement log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Deploys (or redeploys, or rescales) an app: its record and its whole list of instances.
+    /// Instances that keep their id and node keep the state their node reported.
+    PutApp {
+        app: Box<AppRecord>,
+        instances: Vec<Instance>,
+    },
+    /// Moves an app's instances (a node died, or room appeared for unplaced replicas).
+    Place {
+        app: String,
+        instances: Vec<Instance>,
+        unplaced: Option<String>,
+    },
+    RemoveApp {
+        name: String,
+    },
+    /// A node reports the states of the instances it runs.
+    Report {
+        node: String,
+        at_ms: u64,
+        states: Vec<(String, InstanceState)>,
+    },
+}
+
+/// A write a client asks for, as one node forwards it to the leader. The leader turns it into
+/// [`Command`]s (it runs the scheduler); followers never decide anything.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WriteRequest {
+    Deploy {
+        manifest: Box<Manifest>,
+        by: String,
+    },
+    Scale {
+        name: String,
+        replicas: u32,
+    },
+    Remove {
+        name: String,
+    },
+    Report {
+        node: String,
+        states: Vec<(String, InstanceState)>,
+    },
+}
+
+/// What a committed write did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// The log index that holds the write: a replica that has applied it shows the write.
+    pub log_index: u64,
+}
+
+/// Why a write did not commit. Crosses the wire from leader to the forwarding node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    #[error("the placement group has no quorum: {0}")]
+    NoQuorum(String),
+    #[error("no app named '{0}'")]
+    UnknownApp(String),
+    #[error("{0}")]
+    Rejected(String),
+    /// The node asked is not the leader (any more): ask again.
+    #[error("not the leader")]
+    NotLeader,
+}
+
+impl WriteError {
+    /// The API error code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WriteError::NoQuorum(_) | WriteError::NotLeader => "no_quorum",
+            WriteError::UnknownApp(_) => "app_not_found",
+            WriteError::Rejected(_) => "rejected",
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The placement group's API, as tests call it: cluster view, apps, deploys, blobs.
+
+use anyhow::{Context, Result, bail};
+use mycel_protocol::api::{AppStatus, Apps, Cluster};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::NodeProcess;
+
+/// A minimal wasm app manifest (API form) for `module`, a `blake3:` hash.
+pub fn manifest(name: &str, version: &str, replicas: u32, module: &str) -> Value {
+    json!({
+        "name": name,
+        "version": version,
+        "replicas": replicas,
+        "wasm": { "module": module },
+        "resources": { "memory_mb": 16, "cpu": 0.01 },
+    })
+}
+
+impl NodeProcess {
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.api());
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url} on {}", self.name()))?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            bail!("GET {path} on {}: {status} {body}", self.name());
+        }
+        serde_json::from_str(&body).with_context(|| format!("decoding {path}: {body}"))
+    }
+
+    /// `GET /v1/cluster`
+    pub async fn cluster(&self) -> Result<Cluster> {
+        self.get_json("/v1/cluster").await
+    }
+
+    /// `GET /v1/apps`
+    pub async fn apps(&self) -> Result<Apps> {
+        self.get_json("/v1/apps").await
+    }
+
+    /// `GET /v1/apps/{name}`
+    pub async fn app(&self, name: &str) -> Result<AppStatus> {
+        self.get_json(&format!("/v1/apps/{name}")).await
+    }
+
+    /// Sends `body` as JSON with `method` to `path`; returns the status and the JSON answer
+    /// (`null` when the answer is not JSON).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.api());
+        let response = self
+            .http
+            .request(method, &url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("{path} on {}", self.name()))?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// `POST /v1/apps`
+    pub async fn deploy(&self, manifest: &Value) -> Result<(StatusCode, Value)> {
+        self.send_json(reqwest::Method::POST, "/v1/apps", manifest)
+            .await
+    }
+
+    /// `POST /v1/blobs`: stores `bytes` on this node and returns their id.
+    pub async fn push(&self, bytes: Vec<u8>) -> Result<String> {
+        let url = format!("{}/v1/blobs", self.api());
+        let response = self.http.post(&url).body(bytes).send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != StatusCode::CREATED {
+            bail!("pushing a blob to {}: {status} {body}", self.name());
+        }
+        body["hash"]
+            .as_str()
+            .map(str::to_string)
+            .context("the answer has no hash")
+    }
+}
