@@ -20,7 +20,7 @@ use openraft::{
     error::{CheckIsLeaderError, ClientWriteError, RaftError},
 };
 use tokio::{
-    sync::{Mutex, mpsc, watch},
+    sync::{Mutex, mpsc, oneshot, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -57,8 +57,10 @@ pub struct GroupTiming {
 impl Default for GroupTiming {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(200),
-            election: (Duration::from_millis(1000), Duration::from_millis(1500)),
+            heartbeat: Duration::from_millis(150),
+            // openraft's followers keep a leader's lease for the longest election timeout and
+            // refuse votes until it runs out, so a failover takes one to two timeouts.
+            election: (Duration::from_millis(700), Duration::from_millis(1000)),
             write_timeout: Duration::from_secs(5),
             quorum_check: Duration::from_millis(1500),
             upkeep_interval: Duration::from_millis(500),
@@ -89,6 +91,15 @@ pub enum GroupError {
     Raft(String),
 }
 
+/// The most writes one batch commits together.
+const MAX_WRITE_BATCH: usize = 256;
+
+/// A write this node commits as the leader, and where its outcome goes.
+struct LeaderWrite {
+    request: WriteRequest,
+    reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
+}
+
 /// A cheap, cloneable handle to the node's placement group.
 #[derive(Clone)]
 pub struct PlacementHandle {
@@ -103,6 +114,8 @@ struct Inner {
     peer_id: String,
     /// Held by the leader while it plans and commits, so two writes never plan from one state.
     planning: Mutex<()>,
+    /// Writes for this node to commit as the leader, batched by one task.
+    leader_writes: mpsc::Sender<LeaderWrite>,
     timing: GroupTiming,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -158,6 +171,7 @@ pub async fn start(config: GroupConfig) -> Result<PlacementHandle, GroupError> {
         tracing::info!("founded a new placement group");
     }
 
+    let (leader_writes, leader_queue) = mpsc::channel(MAX_WRITE_BATCH * 4);
     let handle = PlacementHandle {
         inner: Arc::new(Inner {
             raft,
@@ -166,18 +180,20 @@ pub async fn start(config: GroupConfig) -> Result<PlacementHandle, GroupError> {
             me,
             peer_id: peer.to_string(),
             planning: Mutex::new(()),
+            leader_writes,
             timing,
             tasks: Default::default(),
         }),
     };
     let serving = tokio::spawn(handle.clone().serve(config.inbox));
     let upkeep = tokio::spawn(handle.clone().upkeep());
+    let committer = tokio::spawn(handle.clone().commit_batches(leader_queue));
     handle
         .inner
         .tasks
         .lock()
         .expect("tasks lock")
-        .extend([serving, upkeep]);
+        .extend([serving, upkeep, committer]);
     Ok(handle)
 }
 
@@ -328,48 +344,126 @@ impl PlacementHandle {
         }
     }
 
-    /// Plans and commits `request` on this node, which believes it leads.
+    /// Hands `request` to this node's batch committer (it believes it leads) and waits for the
+    /// outcome.
     async fn write_as_leader(
         &self,
         request: &WriteRequest,
         deadline: Instant,
     ) -> Result<WriteOutcome, WriteError> {
+        let (reply, outcome) = oneshot::channel();
+        let write = LeaderWrite {
+            request: request.clone(),
+            reply,
+        };
+        let stopped = || WriteError::NoQuorum("the placement group has stopped".into());
+        self.inner
+            .leader_writes
+            .send(write)
+            .await
+            .map_err(|_| stopped())?;
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => Err(WriteError::NoQuorum(
+                "the write was not committed in time (it may still commit)".into(),
+            )),
+        }
+    }
+
+    /// Commits leader writes in batches: whatever queued up while the last batch committed is
+    /// planned in order (each against the state the ones before it leave) and proposed at once,
+    /// so Raft appends, flushes and replicates them together.
+    async fn commit_batches(self, mut queue: mpsc::Receiver<LeaderWrite>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch).await;
+        }
+    }
+
+    async fn commit_batch(&self, batch: Vec<LeaderWrite>) {
         let raft = &self.inner.raft;
-        // A leader cut off from its voters would accept the entry and wait forever: confirm the
-        // quorum first, quickly.
-        let check = deadline.min(Instant::now() + self.inner.timing.quorum_check);
-        match tokio::time::timeout_at(check, raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => {}
+        // A leader cut off from its voters would accept entries and wait forever: confirm the
+        // quorum first, quickly, once per batch.
+        let check =
+            tokio::time::timeout(self.inner.timing.quorum_check, raft.ensure_linearizable());
+        let confirmed = match check.await {
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-                return Err(WriteError::NotLeader);
+                Err(WriteError::NotLeader)
             }
-            Ok(Err(e)) => return Err(WriteError::NoQuorum(e.to_string())),
-            Err(_) => {
-                return Err(WriteError::NoQuorum(
-                    "the leader cannot reach a majority of the voters".into(),
-                ));
+            Ok(Err(e)) => Err(WriteError::NoQuorum(e.to_string())),
+            Err(_) => Err(WriteError::NoQuorum(
+                "the leader cannot reach a majority of the voters".into(),
+            )),
+        };
+        let _planning = self.inner.planning.lock().await;
+        let view = match confirmed {
+            Ok(()) => self.view().await,
+            Err(e) => Err(e),
+        };
+        let view = match view {
+            Ok(view) => view,
+            Err(e) => {
+                for write in batch {
+                    let _ = write.reply.send(Err(e.clone()));
+                }
+                return;
             }
+        };
+
+        // Plan every write against the state the writes before it will leave, and propose.
+        let mut state = self.replica().state.clone();
+        let mut proposed = Vec::new();
+        for write in batch {
+            let commands = match plan::plan_write(&state, &view, &write.request) {
+                Ok(commands) => commands,
+                Err(e) => {
+                    let _ = write.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let mut receivers = Vec::new();
+            for command in commands {
+                state.apply(&command);
+                match raft.client_write_ff(command).await {
+                    Ok(receiver) => receivers.push(receiver),
+                    Err(e) => {
+                        let _ = write.reply.send(Err(WriteError::NoQuorum(e.to_string())));
+                        return;
+                    }
+                }
+            }
+            proposed.push((write.reply, receivers));
         }
 
-        let _planning = self.inner.planning.lock().await;
-        let view = self.view().await?;
-        let commands = plan::plan_write(&self.replica().state, &view, request)?;
-        let mut log_index = self.replica().applied_index.unwrap_or(0);
-        for command in commands {
-            match tokio::time::timeout_at(deadline, raft.client_write(command)).await {
-                Ok(Ok(response)) => log_index = response.log_id.index,
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                    return Err(WriteError::NotLeader);
-                }
-                Ok(Err(e)) => return Err(WriteError::NoQuorum(e.to_string())),
-                Err(_) => {
-                    return Err(WriteError::NoQuorum(
+        // Answer each write once all its entries committed.
+        let deadline = Instant::now() + self.inner.timing.write_timeout;
+        for (reply, receivers) in proposed {
+            let mut outcome = Ok(WriteOutcome { log_index: 0 });
+            for receiver in receivers {
+                let committed = match tokio::time::timeout_at(deadline, receiver).await {
+                    Ok(Ok(Ok(response))) => Ok(response.log_id.index),
+                    Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(WriteError::NotLeader),
+                    Ok(Ok(Err(e))) => Err(WriteError::NoQuorum(e.to_string())),
+                    Ok(Err(_)) => Err(WriteError::NoQuorum("Raft stopped".into())),
+                    Err(_) => Err(WriteError::NoQuorum(
                         "the write was not committed in time (it may still commit)".into(),
-                    ));
-                }
+                    )),
+                };
+                outcome = match (outcome, committed) {
+                    (Ok(_), Ok(log_index)) => Ok(WriteOutcome { log_index }),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
             }
+            let _ = reply.send(outcome);
         }
-        Ok(WriteOutcome { log_index })
     }
 
     /// The leader's view of the mesh, for planning.

@@ -166,7 +166,7 @@ async fn run(mesh: &mut Mesh) -> Result<()> {
         writes_per_s * p(&at_leader, 0.5) / 1000.0
     );
     println!(
-        "| leader killed (SIGKILL) to a new agreed leader, median of {FAILOVERS} | {:.2} s | election timeout 1.0-1.5 s | |",
+        "| leader killed (SIGKILL) to a new agreed leader, median of {FAILOVERS} | {:.2} s | election timeout 0.7-1.0 s | |",
         p(&failovers, 0.5)
     );
     println!("failovers: {failovers:.2?} s");
