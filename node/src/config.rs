@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use libp2p::Multiaddr;
 use mycel_mesh::Timing;
-use mycel_protocol::Runtime;
+use mycel_protocol::{NodePolicy, Runtime};
 use serde::Deserialize;
 
 use crate::cli::{UpArgs, parse_bootstrap, parse_label, parse_multiaddr};
@@ -36,6 +36,8 @@ pub(crate) struct NodeConfig {
     pub(crate) timing: Timing,
     /// The largest blob this node accepts.
     pub(crate) max_blob_bytes: u64,
+    /// What this node's owner lets the mesh do here (advertised; the scheduler honours it).
+    pub(crate) policy: NodePolicy,
 }
 
 /// The `--config` file: the flags' keys, plus tuning that has no flag.
@@ -62,6 +64,39 @@ struct FileConfig {
     membership: MembershipFile,
     #[serde(default)]
     blobs: BlobsFile,
+    #[serde(default)]
+    policy: PolicyFile,
+}
+
+/// `[policy]`: the owner's limits on what the mesh runs here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    max_instances: Option<u32>,
+    memory_mb: Option<u64>,
+    /// Cores, fractions allowed.
+    cpu: Option<f64>,
+    allowed_owners: Option<Vec<String>>,
+}
+
+impl PolicyFile {
+    fn resolve(self) -> anyhow::Result<NodePolicy> {
+        let cpu_millis = match self.cpu {
+            None => None,
+            Some(cpu) if (0.0..=1_000_000.0).contains(&cpu) => Some((cpu * 1000.0).round() as u64),
+            Some(cpu) => bail!("policy.cpu must be a number of cores, not {cpu}"),
+        };
+        let policy = NodePolicy {
+            max_instances: self.max_instances,
+            memory_mb: self.memory_mb,
+            cpu_millis,
+            allowed_owners: self.allowed_owners,
+        };
+        policy
+            .validate()
+            .map_err(|e| anyhow::anyhow!("policy in the config file: {e}"))?;
+        Ok(policy)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +210,7 @@ impl NodeConfig {
                 .max_size_mb
                 .unwrap_or(4096)
                 .saturating_mul(1024 * 1024),
+            policy: file.policy.resolve()?,
         })
     }
 }
@@ -345,6 +381,35 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 2);
+    }
+
+    #[test]
+    fn the_owners_policy_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mycel.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let mut a = args();
+            a.config = Some(path.clone());
+            NodeConfig::resolve(a)
+        };
+        let c = resolve("[policy]\nmax_instances = 4\nmemory_mb = 2048\ncpu = 1.5\nallowed_owners = [\"12D3KooWabc\"]\n").unwrap();
+        assert_eq!(
+            c.policy,
+            NodePolicy {
+                max_instances: Some(4),
+                memory_mb: Some(2048),
+                cpu_millis: Some(1500),
+                allowed_owners: Some(vec!["12D3KooWabc".into()]),
+            }
+        );
+        assert_eq!(resolve("").unwrap().policy, NodePolicy::default());
+        assert!(resolve("[policy]\ncpu = -1\n").is_err());
+        assert!(resolve("[policy]\nallowed_owners = [\"has space\"]\n").is_err());
+        assert!(
+            resolve("[policy]\nmax_instance = 4\n").is_err(),
+            "a typo is an error"
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         labels: config.labels.clone(),
         runtimes: runtimes.clone(),
         resources: mycel_host::measure(&config.data_dir),
+        policy: config.policy.clone(),
     };
 
     let mut registry = Registry::default();

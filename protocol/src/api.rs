@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::app::{AppKind, Manifest};
-use crate::membership::{Resources, Runtime};
+use crate::membership::{NodePolicy, Resources, Runtime};
 
 /// `GET /v1/health`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,9 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     pub runtimes: Vec<Runtime>,
     pub resources: Resources,
+    /// What the node's owner lets the mesh do on it.
+    #[serde(default)]
+    pub policy: NodePolicy,
     pub raft: RaftRole,
     /// Milliseconds since the answering node last heard from this one (0 for itself).
     pub last_seen_ms: u64,

@@ -26,5 +26,5 @@ pub use codec::{CodecError, WIRE_VERSION, decode, encode};
 pub use envelope::{EnvelopeError, Signed};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
 pub use membership::{
-    Advert, Announcement, Departure, Resources, Runtime, Suspicion, ValidationError,
+    Advert, Announcement, Departure, NodePolicy, Resources, Runtime, Suspicion, ValidationError,
 };

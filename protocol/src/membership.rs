@@ -83,6 +83,46 @@ pub struct Resources {
     pub disk_free_mb: u64,
 }
 
+/// What a node's owner lets the mesh do on it. The scheduler honours it; `None` means no limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePolicy {
+    /// The most app instances this node runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// The most memory the mesh's apps may use here, in MiB (below what the machine has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// The most CPU the mesh's apps may use here, in thousandths of a core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    /// Whose apps this node runs (app owners; today the peer id of the node that took the
+    /// deploy). `None`: anyone's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_owners: Option<Vec<String>>,
+}
+
+/// At most this many allowed owners in a policy, each at most this long.
+pub const MAX_ALLOWED_OWNERS: usize = 64;
+const MAX_OWNER_LEN: usize = 128;
+
+impl NodePolicy {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(owners) = &self.allowed_owners {
+            if owners.len() > MAX_ALLOWED_OWNERS {
+                return invalid(format!("more than {MAX_ALLOWED_OWNERS} allowed owners"));
+            }
+            if owners.iter().any(|o| {
+                o.is_empty() || o.len() > MAX_OWNER_LEN || o.chars().any(char::is_whitespace)
+            }) {
+                return invalid(format!(
+                    "an allowed owner must be 1 to {MAX_OWNER_LEN} bytes without spaces"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A node's signed description of itself, gossiped periodically and whenever it changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advert {
@@ -93,6 +133,9 @@ pub struct Advert {
     pub labels: BTreeMap<String, String>,
     pub runtimes: Vec<Runtime>,
     pub resources: Resources,
+    /// The owner's limits (absent from adverts of nodes that set none).
+    #[serde(default)]
+    pub policy: NodePolicy,
 }
 
 /// A node's signed notice that it is leaving on purpose.
@@ -169,7 +212,7 @@ impl Advert {
         if self.runtimes.len() > MAX_RUNTIMES {
             return invalid(format!("more than {MAX_RUNTIMES} runtimes"));
         }
-        Ok(())
+        self.policy.validate()
     }
 }
 
@@ -258,6 +301,7 @@ mod tests {
                 memory_free_mb: 512,
                 disk_free_mb: 10_000,
             },
+            policy: NodePolicy::default(),
         }
     }
 

@@ -40,7 +40,8 @@ enum Message {
     Advert {
         origin: usize,
         envelope: Signed<Announcement>,
-        announcement: Announcement,
+        // Boxed: an advert is far larger than the other messages.
+        announcement: Box<Announcement>,
     },
     Suspicion {
         suspect: usize,
@@ -167,6 +168,7 @@ impl Sim {
             labels: Default::default(),
             runtimes: vec![],
             resources: Resources::default(),
+            policy: Default::default(),
         });
         let envelope = Signed::sign(&self.nodes[origin].key, &announcement)?;
         self.publish(
@@ -175,7 +177,7 @@ impl Sim {
             Message::Advert {
                 origin,
                 envelope,
-                announcement,
+                announcement: Box::new(announcement),
             },
         );
         Ok(())

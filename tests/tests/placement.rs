@@ -386,3 +386,45 @@ async fn a_minority_answers_no_quorum_fast_and_the_majority_keeps_working() -> R
     drop(net);
     result
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nodes_owner_policy_is_advertised_and_honoured() -> Result<()> {
+    let config = tempfile::tempdir()?;
+    let path = config.path().join("mycel.toml");
+    std::fs::write(&path, "[policy]\nmax_instances = 0\n")?;
+    let n0 = NodeProcess::start("n0", None).await?;
+    let join = n0.listen_addr().to_string();
+    let n1 = NodeProcess::start("n1", Some(&join)).await?;
+    let closed = NodeProcess::builder("closed")
+        .bootstrap(&join)
+        .arg("--config")
+        .arg(path.to_str().context("a UTF-8 path")?)
+        .start()
+        .await?;
+    let mesh = Mesh::from_nodes(vec![n0, n1, closed]);
+    let result = async {
+        let all: Vec<&NodeProcess> = mesh.iter().collect();
+        agreed_group(&all, 3, Duration::from_secs(30)).await?;
+        let closed = mesh[2].peer_id();
+        let seen = mesh[0].nodes().await?;
+        let policy = &mycel_tests::mesh::find(&seen, closed)
+            .context("n0 lists the closed node")?
+            .policy;
+        ensure!(policy.max_instances == Some(0), "{policy:?}");
+
+        let module = mesh[0].push(b"module".to_vec()).await?;
+        let (status, body) = mesh[2]
+            .deploy(&manifest("web", "1.0.0", 4, &module))
+            .await?;
+        ensure!(status == StatusCode::CREATED, "deploy: {status} {body}");
+        let app = mesh[2].app("web").await?;
+        ensure!(app.instances.len() == 4, "{app:?}");
+        ensure!(
+            app.instances.iter().all(|i| i.node != closed),
+            "an instance landed on the node whose owner allows none: {app:?}"
+        );
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}

@@ -178,6 +178,7 @@ fn advert(name: &str) -> Advert {
             memory_free_mb: 256,
             disk_free_mb: 1024,
         },
+        policy: Default::default(),
     }
 }
 

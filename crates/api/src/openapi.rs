@@ -227,6 +227,11 @@ fn basic_schemas() -> Value {
                 "cpu_cores": {"type": "integer"}, "memory_mb": {"type": "integer"},
                 "memory_free_mb": {"type": "integer"}, "disk_free_mb": {"type": "integer"}
             }},
+            "policy": {"type": "object", "description": "The node owner's limits; absent fields mean no limit", "properties": {
+                "max_instances": {"type": "integer"}, "memory_mb": {"type": "integer"},
+                "cpu_millis": {"type": "integer"},
+                "allowed_owners": {"type": "array", "items": {"type": "string"}}
+            }},
             "raft": {"type": "string", "enum": ["leader", "voter", "learner", "none"]},
             "last_seen_ms": {"type": "integer", "description": "How long ago the answering node last heard from it"},
             "departed": {"type": "boolean"},

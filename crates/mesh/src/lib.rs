@@ -112,6 +112,7 @@ pub struct LocalNode {
     pub labels: BTreeMap<String, String>,
     pub runtimes: Vec<Runtime>,
     pub resources: Resources,
+    pub policy: mycel_protocol::NodePolicy,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -373,6 +373,10 @@ fn node_info(
             .as_ref()
             .map(|a| a.runtimes.clone())
             .unwrap_or_default(),
+        policy: advert
+            .as_ref()
+            .map(|a| a.policy.clone())
+            .unwrap_or_default(),
         resources: advert.map(|a| a.resources).unwrap_or_default(),
         raft: RaftRole::None,
         last_seen_ms: silence.as_millis() as u64,
@@ -410,6 +414,7 @@ mod tests {
                 labels: Default::default(),
                 runtimes: vec![],
                 resources: Resources::default(),
+                policy: Default::default(),
             });
             let s = Signed::sign(&self.key, &a).unwrap();
             (a, s)
@@ -593,6 +598,7 @@ mod tests {
             labels: Default::default(),
             runtimes: vec![],
             resources: Resources::default(),
+            policy: Default::default(),
         }
     }
 }

@@ -38,10 +38,19 @@ pub fn node_views(nodes: &[NodeInfo]) -> Vec<NodeView> {
             },
             runtimes: node.runtimes.iter().copied().collect(),
             labels: node.labels.clone(),
-            memory_mb: node.resources.memory_mb,
-            cpu_millis: u64::from(node.resources.cpu_cores) * 1000,
-            max_instances: None,
-            allowed_owners: None,
+            // The owner's policy caps what the machine has.
+            memory_mb: node
+                .resources
+                .memory_mb
+                .min(node.policy.memory_mb.unwrap_or(u64::MAX)),
+            cpu_millis: (u64::from(node.resources.cpu_cores) * 1000)
+                .min(node.policy.cpu_millis.unwrap_or(u64::MAX)),
+            max_instances: node.policy.max_instances,
+            allowed_owners: node
+                .policy
+                .allowed_owners
+                .as_ref()
+                .map(|owners| owners.iter().cloned().collect()),
         })
         .collect()
 }
@@ -378,6 +387,56 @@ mod tests {
         assert_eq!(moved.node, other);
         assert_eq!(moved.state, InstanceState::Pending);
         assert!(plan_reschedule(&state, &alive).is_empty(), "settled");
+    }
+
+    #[test]
+    fn the_owners_policy_caps_what_a_node_takes() {
+        let info = |peer: &str, policy: mycel_protocol::NodePolicy| NodeInfo {
+            peer_id: peer.into(),
+            name: peer.into(),
+            status: MemberStatus::Alive,
+            addrs: vec![],
+            labels: BTreeMap::new(),
+            runtimes: vec![Runtime::Wasm],
+            resources: mycel_protocol::Resources {
+                cpu_cores: 8,
+                memory_mb: 8192,
+                memory_free_mb: 8192,
+                disk_free_mb: 1,
+            },
+            policy,
+            raft: mycel_protocol::api::RaftRole::None,
+            last_seen_ms: 0,
+            departed: false,
+            is_self: false,
+        };
+        let nodes = node_views(&[
+            info(
+                "capped",
+                mycel_protocol::NodePolicy {
+                    max_instances: Some(1),
+                    memory_mb: Some(100),
+                    cpu_millis: Some(500),
+                    allowed_owners: None,
+                },
+            ),
+            info(
+                "private",
+                mycel_protocol::NodePolicy {
+                    allowed_owners: Some(vec!["someone-else".into()]),
+                    ..Default::default()
+                },
+            ),
+            info("open", mycel_protocol::NodePolicy::default()),
+        ]);
+        assert_eq!(nodes[0].memory_mb, 100);
+        assert_eq!(nodes[0].cpu_millis, 500);
+        let mut state = PlacementState::default();
+        write(&mut state, &view(nodes), &deploy("web", 3));
+        let on = |node: &str| state.instances_of("web").filter(|i| i.node == node).count();
+        assert_eq!(on("capped"), 1, "one instance at most");
+        assert_eq!(on("private"), 0, "only its owners' apps");
+        assert_eq!(on("open"), 2);
     }
 
     #[test]

@@ -357,6 +357,7 @@ impl Actor {
             labels: self.local.labels.clone(),
             runtimes: self.local.runtimes.clone(),
             resources: self.local.resources.clone(),
+            policy: self.local.policy.clone(),
         }
     }
 
