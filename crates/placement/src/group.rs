@@ -332,7 +332,11 @@ impl PlacementHandle {
                 "the leader is not a known member yet".into(),
             ));
         };
-        let ttl = deadline.saturating_duration_since(Instant::now());
+        // A leader that does not answer within its own quorum check and a little more is cut
+        // off from this node, or from its quorum: either way the write cannot commit now.
+        let ttl = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.inner.timing.quorum_check + Duration::from_secs(1));
         match network::call(&self.inner.mesh, peer, &Rpc::Write(request.clone()), ttl).await {
             Ok(RpcReply::Write(result)) => result,
             Ok(other) => Err(WriteError::NoQuorum(format!(
