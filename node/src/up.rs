@@ -105,6 +105,9 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ));
     let gateway_config = mycel_gateway::GatewayConfig {
         domain: config.domain.clone(),
+        mesh: mesh.handle.clone(),
+        placement: placement.clone(),
+        local: Arc::new(mycel_gateway::NoLocalInstances),
     };
     tasks.spawn(log_exit(
         "gateway",

@@ -12,3 +12,6 @@ pub const IDENTIFY_PROTOCOL: &str = "/mycel/id/1";
 pub const BLOB_PROTOCOL: &str = "/mycel/blob/1";
 /// Request-response protocol of the placement group (Raft messages and forwarded writes).
 pub const PLACEMENT_PROTOCOL: &str = "/mycel/placement/1";
+/// Raw-stream protocol of the gateway: HTTP/1.1 to an instance on the answering node, named by
+/// the `x-mycel-instance` request header.
+pub const GATEWAY_PROTOCOL: &str = "/mycel/gateway/1";

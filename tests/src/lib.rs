@@ -66,6 +66,30 @@ pub fn mycel_bin() -> PathBuf {
     bin
 }
 
+/// The example app `examples/hello` built for wasm32-wasip2 (by its `build.sh`, once per test
+/// process; cargo's own lock makes concurrent builds wait for each other), and its manifest.
+pub fn hello_example() -> Result<(PathBuf, PathBuf)> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+    let built = BUILT.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(dir.join("build.sh"))
+            .output()
+            .map_err(|e| format!("running examples/hello/build.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "examples/hello/build.sh failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match built {
+        Ok(wasm) => Ok((wasm.clone(), dir.join("mycel.toml"))),
+        Err(e) => bail!("{e}"),
+    }
+}
+
 /// Polls `condition` every `poll` until it returns `Ok(true)` or `timeout` passes.
 ///
 /// `Ok(false)` and `Err(_)` both mean "not yet"; an error says why, and the last one is reported

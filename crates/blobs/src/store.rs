@@ -185,6 +185,11 @@ impl BlobStore {
         self.dir("partial").join(hash.to_hex())
     }
 
+    /// The file that holds blob `hash`, when the store holds it whole (read it, never write it).
+    pub fn blob_path(&self, hash: &BlobHash) -> Result<Option<PathBuf>, StoreError> {
+        Ok(self.meta(hash)?.map(|_| self.data_path(hash)))
+    }
+
     pub(crate) fn data_path(&self, hash: &BlobHash) -> PathBuf {
         self.dir("data").join(hash.to_hex())
     }

@@ -1,90 +1,150 @@
-//! The gateway: every node answers `Host: <app>.<domain>` on its gateway port.
+//! The gateway: every node answers `Host: <app>.<domain>` on its gateway port and proxies the
+//! request to a healthy instance of the app, on this node or on any other.
 //!
-//! Today it knows the host-to-app rule and the contract's error answers; the route table (apps,
-//! their healthy instances, tunnels to other nodes) comes with the runtime and agent. Until an app
-//! is placed, every app is unknown: 404 with the JSON error body.
+//! ```text
+//!  client ──TCP──▶ listener ──▶ proxy ──host──▶ balance (replica + local health + breaker)
+//!                                 │                  │ ordered targets, round robin per app
+//!                                 │◀─────────────────┘
+//!                                 ├─ local target ──▶ LocalInstances::serve
+//!                                 └─ remote target ─▶ remote pool ══ /mycel/gateway/1 ══▶ peer's
+//!                                                     (HTTP/1.1 over a libp2p stream)     inbound
+//!                                                                                           │
+//!                                                              LocalInstances::serve ◀──────┘
+//! ```
+//!
+//! The tree follows the path a request takes:
+//! - [`host`]: which app a `Host` header names (pure).
+//! - [`balance`]: the candidates for an app and their order: round robin per app, a small
+//!   circuit breaker for instances that could not be reached (pure, takes `now`).
+//! - [`forward`]: the headers a proxied request and answer get or lose (pure).
+//! - `listener`: the TCP accept loop and per-connection HTTP/1.1 serving, drained on shutdown.
+//! - `proxy`: one client request: route, try up to three targets, stamp the answer.
+//! - `replay`: the request body lent to an attempt, so a failed attempt that never consumed it
+//!   can be retried elsewhere.
+//! - `remote`: the pool of HTTP/1.1 connections over libp2p streams, per peer.
+//! - `inbound`: the mesh side: streams from peers' gateways, served by local instances.
+//! - `error`: the failures of an attempt, whether a retry is safe, and the JSON error answers.
+//!
+//! Routing needs no quorum: it reads only this node's replica of the placement state and the
+//! local health of local instances, so a gateway keeps routing while the group cannot commit.
+//! Request and response bodies stream both ways; nothing is buffered whole.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
-};
+pub mod balance;
+mod error;
+pub mod forward;
+pub mod host;
+mod inbound;
+mod listener;
+mod proxy;
+mod remote;
+mod replay;
+
+use std::{fmt, sync::Arc};
+
+use futures::future::BoxFuture;
+use mycel_mesh::MeshHandle;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-#[derive(Clone, Debug)]
+pub use host::app_of_host;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every request and answer the gateway hands on: streamed, never buffered whole.
+pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
+
+/// Request header naming the instance a request over the mesh is for.
+pub const INSTANCE_HEADER: &str = "x-mycel-instance";
+/// Answer header naming the node (peer id) whose instance answered.
+pub const NODE_HEADER: &str = "x-mycel-node";
+
+/// What runs on this node, as the gateway needs it (the node's agent implements it).
+pub trait LocalInstances: Send + Sync + 'static {
+    /// Serves `request` with the local instance `id`; `None` when no such instance runs here.
+    fn serve(
+        &self,
+        id: &str,
+        request: http::Request<Body>,
+    ) -> Option<BoxFuture<'static, Result<http::Response<Body>, BoxError>>>;
+    /// Whether local instance `id` passes its health check now.
+    fn is_healthy(&self, id: &str) -> bool;
+}
+
+/// A node where nothing runs: every request its gateway takes goes to other nodes' instances.
+/// For nodes without a runtime, and for wiring the gateway before the agent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLocalInstances;
+
+impl LocalInstances for NoLocalInstances {
+    fn serve(
+        &self,
+        _id: &str,
+        _request: http::Request<Body>,
+    ) -> Option<BoxFuture<'static, Result<http::Response<Body>, BoxError>>> {
+        None
+    }
+
+    fn is_healthy(&self, _id: &str) -> bool {
+        false
+    }
+}
+
+impl fmt::Debug for dyn LocalInstances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LocalInstances")
+    }
+}
+
+/// What the gateway needs from the node.
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// Apps are reached as `<app>.<domain>`.
     pub domain: String,
+    /// Carries requests to instances on other nodes, and theirs to ours.
+    pub mesh: MeshHandle,
+    /// This node's replica says which apps exist and where their instances run.
+    pub placement: mycel_placement::PlacementHandle,
+    pub local: Arc<dyn LocalInstances>,
 }
 
-/// The gateway's routes: everything goes through host-based routing.
-pub fn router(config: GatewayConfig) -> Router {
-    Router::new().fallback(route).with_state(config)
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("domain", &self.domain)
+            .field("mesh", &self.mesh)
+            .finish_non_exhaustive()
+    }
 }
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled.
+/// Serves the gateway on `listener`, and peers' gateway streams on the mesh, until `shutdown` is
+/// cancelled; then stops accepting and returns once the open connections have drained.
+///
+/// Fails at once when this mesh already has a gateway accepting streams.
 pub async fn serve(
     listener: TcpListener,
     config: GatewayConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(config))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
-
-/// The app a `Host` header names under `domain`, if it names one.
-pub fn app_of_host<'h>(host: &'h str, domain: &str) -> Option<&'h str> {
-    let host = host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) {
-            name
-        } else {
-            host
-        }
-    });
-    let app = host.strip_suffix(domain)?.strip_suffix('.')?;
-    (!app.is_empty() && !app.contains('.')).then_some(app)
-}
-
-async fn route(State(config): State<GatewayConfig>, headers: HeaderMap) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let message = match app_of_host(host, &config.domain) {
-        Some(app) => format!("no app named '{app}' is deployed in this mesh"),
-        None => format!(
-            "the Host header '{host}' names no app: use <app>.{}",
-            config.domain
-        ),
-    };
-    let body = mycel_protocol::api::ApiError {
-        error: message,
-        code: "unknown_app".into(),
-    };
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::app_of_host;
-
-    #[test]
-    fn finds_the_app_in_the_host() {
-        assert_eq!(app_of_host("hello.localhost", "localhost"), Some("hello"));
-        assert_eq!(
-            app_of_host("hello.localhost:7402", "localhost"),
-            Some("hello")
-        );
-        assert_eq!(
-            app_of_host("hello.mesh.example", "mesh.example"),
-            Some("hello")
-        );
-        assert_eq!(app_of_host("localhost", "localhost"), None);
-        assert_eq!(app_of_host("a.b.localhost", "localhost"), None);
-        assert_eq!(app_of_host("hellolocalhost", "localhost"), None);
-        assert_eq!(app_of_host("", "localhost"), None);
-    }
+    let incoming = config
+        .mesh
+        .streams()
+        .accept(mycel_mesh::StreamProtocol::new(
+            mycel_protocol::names::GATEWAY_PROTOCOL,
+        ))
+        .map_err(|e| std::io::Error::other(format!("accepting gateway streams: {e}")))?;
+    // Stops both accept loops: on shutdown, or when the listener fails.
+    let stop = shutdown.child_token();
+    let connections = TaskTracker::new();
+    connections.spawn(inbound::accept(
+        incoming,
+        config.mesh.peer_id(),
+        config.local.clone(),
+        connections.clone(),
+        stop.clone(),
+    ));
+    let proxy = Arc::new(proxy::Proxy::new(config));
+    let result = listener::accept(listener, proxy, &connections, &stop).await;
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
+    result
 }

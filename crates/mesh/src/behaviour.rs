@@ -32,6 +32,9 @@ pub(crate) struct Behaviour {
     pub(crate) member_sync: request_response::Behaviour<MemberSyncCodec>,
     pub(crate) blobs: request_response::Behaviour<BlobCodec>,
     pub(crate) placement: request_response::Behaviour<PlacementCodec>,
+    /// Raw streams, opened and accepted through a [`libp2p_stream::Control`] outside the actor
+    /// (the gateway tunnels HTTP/1.1 over them).
+    pub(crate) streams: libp2p_stream::Behaviour,
 }
 
 pub(crate) fn membership_topic() -> gossipsub::IdentTopic {
@@ -137,6 +140,7 @@ impl Behaviour {
             member_sync,
             blobs,
             placement,
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 }

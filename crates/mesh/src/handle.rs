@@ -1,5 +1,7 @@
 //! The handle through which the rest of the node talks to the mesh actor.
 
+use std::fmt;
+
 use libp2p::{Multiaddr, PeerId};
 use mycel_protocol::{
     api::NodeInfo,
@@ -35,16 +37,34 @@ pub(crate) enum Command {
 }
 
 /// A cheap, cloneable handle to the mesh actor.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MeshHandle {
     pub(crate) peer_id: PeerId,
     pub(crate) commands: mpsc::Sender<Command>,
+    /// Opens and accepts raw streams without going through the actor.
+    pub(crate) streams: libp2p_stream::Control,
+}
+
+impl fmt::Debug for MeshHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshHandle")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MeshHandle {
     /// This node's id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// A control for raw streams on this node's connections: `open_stream` to a peer (dialling it
+    /// when not connected) and `accept` a protocol's inbound streams. Streams bypass the actor, so
+    /// their traffic never queues behind its commands. Each clone has one guaranteed slot for
+    /// opening a stream; take a clone per concurrent opener rather than sharing one.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
     }
 
     /// The mesh as this node sees it, itself first.

@@ -7,6 +7,8 @@
 //!                             │  blobs      : range requests, answered by a BlobServer task
 //!                             │  placement  : opaque Raft frames, answered through the placement inbox
 //!                             │  kademlia   : peer discovery and provider records
+//!                             │  streams    : raw streams (the gateway's HTTP tunnel), opened and
+//!                             │               accepted through `MeshHandle::streams`, off the actor
 //!                             │  identify, ping (liveness of neighbours), block list
 //!                             └─ ticks: re-announce, judge liveness, keep peers, remember peers
 //! ```
@@ -38,6 +40,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use actor::start;
 pub use handle::{Mesh, MeshHandle};
+pub use libp2p::StreamProtocol;
+/// The raw-stream API that [`MeshHandle::streams`] hands out.
+pub use libp2p_stream;
 pub use membership::Timing;
 pub use metrics::DropReason;
 

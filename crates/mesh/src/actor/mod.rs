@@ -71,6 +71,7 @@ pub async fn start(
     let metrics = MeshMetrics::register(registry);
     let mut swarm = build_swarm(&config, registry)?;
     let peer_id = *swarm.local_peer_id();
+    let streams = swarm.behaviour().streams.new_control();
 
     let listen_addrs = listen(&mut swarm, &config).await?;
     let (answers, answers_rx) = mpsc::channel(blobs::ANSWER_QUEUE);
@@ -116,6 +117,7 @@ pub async fn start(
         handle: MeshHandle {
             peer_id,
             commands: tx,
+            streams,
         },
         listen_addrs,
         task,

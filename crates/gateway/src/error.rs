@@ -1,0 +1,68 @@
+//! What can go wrong on the way to an instance, and the gateway's own JSON error answers.
+//!
+//! Every [`AttemptError`] happens before any byte of an answer arrived, so trying another
+//! instance is safe as far as the answer goes; whether the request can be sent again depends on
+//! its body (see `replay`). Once an answer has begun, it is the client's, errors and all.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::Body;
+
+/// Why one attempt at an instance produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttemptError {
+    /// No stream or no HTTP connection to the instance's node: nothing was sent.
+    #[error("reaching node {node}: {reason}")]
+    Unreachable { node: String, reason: String },
+    /// The request went out, perhaps in part, and the connection failed before an answer.
+    /// `reused`: on a pooled connection, which may simply have gone stale while idle.
+    #[error("sending to node {node}: {reason}")]
+    Failed {
+        node: String,
+        reason: String,
+        reused: bool,
+    },
+    /// The node runs no such instance (its replica and ours disagree for a moment).
+    #[error("node {node} does not run the instance")]
+    NotThere { node: String },
+    /// The instance failed before it answered (its node refused with `instance_failed`, or
+    /// the local instance returned an error).
+    #[error("the instance on node {node} failed: {reason}")]
+    InstanceFailed { node: String, reason: String },
+}
+
+impl AttemptError {
+    /// Whether the instance should be skipped for a while: its node could not be reached, or
+    /// does not have it. A stale pooled connection says nothing about the instance.
+    pub(crate) fn trips_breaker(&self) -> bool {
+        matches!(
+            self,
+            AttemptError::Unreachable { .. }
+                | AttemptError::Failed { reused: false, .. }
+                | AttemptError::NotThere { .. }
+        )
+    }
+}
+
+/// A gateway answer with the contract's JSON error body.
+pub(crate) fn json_error(status: StatusCode, code: &str, message: String) -> Response<Body> {
+    let body = mycel_protocol::api::ApiError {
+        error: message,
+        code: code.to_string(),
+    };
+    // Two strings always serialize.
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(
+        Full::new(Bytes::from(bytes))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
