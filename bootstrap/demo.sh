@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A local three-node mesh in a temporary directory.
-#   bash bootstrap/demo.sh          builds mycel, starts the mesh, shows it; Ctrl-C stops everything
-#   bash bootstrap/demo.sh --check  the same, checks every node answers, stops, exits 0
+# A local three-node mesh in a temporary directory, serving the example app examples/hello.
+#   bash bootstrap/demo.sh          builds mycel and the app, starts the mesh, deploys the app,
+#                                   prints the curl line; Ctrl-C stops everything
+#   bash bootstrap/demo.sh --check  the same, checks every node's gateway answers, stops, exits 0
 # MYCEL_BIN=path/to/mycel skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,13 @@ if [ -z "${MYCEL_BIN:-}" ]; then
   cargo build --release -p mycel --quiet
   MYCEL_BIN="${CARGO_TARGET_DIR:-target}/release/mycel"
 fi
+
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "adding the wasm32-wasip2 target (the example app is a wasm component)…"
+  rustup target add wasm32-wasip2
+fi
+echo "building the example app…"
+bash examples/hello/build.sh >/dev/null
 
 work=$(mktemp -d -t mycel-demo.XXXXXX)
 pids=()
@@ -61,26 +69,33 @@ for _ in $(seq 1 100); do
 done
 "$MYCEL_BIN" nodes --node "$api"
 
+echo "deploying examples/hello (two replicas) through node-2…"
+api2=$(json '["api"]' "$work/node-2/node.json")
+"$MYCEL_BIN" deploy --node "$api2" examples/hello/mycel.toml --wait --timeout 60
+"$MYCEL_BIN" status --node "$api" hello
+
 if $check; then
   for n in node-1 node-2 node-3; do
     gateway=$(json '["gateway"]' "$work/$n/node.json")
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: hello.localhost' "$gateway/")
-    # No app is deployed yet, so the contract's answer is a 404 with the JSON error body.
-    [ "$code" = 404 ] || { echo "gateway of $n answered $code"; exit 1; }
+    body=$(curl -s -H 'Host: hello.localhost' "$gateway/")
+    [ "$body" = "hello from mycel: hi" ] || { echo "gateway of $n answered: $body"; exit 1; }
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: nope.localhost' "$gateway/")
+    [ "$code" = 404 ] || { echo "gateway of $n answered $code for an unknown app"; exit 1; }
     napi=$(json '["api"]' "$work/$n/node.json")
     seen=$("$MYCEL_BIN" nodes --json --node "$napi" | python3 -c 'import json,sys; print(sum(n["status"]=="alive" for n in json.load(sys.stdin)["nodes"]))')
     [ "$seen" = 3 ] || { echo "$n sees $seen alive nodes, not 3"; exit 1; }
   done
-  echo "demo check passed: three nodes see each other and every gateway answers"
+  echo "demo check passed: three nodes see each other and every gateway serves hello"
   exit 0
 fi
 
 gateway=$(json '["gateway"]' "$work/node-1/node.json")
 cat <<MSG
 
-A three-node mesh is running (data in $work).
-  mycel nodes --node $api
+A three-node mesh is running (data in $work), serving examples/hello.
   curl -H 'Host: hello.localhost' $gateway/
+  mycel status --node $api hello
+  mycel nodes --node $api
 Press Ctrl-C to stop every node.
 MSG
 wait

@@ -31,6 +31,8 @@ fi
 
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# The wasm runtime's tests build examples/hello, a wasi:http component, for this target.
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 echo "== format"
 cargo fmt --all -- --check

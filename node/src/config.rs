@@ -38,6 +38,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_blob_bytes: u64,
     /// What this node's owner lets the mesh do here (advertised; the scheduler honours it).
     pub(crate) policy: NodePolicy,
+    /// The longest one request to an app instance may run.
+    pub(crate) request_timeout: Duration,
 }
 
 /// The `--config` file: the flags' keys, plus tuning that has no flag.
@@ -66,6 +68,16 @@ struct FileConfig {
     blobs: BlobsFile,
     #[serde(default)]
     policy: PolicyFile,
+    #[serde(default)]
+    runtime: RuntimeFile,
+}
+
+/// `[runtime]`: how this node runs app instances.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuntimeFile {
+    /// The longest one request to an instance may run, in ms (default 30000).
+    request_timeout_ms: Option<u64>,
 }
 
 /// `[policy]`: the owner's limits on what the mesh runs here.
@@ -211,6 +223,11 @@ impl NodeConfig {
                 .unwrap_or(4096)
                 .saturating_mul(1024 * 1024),
             policy: file.policy.resolve()?,
+            request_timeout: match file.runtime.request_timeout_ms {
+                None => Duration::from_secs(30),
+                Some(0) => bail!("runtime.request_timeout_ms must be above 0"),
+                Some(ms) => Duration::from_millis(ms),
+            },
         })
     }
 }

@@ -23,6 +23,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     init_tracing();
+    // rustls is linked with two crypto backends (through different crates); one must be chosen
+    // before the first TLS use, e.g. an app's outgoing HTTPS request, or that use panics.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     datadir::prepare(&config.data_dir)?;
     datadir::remove_node_file(&config.data_dir);
     let keypair = datadir::load_or_create_key(&config.data_dir)?;
@@ -91,6 +94,24 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
             .await?;
     }
 
+    let drivers: Vec<Arc<dyn mycel_runtime::Driver>> = if runtimes.contains(&Runtime::Wasm) {
+        let wasm = mycel_runtime::WasmDriver::new(config.data_dir.join("wasm-cache"))
+            .context("starting the wasm runtime")?;
+        vec![Arc::new(wasm)]
+    } else {
+        Vec::new()
+    };
+    let agent = mycel_agent::start(mycel_agent::AgentConfig {
+        placement: placement.clone(),
+        mesh: mesh.handle.clone(),
+        blobs: blobs.clone(),
+        drivers,
+        timing: mycel_agent::AgentTiming {
+            request_timeout: config.request_timeout,
+            ..Default::default()
+        },
+    });
+
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let api_state = mycel_api::ApiState {
@@ -107,7 +128,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         domain: config.domain.clone(),
         mesh: mesh.handle.clone(),
         placement: placement.clone(),
-        local: Arc::new(mycel_gateway::NoLocalInstances),
+        local: Arc::new(AgentRoutes(agent.clone())),
     };
     tasks.spawn(log_exit(
         "gateway",
@@ -143,6 +164,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("leaving the mesh");
     datadir::remove_node_file(&config.data_dir);
     shutdown.cancel();
+    agent.stop().await;
     placement.shutdown().await;
     if let Err(e) = mesh.handle.leave().await {
         tracing::warn!(error = %e, "leaving the mesh");
@@ -223,4 +245,45 @@ fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The gateway's view of what runs here: the agent's instances. A runtime error that another
+/// instance might not hit (overloaded, stopping) goes back to the gateway to retry elsewhere;
+/// any other becomes this instance's answer (a trap is a 500, a timeout a 504).
+struct AgentRoutes(mycel_agent::AgentHandle);
+
+impl mycel_gateway::LocalInstances for AgentRoutes {
+    fn serve(
+        &self,
+        id: &str,
+        request: http::Request<mycel_gateway::Body>,
+    ) -> Option<
+        futures::future::BoxFuture<
+            'static,
+            Result<http::Response<mycel_gateway::Body>, mycel_gateway::BoxError>,
+        >,
+    > {
+        let answer = self.0.serve(id, request)?;
+        Some(Box::pin(async move {
+            match answer.await {
+                Ok(response) => Ok(response),
+                Err(e) if e.is_retryable() => Err(Box::new(e) as mycel_gateway::BoxError),
+                Err(e) => {
+                    let body = serde_json::json!({"error": e.to_string(), "code": e.code()});
+                    let mut response =
+                        http::Response::new(mycel_runtime::full_body(body.to_string()));
+                    *response.status_mut() = e.status_code();
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    Ok(response)
+                }
+            }
+        }))
+    }
+
+    fn is_healthy(&self, id: &str) -> bool {
+        self.0.is_healthy(id)
+    }
 }

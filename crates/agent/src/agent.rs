@@ -1,0 +1,485 @@
+//! The agent actor and its handle.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use mycel_blobs::{BlobStore, MeshBlobs};
+use mycel_mesh::MeshHandle;
+use mycel_placement::{PlacementHandle, Replica, plan::runtime_of};
+use mycel_protocol::{
+    BlobHash,
+    api::InstanceState,
+    app::AppKind,
+    placement::{AppRecord, WriteRequest},
+};
+use mycel_runtime::{Body, Driver, Instance, InstanceSpec};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+
+use crate::reconcile::{self, Action, Local, Phase};
+
+/// How the agent paces itself.
+#[derive(Clone, Debug)]
+pub struct AgentTiming {
+    /// How often it reconciles and reports even when nothing changed.
+    pub tick: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    /// Health checks failed in a row before an instance is restarted.
+    pub failed_checks_to_restart: u32,
+    /// The longest wait between two attempts to start a failing instance.
+    pub max_backoff: Duration,
+    /// The longest a request to an instance may take.
+    pub request_timeout: Duration,
+    /// The most requests one instance serves at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for AgentTiming {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(500),
+            health_interval: Duration::from_secs(2),
+            health_timeout: Duration::from_secs(2),
+            failed_checks_to_restart: 3,
+            max_backoff: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            max_concurrency: 64,
+        }
+    }
+}
+
+pub struct AgentConfig {
+    pub placement: PlacementHandle,
+    pub mesh: MeshHandle,
+    pub blobs: BlobStore,
+    pub drivers: Vec<Arc<dyn Driver>>,
+    pub timing: AgentTiming,
+}
+
+/// What the rest of the node (the gateway, the API) asks of the agent.
+#[derive(Clone)]
+pub struct AgentHandle {
+    running: Arc<RwLock<HashMap<String, RunningEntry>>>,
+    stop: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+#[derive(Clone)]
+struct RunningEntry {
+    instance: Arc<dyn Instance>,
+    healthy: bool,
+}
+
+type ServeFuture = BoxFuture<'static, Result<http::Response<Body>, mycel_runtime::RuntimeError>>;
+
+impl AgentHandle {
+    /// Serves `request` with local instance `id`, if it runs here.
+    pub fn serve(&self, id: &str, request: http::Request<Body>) -> Option<ServeFuture> {
+        let instance = self.running.read().ok()?.get(id)?.instance.clone();
+        Some(instance.handle(request))
+    }
+
+    /// Whether local instance `id` runs and passed its last health check.
+    pub fn is_healthy(&self, id: &str) -> bool {
+        self.running
+            .read()
+            .is_ok_and(|running| running.get(id).is_some_and(|e| e.healthy))
+    }
+
+    /// The instances that run here now.
+    pub fn instances(&self) -> Vec<Arc<dyn Instance>> {
+        self.running
+            .read()
+            .map(|r| r.values().map(|e| e.instance.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops every local instance and the agent (the node is leaving).
+    pub async fn stop(&self) {
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        if self.stop.send(done).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// What a task tells the actor.
+enum Event {
+    Started {
+        id: String,
+        result: Result<Arc<dyn Instance>, String>,
+    },
+    Checked {
+        id: String,
+        healthy: bool,
+    },
+    Reported {
+        ok: bool,
+    },
+}
+
+struct Agent {
+    me: String,
+    config: AgentConfig,
+    local: BTreeMap<String, Local>,
+    running: Arc<RwLock<HashMap<String, RunningEntry>>>,
+    /// Start tasks in flight, by instance (aborted when their instance is no longer wanted).
+    starting: HashMap<String, JoinHandle<()>>,
+    last_check: HashMap<String, Instant>,
+    checking: BTreeSet<String>,
+    reporting: bool,
+    events: mpsc::Sender<Event>,
+}
+
+/// Starts the agent on its own task.
+pub fn start(config: AgentConfig) -> AgentHandle {
+    let running = Arc::new(RwLock::new(HashMap::new()));
+    let (events, events_rx) = mpsc::channel(256);
+    let (stop, stop_rx) = mpsc::channel(1);
+    let agent = Agent {
+        me: config.mesh.peer_id().to_string(),
+        config,
+        local: BTreeMap::new(),
+        running: running.clone(),
+        starting: HashMap::new(),
+        last_check: HashMap::new(),
+        checking: BTreeSet::new(),
+        reporting: false,
+        events,
+    };
+    tokio::spawn(agent.run(events_rx, stop_rx));
+    AgentHandle { running, stop }
+}
+
+impl Agent {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut stop: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let mut replica = self.config.placement.subscribe();
+        let mut tick = tokio::time::interval(self.config.timing.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                done = stop.recv() => {
+                    self.stop_all().await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                Some(event) = events.recv() => self.on_event(event).await,
+                changed = replica.changed() => {
+                    if changed.is_err() {
+                        return; // the placement group is gone: the node is stopping
+                    }
+                    self.reconcile().await;
+                }
+                _ = tick.tick() => {
+                    self.reconcile().await;
+                    self.check_health();
+                    self.report();
+                }
+            }
+        }
+    }
+
+    /// This node's share of the replica: instance id → (its app's record, what the group says).
+    fn placed_here(&self, replica: &Replica) -> BTreeMap<String, (AppRecord, InstanceState)> {
+        replica
+            .state
+            .instances_on(&self.me)
+            .filter_map(|i| {
+                let app = replica.state.apps.get(&i.app)?;
+                Some((i.id.clone(), (app.clone(), i.state)))
+            })
+            .collect()
+    }
+
+    async fn reconcile(&mut self) {
+        let replica = self.config.placement.replica();
+        let placed = self.placed_here(&replica);
+        let desired: BTreeSet<String> = placed.keys().cloned().collect();
+        for action in reconcile::plan(&desired, &self.local, Instant::now()) {
+            match action {
+                Action::Start(id) => {
+                    if let Some((app, _)) = placed.get(&id) {
+                        self.start_instance(id, app.clone());
+                    }
+                }
+                Action::Stop(id) => self.stop_instance(&id).await,
+            }
+        }
+    }
+
+    fn start_instance(&mut self, id: String, app: AppRecord) {
+        let failures = self.local.get(&id).map_or(0, |l| l.failures);
+        self.local.insert(
+            id.clone(),
+            Local {
+                failures,
+                ..Local::starting()
+            },
+        );
+        tracing::info!(instance = %id, app = %app.manifest.name, "starting");
+        let events = self.events.clone();
+        let id_for_task = id.clone();
+        let prepared = self.prepare(id.clone(), app);
+        let task = tokio::spawn(async move {
+            let result = prepared.await;
+            let _ = events.send(Event::Started { id, result }).await;
+        });
+        if let Some(old) = self.starting.insert(id_for_task, task) {
+            old.abort();
+        }
+    }
+
+    /// Fetches the module (from peers when this node lacks it) and starts the instance.
+    fn prepare(
+        &self,
+        id: String,
+        app: AppRecord,
+    ) -> BoxFuture<'static, Result<Arc<dyn Instance>, String>> {
+        let kind = app.manifest.kind();
+        let runtime = runtime_of(kind);
+        let driver = self
+            .config
+            .drivers
+            .iter()
+            .find(|d| d.runtime() == runtime)
+            .cloned();
+        let blobs = self.config.blobs.clone();
+        let network = MeshBlobs {
+            mesh: self.config.mesh.clone(),
+        };
+        let timing = self.config.timing.clone();
+        Box::pin(async move {
+            let driver = driver.ok_or_else(|| format!("this node has no {runtime} runtime"))?;
+            let module = match (kind, &app.manifest.wasm) {
+                (AppKind::Wasm, Some(wasm)) => wasm.module.clone(),
+                _ => return Err(format!("{runtime} apps cannot run here yet")),
+            };
+            let hash: BlobHash = module
+                .parse()
+                .map_err(|e| format!("the module is not a blob hash: {e}"))?;
+            mycel_blobs::fetch(&blobs, &network, hash)
+                .await
+                .map_err(|e| format!("fetching the module {hash}: {e}"))?;
+            let path = blobs
+                .blob_path(&hash)
+                .map_err(|e| format!("reading the blob store: {e}"))?
+                .ok_or_else(|| format!("{hash} vanished from the blob store"))?;
+            let spec = InstanceSpec {
+                instance_id: id,
+                app: app.manifest.name.clone(),
+                module: path,
+                module_hash: hash.to_string(),
+                env: app.manifest.env.clone(),
+                memory_mb: app.manifest.memory_mb(),
+                request_timeout: timing.request_timeout,
+                max_concurrency: timing.max_concurrency,
+            };
+            driver.start(spec).await.map_err(|e| e.to_string())
+        })
+    }
+
+    async fn stop_instance(&mut self, id: &str) {
+        if let Some(task) = self.starting.remove(id) {
+            task.abort();
+        }
+        self.local.remove(id);
+        self.last_check.remove(id);
+        let entry = self.running.write().ok().and_then(|mut r| r.remove(id));
+        if let Some(entry) = entry {
+            tracing::info!(instance = %id, "stopping");
+            entry.instance.stop().await;
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for task in self.starting.drain().map(|(_, t)| t) {
+            task.abort();
+        }
+        let ids: Vec<String> = self.local.keys().cloned().collect();
+        for id in ids {
+            self.stop_instance(&id).await;
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Started { id, result } => {
+                self.starting.remove(&id);
+                let Some(local) = self.local.get_mut(&id) else {
+                    // No longer wanted: stop what just started.
+                    if let Ok(instance) = result {
+                        instance.stop().await;
+                    }
+                    return;
+                };
+                match result {
+                    Ok(instance) => {
+                        local.phase = Phase::Running { healthy: false };
+                        local.failed_checks = 0;
+                        if let Ok(mut running) = self.running.write() {
+                            running.insert(
+                                id.clone(),
+                                RunningEntry {
+                                    instance,
+                                    healthy: false,
+                                },
+                            );
+                        }
+                        // Check at once: routing waits for the first good check.
+                        self.last_check.remove(&id);
+                        self.check_health();
+                    }
+                    Err(why) => {
+                        local.failures += 1;
+                        let wait =
+                            reconcile::backoff(local.failures, self.config.timing.max_backoff);
+                        tracing::warn!(instance = %id, %why, retry_in = ?wait, "instance failed to start");
+                        local.phase = Phase::Failed {
+                            retry_at: Instant::now() + wait,
+                        };
+                    }
+                }
+                self.report();
+            }
+            Event::Checked { id, healthy } => {
+                self.checking.remove(&id);
+                let restart_after = self.config.timing.failed_checks_to_restart;
+                let Some(local) = self.local.get_mut(&id) else {
+                    return;
+                };
+                if !matches!(local.phase, Phase::Running { .. }) {
+                    return;
+                }
+                if healthy {
+                    local.failed_checks = 0;
+                    local.failures = 0;
+                } else {
+                    local.failed_checks += 1;
+                }
+                let failed = local.failed_checks >= restart_after;
+                local.phase = Phase::Running { healthy };
+                if let Ok(mut running) = self.running.write()
+                    && let Some(entry) = running.get_mut(&id)
+                {
+                    entry.healthy = healthy;
+                }
+                if failed {
+                    local.failures += 1;
+                    let wait = reconcile::backoff(local.failures, self.config.timing.max_backoff);
+                    tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
+                    local.phase = Phase::Failed {
+                        retry_at: Instant::now() + wait,
+                    };
+                    let entry = self.running.write().ok().and_then(|mut r| r.remove(&id));
+                    if let Some(entry) = entry {
+                        entry.instance.stop().await;
+                    }
+                    self.report();
+                }
+            }
+            Event::Reported { ok } => {
+                self.reporting = false;
+                if !ok {
+                    tracing::debug!("reporting instance states failed; retrying at the next tick");
+                }
+            }
+        }
+    }
+
+    /// Starts a health check for every running instance whose last one is old enough.
+    fn check_health(&mut self) {
+        let now = Instant::now();
+        let replica = self.config.placement.replica();
+        let running: Vec<(String, Arc<dyn Instance>)> = match self.running.read() {
+            Ok(r) => r
+                .iter()
+                .map(|(id, e)| (id.clone(), e.instance.clone()))
+                .collect(),
+            Err(_) => return,
+        };
+        for (id, instance) in running {
+            let due = self
+                .last_check
+                .get(&id)
+                .is_none_or(|at| now.duration_since(*at) >= self.config.timing.health_interval);
+            if !due || self.checking.contains(&id) {
+                continue;
+            }
+            let path = replica
+                .state
+                .instances
+                .get(&id)
+                .and_then(|i| replica.state.apps.get(&i.app))
+                .and_then(|a| a.manifest.health.as_ref())
+                .map(|h| h.path.clone());
+            self.last_check.insert(id.clone(), now);
+            self.checking.insert(id.clone());
+            let events = self.events.clone();
+            let timeout = self.config.timing.health_timeout;
+            tokio::spawn(async move {
+                let healthy = match path {
+                    // No health check declared: running is healthy.
+                    None => true,
+                    Some(path) => probe(instance.as_ref(), &path, timeout).await,
+                };
+                let _ = events.send(Event::Checked { id, healthy }).await;
+            });
+        }
+    }
+
+    /// Reports the states that differ from the replica's, one report in flight at a time.
+    fn report(&mut self) {
+        if self.reporting {
+            return;
+        }
+        let replica = self.config.placement.replica();
+        let known: BTreeMap<String, InstanceState> = self
+            .placed_here(&replica)
+            .into_iter()
+            .map(|(id, (_, state))| (id, state))
+            .collect();
+        let states = reconcile::reports(&known, &self.local);
+        if states.is_empty() {
+            return;
+        }
+        self.reporting = true;
+        let placement = self.config.placement.clone();
+        let events = self.events.clone();
+        let node = self.me.clone();
+        tokio::spawn(async move {
+            let ok = placement
+                .write(WriteRequest::Report { node, states })
+                .await
+                .is_ok();
+            let _ = events.send(Event::Reported { ok }).await;
+        });
+    }
+}
+
+/// GETs `path` from the instance: healthy when it answers 2xx or 3xx in time.
+async fn probe(instance: &dyn Instance, path: &str, timeout: Duration) -> bool {
+    use http_body_util::{BodyExt, Empty};
+    let Ok(request) = http::Request::get(path)
+        .header(http::header::HOST, "localhost")
+        .header(http::header::USER_AGENT, "mycel-health")
+        .body(Empty::new().map_err(|never| match never {}).boxed())
+    else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, instance.handle(request)).await {
+        Ok(Ok(response)) => {
+            let status = response.status();
+            status.is_success() || status.is_redirection()
+        }
+        _ => false,
+    }
+}

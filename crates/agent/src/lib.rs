@@ -1,0 +1,20 @@
+//! mycel's node agent: makes what runs on this node match what the placement group placed here.
+//!
+//! ```text
+//!  placement replica ──watch──▶ agent actor ──start/stop──▶ runtime drivers (wasm, docker…)
+//!                                  │  ▲                          │
+//!      fetch modules (blobs) ◀─────┘  └── task events (started, health) ◀─┘
+//!                                  │
+//!                                  └──report states──▶ placement group (through the leader)
+//! ```
+//!
+//! The decisions are pure ([`reconcile`]); the actor owns the local instances and runs the I/O:
+//! fetching a module from peers before the first start, starting, stopping, restarting a failed
+//! instance with backoff, HTTP health checks, and reporting each instance's state back through
+//! the placement group. Reports that cannot commit (no quorum) are retried; the instances keep
+//! running meanwhile: losing the control plane never stops an app.
+
+mod agent;
+pub mod reconcile;
+
+pub use agent::{AgentConfig, AgentHandle, AgentTiming, start};

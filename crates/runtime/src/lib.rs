@@ -1,0 +1,102 @@
+//! mycel's runtimes: one [`Driver`]/[`Instance`] pair of traits that every runtime implements, and
+//! the wasm driver ([`WasmDriver`]).
+//!
+//! ```text
+//! agent ──start(InstanceSpec)──▶ dyn Driver ──▶ Arc<dyn Instance> ◀──handle(Request)── gateway
+//!                                  │                  │
+//!                                  │                  ├─ logs(): recent lines + a follower
+//!                                  │                  ├─ usage(): requests, in flight, failures
+//!                                  │                  └─ stop(): refuse new work, drain
+//!                                  └─ wasm: wasmtime Engine (pooling allocator, epoch ticker),
+//!                                     compiled components cached on disk by module hash
+//! ```
+//!
+//! A driver turns a verified module on disk into a running [`Instance`]; an instance answers HTTP
+//! requests in process. Failures are typed ([`RuntimeError`]) so the gateway can map them to status
+//! codes ([`RuntimeError::status_code`]) and decide whether to retry elsewhere.
+
+mod body;
+mod error;
+mod logs;
+mod wasm;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+
+pub use body::{Body, BoxError, empty_body, full_body};
+pub use error::RuntimeError;
+pub use logs::{LogLine, Logs, Stream};
+pub use wasm::{CacheStats, WasmDriver};
+
+/// What a driver needs to start one instance of an app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSpec {
+    /// Unique on this node; names the instance in logs and errors.
+    pub instance_id: String,
+    /// The app's name (a DNS label).
+    pub app: String,
+    /// The module (for wasm, a component) as a file on disk whose content hashes to `module_hash`.
+    pub module: PathBuf,
+    /// `blake3:<64 hex>`: the module's content hash, also the key of the compiled-artefact cache.
+    pub module_hash: String,
+    /// The guest's environment variables.
+    pub env: BTreeMap<String, String>,
+    /// The most memory the app may use, per request for wasm (each request has its own instance).
+    pub memory_mb: u64,
+    /// How long one request may run, answer body included.
+    pub request_timeout: Duration,
+    /// How many requests may run at once; more are refused with [`RuntimeError::Overloaded`].
+    pub max_concurrency: usize,
+}
+
+/// A runtime that can start instances: wasm, docker, later process and microVM.
+pub trait Driver: Send + Sync {
+    /// Which runtime this driver provides.
+    fn runtime(&self) -> mycel_protocol::Runtime;
+
+    /// Starts an instance. The future may be dropped; a start then simply never finishes.
+    fn start(
+        &self,
+        spec: InstanceSpec,
+    ) -> BoxFuture<'static, Result<Arc<dyn Instance>, RuntimeError>>;
+}
+
+/// One running instance of an app.
+pub trait Instance: Send + Sync {
+    /// The spec's `instance_id`.
+    fn id(&self) -> &str;
+
+    /// Answers one HTTP request. The answer's body streams while the app still runs; an error that
+    /// happens after the head was answered ends the body with an error.
+    fn handle(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, RuntimeError>>;
+
+    /// The instance's recent log lines and a receiver for the lines that follow.
+    fn logs(&self) -> Logs;
+
+    /// Counters for scheduling, health and metrics.
+    fn usage(&self) -> Usage;
+
+    /// Refuses new requests ([`RuntimeError::Stopped`]), then waits for the running ones to end
+    /// (each is bounded by its time limit). Stopping twice is harmless.
+    fn stop(&self) -> BoxFuture<'static, ()>;
+}
+
+/// An instance's counters since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests accepted (not counting the ones refused as overloaded or stopped).
+    pub requests: u64,
+    /// Requests running now.
+    pub in_flight: u64,
+    /// Accepted requests that failed: traps, timeouts, guest errors.
+    pub failures: u64,
+    /// Requests refused because `max_concurrency` were already running.
+    pub rejected: u64,
+    /// Memory the instance uses now, when the runtime knows it (wasm: linear memory of the
+    /// requests in flight).
+    pub memory_bytes: Option<u64>,
+}

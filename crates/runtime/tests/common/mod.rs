@@ -1,0 +1,94 @@
+//! Shared by the tests and the bench: builds examples/hello once per process.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use mycel_runtime::{Body, Instance};
+
+const INSTALL_HINT: &str = "the wasm32-wasip2 Rust target is not installed: run \
+     `rustup target add wasm32-wasip2` (tests/run.sh does this)";
+
+/// The path and `blake3:<hex>` of examples/hello's component, built on first use.
+pub fn hello() -> (PathBuf, String) {
+    static BUILT: OnceLock<Result<(PathBuf, String), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_hello)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build_hello() -> Result<(PathBuf, String), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("finding {}: {e}", dir.display()))?;
+    if let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        && out.status.success()
+        && !String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        return Err(INSTALL_HINT.to_owned());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .current_dir(&dir)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .output()
+        .map_err(|e| format!("running cargo to build examples/hello: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("target may not be installed")
+            || stderr.contains("can't find crate for `core`")
+        {
+            return Err(INSTALL_HINT.to_owned());
+        }
+        return Err(format!("building examples/hello failed:\n{stderr}"));
+    }
+    let wasm = dir.join("target/wasm32-wasip2/release/hello.wasm");
+    let bytes = std::fs::read(&wasm).map_err(|e| format!("reading {}: {e}", wasm.display()))?;
+    Ok((wasm, format!("blake3:{}", blake3::hash(&bytes).to_hex())))
+}
+
+/// A request with a Host header, as the gateway sends them.
+pub fn request(method: &str, path: &str, body: Body) -> http::Request<Body> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "hello.localhost")
+        .body(body)
+        .expect("a valid request")
+}
+
+/// Sends `GET path` and reads the whole answer.
+pub async fn get(
+    instance: &dyn Instance,
+    path: &str,
+) -> Result<(http::StatusCode, String), mycel_runtime::RuntimeError> {
+    use http_body_util::BodyExt;
+    let response = instance
+        .handle(request("GET", path, mycel_runtime::empty_body()))
+        .await?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the answer's body")
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}

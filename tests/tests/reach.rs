@@ -1,0 +1,201 @@
+//! Running and reaching apps, end to end: the example wasi:http component deployed through one
+//! node answers through every node's gateway, from instances on other nodes (over the mesh), and
+//! keeps answering when nodes die, even without a quorum.
+
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use mycel_protocol::api::InstanceState;
+use mycel_tests::{Mesh, NodeProcess, hello_example, mycel_cli, wait_until};
+use reqwest::StatusCode;
+
+/// A GET through `node`'s gateway for `Host: <app>.localhost`.
+async fn through_gateway(node: &NodeProcess, app: &str, path: &str) -> Result<reqwest::Response> {
+    let gateway: SocketAddr = node
+        .gateway()
+        .trim_start_matches("http://")
+        .parse()
+        .context("the gateway address")?;
+    let host = format!("{app}.localhost");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(&host, gateway)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("http://{host}:{}{path}", gateway.port());
+    Ok(client.get(url).send().await?)
+}
+
+/// Deploys the hello example through `node` with the CLI and waits until every replica runs.
+async fn deploy_hello(node: &NodeProcess, replicas: u32) -> Result<()> {
+    let (_, manifest) = hello_example()?;
+    let out = mycel_cli([
+        "deploy",
+        "--node",
+        node.api(),
+        manifest.to_str().context("a UTF-8 path")?,
+        "--wait",
+        "--timeout",
+        "60",
+    ])
+    .await?;
+    ensure!(out.status.success(), "mycel deploy: {out:?}");
+    if replicas != 2 {
+        let out = mycel_cli([
+            "scale",
+            "--node",
+            node.api(),
+            "hello",
+            &replicas.to_string(),
+        ])
+        .await?;
+        ensure!(out.status.success(), "mycel scale: {out:?}");
+    }
+    running(node, replicas as usize, Duration::from_secs(60)).await
+}
+
+/// Waits until `node` sees `n` running instances of hello.
+async fn running(node: &NodeProcess, n: usize, timeout: Duration) -> Result<()> {
+    wait_until(
+        &format!("{n} running instances of hello"),
+        timeout,
+        Duration::from_millis(200),
+        async || {
+            let app = node.app("hello").await?;
+            let up = app
+                .instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count();
+            ensure!(up == n && app.instances.len() == n, "{app:?}");
+            Ok(true)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_answers_through_every_gateway() -> Result<()> {
+    let mesh = Mesh::star(3).await?;
+    let result = async {
+        deploy_hello(&mesh[1], 2).await?;
+        let mut served_by = BTreeSet::new();
+        for node in mesh.iter() {
+            for _ in 0..4 {
+                let response = through_gateway(node, "hello", "/").await?;
+                ensure!(response.status() == StatusCode::OK, "{response:?}");
+                let by = response
+                    .headers()
+                    .get("x-mycel-node")
+                    .context("x-mycel-node")?
+                    .to_str()?
+                    .to_string();
+                ensure!(response.headers().contains_key("x-mycel-instance"));
+                served_by.insert(by);
+                let body = response.text().await?;
+                ensure!(body == "hello from mycel: hi\n", "{body:?}");
+            }
+        }
+        ensure!(
+            served_by.len() == 2,
+            "two replicas on two nodes served: {served_by:?}"
+        );
+
+        let env = through_gateway(&mesh[0], "hello", "/env/GREETING").await?;
+        ensure!(env.text().await? == "hi\n", "the app sees its env");
+
+        let unknown = through_gateway(&mesh[0], "nope", "/").await?;
+        ensure!(unknown.status() == StatusCode::NOT_FOUND);
+        let body: serde_json::Value = unknown.json().await?;
+        ensure!(body["code"].is_string(), "{body}");
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_or_an_endless_loop_is_cut_off_and_the_next_request_succeeds() -> Result<()> {
+    let config = tempfile::tempdir()?;
+    let path = config.path().join("mycel.toml");
+    std::fs::write(&path, "[runtime]\nrequest_timeout_ms = 1000\n")?;
+    let node = NodeProcess::builder("solo")
+        .arg("--config")
+        .arg(path.to_str().context("a UTF-8 path")?)
+        .start()
+        .await?;
+    let mesh = Mesh::from_nodes(vec![node]);
+    let result = async {
+        deploy_hello(&mesh[0], 1).await?;
+        let trap = through_gateway(&mesh[0], "hello", "/trap").await?;
+        ensure!(
+            trap.status() == StatusCode::INTERNAL_SERVER_ERROR,
+            "{trap:?}"
+        );
+        let ok = through_gateway(&mesh[0], "hello", "/").await?;
+        ensure!(ok.status() == StatusCode::OK, "after a trap: {ok:?}");
+
+        let started = tokio::time::Instant::now();
+        let endless = through_gateway(&mesh[0], "hello", "/loop").await?;
+        ensure!(endless.status().is_server_error(), "{endless:?}");
+        ensure!(
+            started.elapsed() < Duration::from_secs(5),
+            "cut off after {:?}",
+            started.elapsed()
+        );
+        let ok = through_gateway(&mesh[0], "hello", "/").await?;
+        ensure!(ok.status() == StatusCode::OK, "after a loop: {ok:?}");
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_keep_answering_when_nodes_die() -> Result<()> {
+    let mut mesh = Mesh::star(3).await?;
+    let result = async {
+        deploy_hello(&mesh[0], 2).await?;
+        // Kill a node that runs an instance; the instance comes back on another node.
+        let app = mesh[0].app("hello").await?;
+        let victim_id = app.instances[0].node.clone();
+        let victim = (0..3)
+            .find(|&i| mesh[i].peer_id() == victim_id)
+            .context("the victim")?;
+        mesh[victim].sigkill()?;
+        let observer = (victim + 1) % 3;
+        wait_until(
+            "the killed node's instance to run elsewhere",
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            async || {
+                let app = mesh[observer].app("hello").await?;
+                let up: Vec<_> = app
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Running && i.node != victim_id)
+                    .collect();
+                Ok(up.len() == 2)
+            },
+        )
+        .await?;
+        let ok = through_gateway(&mesh[observer], "hello", "/").await?;
+        ensure!(ok.status() == StatusCode::OK);
+
+        // Now kill one more: no quorum is left, yet the survivor serves what runs on it.
+        let other = (0..3)
+            .find(|&i| i != victim && i != observer)
+            .context("the third node")?;
+        mesh[other].sigkill()?;
+        for _ in 0..10 {
+            let response = through_gateway(&mesh[observer], "hello", "/").await?;
+            ensure!(
+                response.status() == StatusCode::OK,
+                "without a quorum the survivor answered {response:?}"
+            );
+        }
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
