@@ -42,6 +42,8 @@ pub(crate) enum Command {
     Scale(ScaleArgs),
     /// Remove an app and all its instances.
     Stop(AppArgs),
+    /// An app's log lines from every instance: `<instance> <stream>: <line>`.
+    Logs(LogsArgs),
     /// Upload a file (a .wasm module, an archive) into the mesh's blob store; prints its hash.
     Push(PushArgs),
 }
@@ -66,6 +68,18 @@ pub(crate) struct AppArgs {
     /// The app's name.
     pub(crate) app: String,
     /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// The app's name.
+    pub(crate) app: String,
+    /// Keep printing new lines as they come, until interrupted.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Print each log line's event as the API's JSON, one per line.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -2,10 +2,12 @@
 //!
 //! - this file: talking to the node, `mycel nodes`, `mycel cluster`, `mycel push`;
 //! - [`apps`]: `mycel deploy`, `apps`, `status`, `scale`, `stop`;
+//! - [`logs`]: `mycel logs`;
 //! - [`manifest`]: reading a manifest file and the files it names;
 //! - [`table`]: aligned columns.
 
 mod apps;
+mod logs;
 mod manifest;
 mod table;
 
@@ -27,6 +29,7 @@ use mycel_protocol::{
 };
 
 pub(crate) use apps::{apps, deploy, scale, status, stop};
+pub(crate) use logs::logs;
 use table::short_peer;
 
 /// The URL of `segments` under the node's API. Each segment is escaped, so a name given on the

@@ -48,6 +48,9 @@ fn main() -> ExitCode {
             args.json,
         )),
         cli::Command::Stop(args) => runtime.block_on(client::stop(&cli.node, &args.app, args.json)),
+        cli::Command::Logs(args) => {
+            runtime.block_on(client::logs(&cli.node, &args.app, args.follow, args.json))
+        }
         cli::Command::Push(args) => {
             runtime.block_on(client::push(&cli.node, &args.file, args.json))
         }

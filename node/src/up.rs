@@ -119,6 +119,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         blobs,
         placement: placement.clone(),
         registry,
+        agent: agent.clone(),
     };
     tasks.spawn(log_exit(
         "API",
@@ -134,6 +135,8 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         "gateway",
         mycel_gateway::serve(gateway_listener, gateway_config, shutdown.clone()),
     ));
+    // Ends when the mesh stops.
+    tokio::spawn(mycel_agent::serve_logs(agent.clone(), mesh.handle.clone()));
     tasks.spawn(measure_resources(
         mesh.handle.clone(),
         local,

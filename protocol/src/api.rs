@@ -187,6 +187,22 @@ pub struct ScaleRequest {
     pub replicas: u32,
 }
 
+/// One log line of an instance: an event of `GET /v1/apps/{name}/logs` (its data, as JSON), and
+/// a frame of the logs protocol between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// The instance that wrote the line.
+    pub instance: String,
+    /// The peer id of the node it runs on.
+    pub node: String,
+    /// When the line was completed, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line, without its newline.
+    pub line: String,
+}
+
 /// Answer of the seed's `POST /api/apps/deploy_app`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedDeployed {

@@ -5,6 +5,7 @@
 //! - [`membership`]: the capability advert and the departure notice that nodes gossip.
 //! - [`app`]: the app manifest (TOML in files, JSON through the API) and the rules it must meet.
 //! - [`api`]: the JSON shapes of the HTTP API that the CLI, the tests and users read.
+//! - [`logs`]: the logs protocol's request and limits.
 //! - [`blob`]: content ids (`blake3:<hex>`).
 //! - [`names`]: protocol ids and topic names, each versioned.
 //! - [`placement`]: what the placement group agrees on: app records, instances, log entries.
@@ -16,6 +17,7 @@ pub mod app;
 pub mod blob;
 pub mod codec;
 pub mod envelope;
+pub mod logs;
 pub mod membership;
 pub mod names;
 pub mod placement;

@@ -15,3 +15,6 @@ pub const PLACEMENT_PROTOCOL: &str = "/mycel/placement/1";
 /// Raw-stream protocol of the gateway: HTTP/1.1 to an instance on the answering node, named by
 /// the `x-mycel-instance` request header.
 pub const GATEWAY_PROTOCOL: &str = "/mycel/gateway/1";
+/// Raw-stream protocol for an app's log lines on the answering node: one `LogsRequest` frame in,
+/// `LogEvent` frames out (see `logs`).
+pub const LOGS_PROTOCOL: &str = "/mycel/logs/1";

@@ -1,12 +1,13 @@
 //! Running and reaching apps, end to end: the example wasi:http component deployed through one
 //! node answers through every node's gateway, from instances on other nodes (over the mesh), and
-//! keeps answering when nodes die, even without a quorum.
+//! keeps answering when nodes die, even without a quorum; and its log lines reach every node.
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
-use anyhow::{Context, Result, ensure};
-use mycel_protocol::api::InstanceState;
-use mycel_tests::{Mesh, NodeProcess, hello_example, mycel_cli, wait_until};
+use anyhow::{Context, Result, bail, ensure};
+use futures::{StreamExt, stream::BoxStream};
+use mycel_protocol::api::{InstanceState, LogEvent};
+use mycel_tests::{Mesh, NodeProcess, hello_example, mycel_cli, wait_until, within};
 use reqwest::StatusCode;
 
 /// A GET through `node`'s gateway for `Host: <app>.localhost`.
@@ -192,6 +193,163 @@ async fn apps_keep_answering_when_nodes_die() -> Result<()> {
             ensure!(
                 response.status() == StatusCode::OK,
                 "without a quorum the survivor answered {response:?}"
+            );
+        }
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
+/// The log events of a `GET /v1/apps/{name}/logs` answer, read as they arrive.
+struct LogEvents {
+    body: BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buffer: String,
+}
+
+impl LogEvents {
+    async fn open(node: &NodeProcess, app: &str, follow: bool) -> Result<Self> {
+        let url = format!("{}/v1/apps/{app}/logs?follow={follow}", node.api());
+        let response = reqwest::Client::new().get(url).send().await?;
+        ensure!(response.status() == StatusCode::OK, "{response:?}");
+        let content_type = response.headers().get("content-type");
+        ensure!(
+            content_type.is_some_and(|t| t == "text/event-stream"),
+            "{response:?}"
+        );
+        Ok(Self {
+            body: response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|bytes| bytes.to_vec()))
+                .boxed(),
+            buffer: String::new(),
+        })
+    }
+
+    /// The next event; `None` when the stream ended.
+    async fn next(&mut self) -> Result<Option<LogEvent>> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive
+                }
+                return Ok(Some(serde_json::from_str(&data.join("\n"))?));
+            }
+            match self.body.next().await {
+                Some(chunk) => self.buffer.push_str(std::str::from_utf8(&chunk?)?),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads events until one satisfies `wanted`, within `timeout`.
+    async fn until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut wanted: impl FnMut(&LogEvent) -> bool,
+    ) -> Result<()> {
+        within(what, timeout, async {
+            while let Some(event) = self.next().await? {
+                if wanted(&event) {
+                    return Ok(());
+                }
+            }
+            bail!("the log stream ended before {what}")
+        })
+        .await?
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_of_every_instance_reach_any_node() -> Result<()> {
+    let mesh = Mesh::star(3).await?;
+    let result = async {
+        deploy_hello(&mesh[0], 2).await?;
+        let app = mesh[0].app("hello").await?;
+        let placed: BTreeSet<(String, String)> = app
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), i.node.clone()))
+            .collect();
+        ensure!(placed.len() == 2, "{app:?}");
+        // Ask a node that runs no instance: every line crosses the mesh.
+        let asker = mesh
+            .iter()
+            .find(|n| app.instances.iter().all(|i| i.node != n.peer_id()))
+            .unwrap_or(&mesh[0]);
+
+        // Requests until each instance has served (and so logged) one.
+        let mut served = BTreeSet::new();
+        for n in 0..30 {
+            let response = through_gateway(asker, "hello", &format!("/env/MARK{n}")).await?;
+            let instance = response
+                .headers()
+                .get("x-mycel-instance")
+                .context("x-mycel-instance")?;
+            served.insert(instance.to_str()?.to_string());
+            if served.len() == 2 {
+                break;
+            }
+        }
+        ensure!(served.len() == 2, "both instances served: {served:?}");
+
+        let mut events = LogEvents::open(asker, "hello", false).await?;
+        let mut logged = BTreeSet::new();
+        within("the recent lines", Duration::from_secs(15), async {
+            while let Some(event) = events.next().await? {
+                ensure!(event.stream == "stdout", "{event:?}");
+                if event.line.starts_with("GET /env/MARK") {
+                    logged.insert((event.instance, event.node));
+                }
+            }
+            Ok(())
+        })
+        .await??;
+        ensure!(
+            logged == placed,
+            "lines from {logged:?}, instances {placed:?}"
+        );
+
+        // Following: the recent lines first, then a line written after the stream opened.
+        let mut events = LogEvents::open(asker, "hello", true).await?;
+        let mut recent = BTreeSet::new();
+        events
+            .until(
+                "recent lines of both instances",
+                Duration::from_secs(15),
+                |e| {
+                    if e.line.starts_with("GET /env/MARK") {
+                        recent.insert(e.instance.clone());
+                    }
+                    recent.len() == 2
+                },
+            )
+            .await?;
+        let response = through_gateway(asker, "hello", "/env/FOLLOWED").await?;
+        ensure!(response.status() == StatusCode::NOT_FOUND, "{response:?}");
+        events
+            .until("the followed line", Duration::from_secs(15), |e| {
+                e.line == "GET /env/FOLLOWED"
+            })
+            .await?;
+        drop(events);
+
+        let out = mycel_cli(["logs", "--node", asker.api(), "hello"]).await?;
+        ensure!(out.status.success(), "mycel logs: {out:?}");
+        let printed = String::from_utf8(out.stdout)?;
+        for (instance, _) in &placed {
+            let line = format!("{instance} stdout: GET /env/FOLLOWED");
+            let mark = format!("{instance} stdout: GET /env/MARK");
+            ensure!(
+                printed.contains(&line) || printed.contains(&mark),
+                "mycel logs printed no line of {instance}: {printed}"
             );
         }
         Ok(())

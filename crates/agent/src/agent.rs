@@ -63,14 +63,18 @@ pub struct AgentConfig {
 /// What the rest of the node (the gateway, the API) asks of the agent.
 #[derive(Clone)]
 pub struct AgentHandle {
-    running: Arc<RwLock<HashMap<String, RunningEntry>>>,
+    pub(crate) running: Arc<RwLock<HashMap<String, RunningEntry>>>,
+    /// This node's peer id.
+    pub(crate) node: String,
     stop: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
 }
 
 #[derive(Clone)]
-struct RunningEntry {
-    instance: Arc<dyn Instance>,
-    healthy: bool,
+pub(crate) struct RunningEntry {
+    pub(crate) instance: Arc<dyn Instance>,
+    /// The name of the instance's app.
+    pub(crate) app: String,
+    pub(crate) healthy: bool,
 }
 
 type ServeFuture = BoxFuture<'static, Result<http::Response<Body>, mycel_runtime::RuntimeError>>;
@@ -110,6 +114,7 @@ impl AgentHandle {
 enum Event {
     Started {
         id: String,
+        app: String,
         result: Result<Arc<dyn Instance>, String>,
     },
     Checked {
@@ -139,8 +144,9 @@ pub fn start(config: AgentConfig) -> AgentHandle {
     let running = Arc::new(RwLock::new(HashMap::new()));
     let (events, events_rx) = mpsc::channel(256);
     let (stop, stop_rx) = mpsc::channel(1);
+    let node = config.mesh.peer_id().to_string();
     let agent = Agent {
-        me: config.mesh.peer_id().to_string(),
+        me: node.clone(),
         config,
         local: BTreeMap::new(),
         running: running.clone(),
@@ -151,7 +157,11 @@ pub fn start(config: AgentConfig) -> AgentHandle {
         events,
     };
     tokio::spawn(agent.run(events_rx, stop_rx));
-    AgentHandle { running, stop }
+    AgentHandle {
+        running,
+        node,
+        stop,
+    }
 }
 
 impl Agent {
@@ -228,10 +238,17 @@ impl Agent {
         tracing::info!(instance = %id, app = %app.manifest.name, "starting");
         let events = self.events.clone();
         let id_for_task = id.clone();
+        let app_name = app.manifest.name.clone();
         let prepared = self.prepare(id.clone(), app);
         let task = tokio::spawn(async move {
             let result = prepared.await;
-            let _ = events.send(Event::Started { id, result }).await;
+            let _ = events
+                .send(Event::Started {
+                    id,
+                    app: app_name,
+                    result,
+                })
+                .await;
         });
         if let Some(old) = self.starting.insert(id_for_task, task) {
             old.abort();
@@ -312,7 +329,7 @@ impl Agent {
 
     async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Started { id, result } => {
+            Event::Started { id, app, result } => {
                 self.starting.remove(&id);
                 let Some(local) = self.local.get_mut(&id) else {
                     // No longer wanted: stop what just started.
@@ -330,6 +347,7 @@ impl Agent {
                                 id.clone(),
                                 RunningEntry {
                                     instance,
+                                    app,
                                     healthy: false,
                                 },
                             );

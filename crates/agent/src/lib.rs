@@ -13,8 +13,13 @@
 //! instance with backoff, HTTP health checks, and reporting each instance's state back through
 //! the placement group. Reports that cannot commit (no quorum) are retried; the instances keep
 //! running meanwhile: losing the control plane never stops an app.
+//!
+//! [`logs`](AgentHandle::log_events) serves the local instances' log lines, to the API and to
+//! other nodes through the logs protocol ([`serve_logs`], [`remote_logs`]).
 
 mod agent;
+mod logs;
 pub mod reconcile;
 
 pub use agent::{AgentConfig, AgentHandle, AgentTiming, start};
+pub use logs::{remote_logs, serve_logs};

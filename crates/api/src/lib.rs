@@ -1,13 +1,14 @@
 //! The node's HTTP API: every endpoint of the contract that exists so far, on every node.
 //!
-//! Handlers are thin: they ask the mesh handle, the blob store or the placement group (reads from
-//! this node's replica, writes through the leader) and shape JSON from `mycel_protocol::api`.
+//! Handlers are thin: they ask the mesh handle, the blob store, the placement group (reads from
+//! this node's replica, writes through the leader) or the agent (local instances' logs) and shape JSON from `mycel_protocol::api`.
 //! Every error is `{"error", "code"}` with a 4xx/5xx status; nothing internal leaks.
 
 mod apps;
 mod blobs;
 mod error;
 mod extract;
+mod logs;
 pub mod openapi;
 mod seed;
 
@@ -36,6 +37,8 @@ pub struct ApiState {
     /// The node's replica of the placement state (reads) and its way to the leader (writes).
     pub placement: mycel_placement::PlacementHandle,
     pub registry: Arc<Registry>,
+    /// The local instances (their logs).
+    pub agent: mycel_agent::AgentHandle,
 }
 
 /// The API's routes.
@@ -47,6 +50,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps", get(apps::list).post(apps::deploy))
         .route("/v1/apps/{name}", get(apps::status).delete(apps::remove))
         .route("/v1/apps/{name}/scale", post(apps::scale))
+        .route("/v1/apps/{name}/logs", get(logs::logs))
         .route("/api/apps/deploy_app", post(seed::deploy_app))
         .route("/api/apps/list_apps", get(seed::list_apps))
         .route("/api/apps/get_app_status", get(seed::get_app_status))

@@ -95,13 +95,29 @@ pub fn document() -> Value {
             },
             "/v1/apps/{name}/scale": {"post": {
                 "summary": "Change how many instances of an app run",
-                "parameters": [name_param],
+                "parameters": [name_param.clone()],
                 "requestBody": json_body("ScaleRequest"),
                 "responses": {
                     "200": json_response("The app after the change", "AppStatus"),
                     "400": error_response("Not a scale request (bad_request), or refused (rejected)"),
                     "404": error_response("No such app (app_not_found)"),
                     "503": error_response("The placement group has no quorum (no_quorum)")
+                }
+            }},
+            "/v1/apps/{name}/logs": {"get": {
+                "summary": "An app's log lines from every instance on every node, as server-sent events",
+                "parameters": [name_param, {
+                    "name": "follow", "in": "query", "required": false,
+                    "schema": {"type": "boolean", "default": false},
+                    "description": "Keep the stream open and send new lines as they come"
+                }],
+                "responses": {
+                    "200": {
+                        "description": "One event per log line; each event's data is a LogEvent as JSON. Without follow the stream ends after the recent lines.",
+                        "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/LogEvent"}}}
+                    },
+                    "400": error_response("Not a valid query (bad_request)"),
+                    "404": error_response("No such app (app_not_found)")
                 }
             }},
             "/api/apps/deploy_app": {"post": {
@@ -324,6 +340,13 @@ fn app_schemas() -> Value {
         }},
         "Removed": {"type": "object", "required": ["name"], "properties": {
             "name": {"type": "string"}
+        }},
+        "LogEvent": {"type": "object", "required": ["instance", "node", "at_ms", "stream", "line"], "properties": {
+            "instance": {"type": "string"},
+            "node": {"type": "string", "description": "Peer id of the node the instance runs on"},
+            "at_ms": {"type": "integer", "description": "When the line was written, ms since the Unix epoch"},
+            "stream": {"type": "string", "enum": ["stdout", "stderr"]},
+            "line": {"type": "string"}
         }}
     })
 }
@@ -407,6 +430,7 @@ mod tests {
             ("/v1/apps/{name}", "get"),
             ("/v1/apps/{name}", "delete"),
             ("/v1/apps/{name}/scale", "post"),
+            ("/v1/apps/{name}/logs", "get"),
             ("/api/apps/deploy_app", "post"),
             ("/api/apps/list_apps", "get"),
             ("/api/apps/get_app_status", "get"),

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::stream;
 use libp2p::{Multiaddr, identity::Keypair};
+use mycel_agent::{AgentConfig, AgentHandle};
 use mycel_api::ApiState;
 use mycel_blobs::{BlobMetrics, BlobStore, StoreServer};
 use mycel_mesh::{LocalNode, MeshConfig, MeshHandle};
@@ -31,6 +32,7 @@ struct Node {
     http: Client,
     mesh: MeshHandle,
     placement: PlacementHandle,
+    agent: AgentHandle,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -96,11 +98,20 @@ impl Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
+        // An agent without runtimes: instances placed here fail to start, and have no logs.
+        let agent = mycel_agent::start(AgentConfig {
+            placement: placement.clone(),
+            mesh: mesh.handle.clone(),
+            blobs: blobs.clone(),
+            drivers: vec![],
+            timing: Default::default(),
+        });
         let state = ApiState {
             mesh: mesh.handle.clone(),
             blobs,
             placement: placement.clone(),
             registry: Arc::new(registry),
+            agent: agent.clone(),
         };
         tokio::spawn(mycel_api::serve(listener, state, shutdown.clone()));
         Node {
@@ -110,6 +121,7 @@ impl Node {
             http: Client::new(),
             mesh: mesh.handle,
             placement,
+            agent,
             shutdown,
             _dir: dir,
         }
@@ -117,6 +129,7 @@ impl Node {
 
     async fn stop(self) {
         self.shutdown.cancel();
+        self.agent.stop().await;
         self.placement.shutdown().await;
         let _ = self.mesh.leave().await;
     }
@@ -184,6 +197,15 @@ async fn expect_error(response: Response, status: StatusCode, code: &str) -> Api
     error
 }
 
+/// The app without its instances' states, which the agent changes as it tries to start them (the
+/// agent here has no runtime, so they go from pending to starting to failed and back).
+fn without_states(mut status: AppStatus) -> AppStatus {
+    for instance in &mut status.instances {
+        instance.state = InstanceState::Pending;
+    }
+    status
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_list_status_redeploy_scale_and_remove() {
     let node = Node::start().await;
@@ -217,7 +239,8 @@ async fn deploy_list_status_redeploy_scale_and_remove() {
     for instance in &status.instances {
         assert_eq!(instance.node, node.peer_id);
         assert_eq!(instance.runtime, "wasm");
-        assert_eq!(instance.state, InstanceState::Pending);
+        // The agent here has no wasm runtime: an instance never runs.
+        assert_ne!(instance.state, InstanceState::Running, "{instance:?}");
     }
     let ids: Vec<&str> = status.instances.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["hello-1-0", "hello-1-1"]);
@@ -249,7 +272,33 @@ async fn deploy_list_status_redeploy_scale_and_remove() {
     assert_eq!((status.replicas, status.instances.len()), (0, 0));
     assert_eq!(node.apps().await.apps[0].replicas, 0);
 
+    // Logs of an app with no instance: an event stream that ends without an event.
+    let response = node.get("/v1/apps/hello/logs").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "{response:?}"
+    );
+    let body = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(!body.contains("data:"), "{body}");
+
     // Unknown apps.
+    expect_error(
+        node.get("/v1/apps/nope/logs").await,
+        StatusCode::NOT_FOUND,
+        "app_not_found",
+    )
+    .await;
+    expect_error(
+        node.get("/v1/apps/hello/logs?follow=maybe").await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
     expect_error(
         node.get("/v1/apps/nope").await,
         StatusCode::NOT_FOUND,
@@ -294,7 +343,7 @@ async fn refused_requests_change_nothing() {
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let before = node.apps().await;
-    let status_before = node.status("kept").await;
+    let status_before = without_states(node.status("kept").await);
 
     let mut two_workloads = manifest("kept", "2", 1, &module);
     two_workloads["container"] = json!({"image": "nginx:1"});
@@ -420,7 +469,7 @@ async fn refused_requests_change_nothing() {
     .await;
 
     assert_eq!(node.apps().await, before);
-    assert_eq!(node.status("kept").await, status_before);
+    assert_eq!(without_states(node.status("kept").await), status_before);
     node.stop().await;
 }
 
