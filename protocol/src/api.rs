@@ -173,6 +173,21 @@ pub struct Cluster {
     pub committed: Option<u64>,
 }
 
+impl Cluster {
+    /// The role `peer_id` plays in the group this view describes.
+    pub fn role_of(&self, peer_id: &str) -> RaftRole {
+        if self.leader.as_deref() == Some(peer_id) {
+            RaftRole::Leader
+        } else if self.voters.iter().any(|v| v == peer_id) {
+            RaftRole::Voter
+        } else if self.learners.iter().any(|l| l == peer_id) {
+            RaftRole::Learner
+        } else {
+            RaftRole::None
+        }
+    }
+}
+
 /// `201` answer of `POST /v1/apps`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployed {

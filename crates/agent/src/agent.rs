@@ -357,13 +357,8 @@ impl Agent {
                         self.check_health();
                     }
                     Err(why) => {
-                        local.failures += 1;
-                        let wait =
-                            reconcile::backoff(local.failures, self.config.timing.max_backoff);
+                        let wait = local.fail(Instant::now(), self.config.timing.max_backoff);
                         tracing::warn!(instance = %id, %why, retry_in = ?wait, "instance failed to start");
-                        local.phase = Phase::Failed {
-                            retry_at: Instant::now() + wait,
-                        };
                     }
                 }
                 self.report();
@@ -391,12 +386,8 @@ impl Agent {
                     entry.healthy = healthy;
                 }
                 if failed {
-                    local.failures += 1;
-                    let wait = reconcile::backoff(local.failures, self.config.timing.max_backoff);
+                    let wait = local.fail(Instant::now(), self.config.timing.max_backoff);
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
-                    local.phase = Phase::Failed {
-                        retry_at: Instant::now() + wait,
-                    };
                     let entry = self.running.write().ok().and_then(|mut r| r.remove(&id));
                     if let Some(entry) = entry {
                         entry.instance.stop().await;

@@ -40,6 +40,17 @@ impl Local {
         }
     }
 
+    /// Records a failure: it is tried again after a backoff that grows with failures in a row.
+    /// Returns the wait.
+    pub fn fail(&mut self, now: Instant, max_backoff: Duration) -> Duration {
+        self.failures += 1;
+        let wait = backoff(self.failures, max_backoff);
+        self.phase = Phase::Failed {
+            retry_at: now + wait,
+        };
+        wait
+    }
+
     /// The state to report for it.
     pub fn reported(&self) -> InstanceState {
         match self.phase {

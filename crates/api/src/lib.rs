@@ -94,7 +94,7 @@ async fn nodes(State(state): State<ApiState>) -> Result<Json<Nodes>, ApiError> {
         .map_err(|_| ApiError::shutting_down())?;
     let cluster = state.placement.cluster();
     for node in &mut nodes {
-        node.raft = state.placement.role_of(&cluster, &node.peer_id);
+        node.raft = cluster.role_of(&node.peer_id);
     }
     Ok(Json(Nodes { nodes }))
 }

@@ -12,7 +12,7 @@ use std::{
 use mycel_mesh::{InboundPlacement, MAX_PLACEMENT_FRAME_BYTES, MeshHandle, PlacementFrame};
 use mycel_protocol::{
     PeerId,
-    api::{Cluster, MemberStatus, NodeInfo, RaftRole},
+    api::{Cluster, MemberStatus, NodeInfo},
     placement::{WriteError, WriteOutcome, WriteRequest},
 };
 use openraft::{
@@ -229,19 +229,6 @@ impl PlacementHandle {
             voters,
             learners,
             committed: metrics.last_applied.map(|l| l.index),
-        }
-    }
-
-    /// The role `peer_id` plays in the group, as this node sees it.
-    pub fn role_of(&self, cluster: &Cluster, peer_id: &str) -> RaftRole {
-        if cluster.leader.as_deref() == Some(peer_id) {
-            RaftRole::Leader
-        } else if cluster.voters.iter().any(|v| v == peer_id) {
-            RaftRole::Voter
-        } else if cluster.learners.iter().any(|l| l == peer_id) {
-            RaftRole::Learner
-        } else {
-            RaftRole::None
         }
     }
 
