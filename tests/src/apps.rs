@@ -1,11 +1,13 @@
 //! The placement group's API, as tests call it: cluster view, apps, deploys, blobs.
 
-use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
 use mycel_protocol::api::{AppStatus, Apps, Cluster};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::NodeProcess;
+use crate::{NodeProcess, wait_until};
 
 /// A minimal wasm app manifest (API form) for `module`, a `blake3:` hash.
 pub fn manifest(name: &str, version: &str, replicas: u32, module: &str) -> Value {
@@ -91,4 +93,49 @@ impl NodeProcess {
             .map(str::to_string)
             .context("the answer has no hash")
     }
+}
+
+/// Waits until every node in `nodes` names the same leader and the same `voters` voters, and
+/// returns that view.
+pub async fn agreed_group(
+    nodes: &[&NodeProcess],
+    voters: usize,
+    timeout: Duration,
+) -> Result<Cluster> {
+    let mut agreed = None;
+    wait_until(
+        &format!("one leader and {voters} voters on every node"),
+        timeout,
+        Duration::from_millis(100),
+        async || {
+            let first = nodes[0].cluster().await?;
+            let Some(leader) = &first.leader else {
+                bail!("{} knows no leader", nodes[0].name());
+            };
+            ensure!(
+                first.voters.len() == voters,
+                "{} sees {} voters",
+                nodes[0].name(),
+                first.voters.len()
+            );
+            ensure!(first.voters.contains(leader), "the leader is not a voter");
+            for node in &nodes[1..] {
+                let view = node.cluster().await?;
+                ensure!(
+                    view.leader == first.leader && view.voters == first.voters,
+                    "{} sees leader {:?} and voters {:?}, {} sees {:?} and {:?}",
+                    node.name(),
+                    view.leader,
+                    view.voters,
+                    nodes[0].name(),
+                    first.leader,
+                    first.voters
+                );
+            }
+            agreed = Some(first);
+            Ok(true)
+        },
+    )
+    .await?;
+    agreed.context("agreed")
 }

@@ -70,7 +70,7 @@ pub fn mycel_bin() -> PathBuf {
 /// process; cargo's own lock makes concurrent builds wait for each other), and its manifest.
 pub fn hello_example() -> Result<(PathBuf, PathBuf)> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/hello");
+    let dir = package_dir().join("../examples/hello");
     let built = BUILT.get_or_init(|| {
         let out = std::process::Command::new("bash")
             .arg(dir.join("build.sh"))
@@ -185,4 +185,12 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
         .context("malformed VmRSS")?
         .parse()?;
     Ok(kib / 1024.0)
+}
+
+/// This package's directory: as the test runner says at run time (cargo and nextest set it), so a
+/// test binary reused from another checkout still looks in this one; as built, otherwise.
+fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -4,58 +4,17 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use anyhow::{Context, Result, bail, ensure};
-use mycel_protocol::api::{Apps, Cluster};
+use anyhow::{Context, Result, ensure};
+use mycel_protocol::api::Apps;
 use mycel_tests::{
     Mesh, NodeProcess,
-    apps::manifest,
+    apps::{agreed_group, manifest},
     netns::{Net, namespaces_or_skip},
     wait_until,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::time::Instant;
-
-/// Waits until every node in `nodes` names the same leader and the same `voters` voters, and
-/// returns that view.
-async fn agreed_group(nodes: &[&NodeProcess], voters: usize, timeout: Duration) -> Result<Cluster> {
-    let mut agreed = None;
-    wait_until(
-        &format!("one leader and {voters} voters on every node"),
-        timeout,
-        Duration::from_millis(100),
-        async || {
-            let first = nodes[0].cluster().await?;
-            let Some(leader) = &first.leader else {
-                bail!("{} knows no leader", nodes[0].name());
-            };
-            ensure!(
-                first.voters.len() == voters,
-                "{} sees {} voters",
-                nodes[0].name(),
-                first.voters.len()
-            );
-            ensure!(first.voters.contains(leader), "the leader is not a voter");
-            for node in &nodes[1..] {
-                let view = node.cluster().await?;
-                ensure!(
-                    view.leader == first.leader && view.voters == first.voters,
-                    "{} sees leader {:?} and voters {:?}, {} sees {:?} and {:?}",
-                    node.name(),
-                    view.leader,
-                    view.voters,
-                    nodes[0].name(),
-                    first.leader,
-                    first.voters
-                );
-            }
-            agreed = Some(first);
-            Ok(true)
-        },
-    )
-    .await?;
-    agreed.context("agreed")
-}
 
 /// Waits until every node in `nodes` lists the app `name` with `replicas` placed instances.
 async fn everyone_has(nodes: &[&NodeProcess], name: &str, replicas: usize) -> Result<()> {

@@ -7,7 +7,9 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, stream::BoxStream};
 use mycel_protocol::api::{InstanceState, LogEvent};
-use mycel_tests::{Mesh, NodeProcess, hello_example, mycel_cli, wait_until, within};
+use mycel_tests::{
+    Mesh, NodeProcess, apps::agreed_group, hello_example, mycel_cli, wait_until, within,
+};
 use reqwest::StatusCode;
 
 /// A GET through `node`'s gateway for `Host: <app>.localhost`.
@@ -156,6 +158,9 @@ async fn a_trap_or_an_endless_loop_is_cut_off_and_the_next_request_succeeds() ->
 async fn apps_keep_answering_when_nodes_die() -> Result<()> {
     let mut mesh = Mesh::star(3).await?;
     let result = async {
+        // Three voters first: with the founder still the only voter, killing it would leave
+        // no group to decide anything (as in any Raft group that lost its majority).
+        agreed_group(&[&mesh[0], &mesh[1], &mesh[2]], 3, Duration::from_secs(30)).await?;
         deploy_hello(&mesh[0], 2).await?;
         // Kill a node that runs an instance; the instance comes back on another node.
         let app = mesh[0].app("hello").await?;

@@ -21,6 +21,9 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::reconcile::{self, Action, Local, Phase};
 
+/// A health check reads at most this much of the answer's body.
+const MAX_PROBE_BODY: usize = 1 << 20;
+
 /// How the agent paces itself.
 #[derive(Clone, Debug)]
 pub struct AgentTiming {
@@ -484,11 +487,23 @@ async fn probe(instance: &dyn Instance, path: &str, timeout: Duration) -> bool {
     else {
         return false;
     };
-    match tokio::time::timeout(timeout, instance.handle(request)).await {
-        Ok(Ok(response)) => {
-            let status = response.status();
-            status.is_success() || status.is_redirection()
+    // The answer is read to its end: an app whose body write fails because nobody reads it may
+    // trap (wstd's server does), which would make every check log a crash.
+    let answer = async {
+        let response = instance.handle(request).await.ok()?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut read = 0;
+        while let Some(frame) = body.frame().await {
+            read += frame.ok()?.data_ref().map_or(0, |data| data.len());
+            if read > MAX_PROBE_BODY {
+                break;
+            }
         }
+        Some(status)
+    };
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Some(status)) => status.is_success() || status.is_redirection(),
         _ => false,
     }
 }
