@@ -16,7 +16,7 @@ use mycel_protocol::{
     app::AppKind,
     placement::{AppRecord, WriteRequest},
 };
-use mycel_runtime::{Body, Driver, Instance, InstanceSpec};
+use mycel_runtime::{Body, Driver, Instance, InstanceSpec, Workload};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::reconcile::{self, Action, Local, Phase};
@@ -296,10 +296,13 @@ impl Agent {
             let spec = InstanceSpec {
                 instance_id: id,
                 app: app.manifest.name.clone(),
-                module: path,
-                module_hash: hash.to_string(),
+                workload: Workload::Wasm {
+                    module: path,
+                    module_hash: hash.to_string(),
+                },
                 env: app.manifest.env.clone(),
                 memory_mb: app.manifest.memory_mb(),
+                cpu_millis: app.manifest.cpu_millis(),
                 request_timeout: timing.request_timeout,
                 max_concurrency: timing.max_concurrency,
             };

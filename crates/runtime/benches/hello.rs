@@ -13,7 +13,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
-use mycel_runtime::{Driver, Instance, InstanceSpec, WasmDriver, empty_body};
+use mycel_runtime::{Driver, Instance, InstanceSpec, WasmDriver, Workload, empty_body};
 
 const CONCURRENT: usize = 32;
 
@@ -24,10 +24,13 @@ fn hello_instance(runtime: &tokio::runtime::Runtime) -> (Arc<dyn Instance>, temp
     let spec = InstanceSpec {
         instance_id: "bench".to_owned(),
         app: "hello".to_owned(),
-        module,
-        module_hash,
+        workload: Workload::Wasm {
+            module,
+            module_hash,
+        },
         env: [("GREETING".to_owned(), "hi".to_owned())].into(),
         memory_mb: 64,
+        cpu_millis: 1_000,
         request_timeout: Duration::from_secs(10),
         max_concurrency: 1_000,
     };

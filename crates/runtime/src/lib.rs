@@ -36,18 +36,53 @@ pub struct InstanceSpec {
     pub instance_id: String,
     /// The app's name (a DNS label).
     pub app: String,
-    /// The module (for wasm, a component) as a file on disk whose content hashes to `module_hash`.
-    pub module: PathBuf,
-    /// `blake3:<64 hex>`: the module's content hash, also the key of the compiled-artefact cache.
-    pub module_hash: String,
-    /// The guest's environment variables.
+    /// What runs: a wasm component or a container image.
+    pub workload: Workload,
+    /// The app's environment variables.
     pub env: BTreeMap<String, String>,
     /// The most memory the app may use, per request for wasm (each request has its own instance).
     pub memory_mb: u64,
+    /// The CPU the app may use, in thousandths of a core.
+    pub cpu_millis: u64,
     /// How long one request may run, answer body included.
     pub request_timeout: Duration,
     /// How many requests may run at once; more are refused with [`RuntimeError::Overloaded`].
     pub max_concurrency: usize,
+}
+
+/// What an instance runs; each driver takes one kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// A `wasi:http/proxy` component.
+    Wasm {
+        /// The component as a file on disk whose content hashes to `module_hash`.
+        module: PathBuf,
+        /// `blake3:<64 hex>`: the module's content hash, also the key of the compiled cache.
+        module_hash: String,
+    },
+    /// A container from an image the node's Docker engine holds.
+    Container(ContainerWorkload),
+}
+
+/// A container instance's image and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerWorkload {
+    /// An image id (`sha256:…`) or `name:tag` that the local engine holds.
+    pub image: String,
+    /// The port the app listens on inside the container; `$PORT` is set to it.
+    pub port: u16,
+    /// Replaces the image's command when not empty.
+    pub command: Vec<String>,
+}
+
+impl Workload {
+    /// The runtime that runs this kind of workload.
+    pub fn runtime(&self) -> mycel_protocol::Runtime {
+        match self {
+            Workload::Wasm { .. } => mycel_protocol::Runtime::Wasm,
+            Workload::Container(_) => mycel_protocol::Runtime::Docker,
+        }
+    }
 }
 
 /// A runtime that can start instances: wasm, docker, later process and microVM.

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use common::{get, hello, request};
 use http_body_util::{BodyExt, StreamBody};
 use mycel_runtime::{
-    BoxError, Driver, Instance, InstanceSpec, RuntimeError, Stream, WasmDriver, empty_body,
+    BoxError, Driver, Instance, InstanceSpec, RuntimeError, Stream, WasmDriver, Workload,
+    empty_body,
 };
 use tempfile::TempDir;
 
@@ -22,10 +23,13 @@ fn hello_spec(id: &str) -> InstanceSpec {
     InstanceSpec {
         instance_id: id.to_owned(),
         app: "hello".to_owned(),
-        module,
-        module_hash,
+        workload: Workload::Wasm {
+            module,
+            module_hash,
+        },
         env: BTreeMap::new(),
         memory_mb: 64,
+        cpu_millis: 250,
         request_timeout: Duration::from_secs(5),
         max_concurrency: 16,
     }
@@ -292,7 +296,7 @@ async fn compiled_components_are_cached_on_disk() {
     let instance = start(&first, spec.clone()).await;
     let compiling = started.elapsed();
     assert_eq!(first.cache_stats().compiled, 1);
-    let cached = first.cache_path(&spec.module_hash).unwrap();
+    let cached = first.cache_path(&module_hash_of(&spec)).unwrap();
     assert!(cached.is_file(), "{} exists", cached.display());
     assert_eq!(cached.extension().and_then(|e| e.to_str()), Some("cwasm"));
     instance.stop().await;
@@ -328,7 +332,7 @@ async fn a_corrupted_cache_file_is_recompiled() {
     let (first, cache) = driver();
     let spec = hello_spec("corrupt");
     drop(start(&first, spec.clone()).await);
-    let cached = first.cache_path(&spec.module_hash).unwrap();
+    let cached = first.cache_path(&module_hash_of(&spec)).unwrap();
 
     // Flip bytes in the middle of the artefact, then truncate it: both are caught.
     let mut bytes = std::fs::read(&cached).unwrap();
@@ -385,8 +389,10 @@ async fn modules_that_are_not_components_are_refused_clearly() {
         let (module, module_hash) = module_file(&cache, name, bytes);
         let error = driver
             .start(InstanceSpec {
-                module,
-                module_hash,
+                workload: Workload::Wasm {
+                    module,
+                    module_hash,
+                },
                 ..hello_spec(name)
             })
             .await
@@ -401,8 +407,10 @@ async fn modules_that_are_not_components_are_refused_clearly() {
     let wrong = format!("blake3:{}", "0".repeat(64));
     let error = driver
         .start(InstanceSpec {
-            module,
-            module_hash: wrong.clone(),
+            workload: Workload::Wasm {
+                module,
+                module_hash: wrong.clone(),
+            },
             ..hello_spec("mismatch")
         })
         .await
@@ -413,11 +421,21 @@ async fn modules_that_are_not_components_are_refused_clearly() {
 
     let error = driver
         .start(InstanceSpec {
-            module_hash: "sha256:abc".to_owned(),
+            workload: Workload::Wasm {
+                module: hello().0,
+                module_hash: "sha256:abc".to_owned(),
+            },
             ..hello_spec("bad-hash")
         })
         .await
         .err()
         .expect("the start fails");
     assert!(matches!(error, RuntimeError::InvalidSpec(_)), "{error:?}");
+}
+
+fn module_hash_of(spec: &InstanceSpec) -> String {
+    match &spec.workload {
+        Workload::Wasm { module_hash, .. } => module_hash.clone(),
+        other => panic!("not a wasm workload: {other:?}"),
+    }
 }

@@ -37,7 +37,7 @@ use wasmtime::{
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use self::{engine::EpochTicker, host::Host, instance::WasmInstance};
-use crate::{Driver, Instance, InstanceSpec, RuntimeError};
+use crate::{Driver, Instance, InstanceSpec, RuntimeError, Workload};
 
 /// The compiled component of one module, shared by its instances; the driver keeps only a weak
 /// reference, so it is freed with the last instance.
@@ -124,7 +124,17 @@ impl WasmDriver {
     }
 
     async fn start_instance(self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
-        let hex = parse_hash(&spec.module_hash)?.to_owned();
+        let Workload::Wasm {
+            module,
+            module_hash,
+        } = &spec.workload
+        else {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "the wasm runtime cannot run a {} workload",
+                spec.workload.runtime()
+            )));
+        };
+        let hex = parse_hash(module_hash)?.to_owned();
         let slot = self.inner.slot(&hex);
         if slot.initialized() {
             self.inner.reused_in_memory.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +142,7 @@ impl WasmDriver {
         let component = slot
             .get_or_try_init(|| {
                 let inner = self.inner.clone();
-                let module = spec.module.clone();
+                let module = module.clone();
                 async move {
                     let name = module.display().to_string();
                     tokio::task::spawn_blocking(move || inner.load_or_compile(&module, &hex))
