@@ -31,8 +31,11 @@ fi
 
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-# The wasm runtime's tests build examples/hello, a wasi:http component, for this target.
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+# The wasm runtime's tests build examples/hello, a wasi:http component, for wasm32-wasip2; the
+# container tests build examples/hello-container, a static binary in a `FROM scratch` image.
+for target in wasm32-wasip2 x86_64-unknown-linux-musl; do
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+done
 
 echo "== format"
 cargo fmt --all -- --check

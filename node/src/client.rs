@@ -25,7 +25,7 @@ use std::{
 use futures::StreamExt;
 use mycel_protocol::{
     BlobHash,
-    api::{ApiError, BlobStored, Cluster, MemberStatus, Nodes, RaftRole},
+    api::{ApiError, BlobStored, Cluster, ImagePushed, MemberStatus, Nodes, RaftRole},
 };
 
 pub(crate) use apps::{apps, deploy, scale, status, stop};
@@ -204,8 +204,23 @@ fn cluster_table(cluster: &Cluster, names: &BTreeMap<String, String>) -> String 
     out
 }
 
-/// `mycel push FILE`: uploads the file, prints its hash.
+/// `mycel push FILE`: uploads the file, prints its hash. A tar archive (`docker save` or OCI) is
+/// pushed as an image: the node splits it into layers and names it in the mesh.
 pub(crate) async fn push(node: &str, file: &Path, json: bool) -> anyhow::Result<()> {
+    if is_tar(file)? {
+        let (pushed, body) = push_image(node, file).await?;
+        if json {
+            println!("{}", body.trim_end());
+        } else {
+            eprintln!(
+                "pushed image {} ({} layers)",
+                pushed.image,
+                pushed.layers.len()
+            );
+            println!("{}", pushed.hash);
+        }
+        return Ok(());
+    }
     let (stored, body) = upload(node, file).await?;
     if json {
         println!("{}", body.trim_end());
@@ -215,22 +230,59 @@ pub(crate) async fn push(node: &str, file: &Path, json: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// Whether `file` is a tar archive (the POSIX magic at offset 257).
+pub(crate) fn is_tar(file: &Path) -> anyhow::Result<bool> {
+    use std::io::Read;
+    let mut header = [0u8; 262];
+    let mut reader =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut read = 0;
+    while read < header.len() {
+        match reader.read(&mut header[read..])? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(read == header.len() && &header[257..262] == b"ustar")
+}
+
+/// Pushes an image archive to `POST /v1/images`; returns the answer and its JSON.
+pub(crate) async fn push_image(node: &str, file: &Path) -> anyhow::Result<(ImagePushed, String)> {
+    let url = api_url(node, &["v1", "images"])?;
+    let body = send_file(node, file, url).await?;
+    let pushed: ImagePushed =
+        serde_json::from_str(&body).context("the node's answer is not a pushed image")?;
+    Ok((pushed, body))
+}
+
 /// Hashes `file` here, uploads it declaring that hash (so the node refuses anything that changed
 /// on the way) and shows progress on a terminal. Returns the answer and its JSON.
 async fn upload(node: &str, file: &Path) -> anyhow::Result<(BlobStored, String)> {
     let path = file.to_path_buf();
-    let (hash, size) = tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobHash, u64)> {
+    let hash = tokio::task::spawn_blocking(move || -> anyhow::Result<BlobHash> {
         let file =
             std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let size = file.metadata()?.len();
         let mut hasher = blake3::Hasher::new();
         hasher
             .update_reader(file)
             .with_context(|| format!("reading {}", path.display()))?;
-        Ok((BlobHash(*hasher.finalize().as_bytes()), size))
+        Ok(BlobHash(*hasher.finalize().as_bytes()))
     })
     .await??;
+    let mut url = api_url(node, &["v1", "blobs"])?;
+    url.query_pairs_mut().append_pair("hash", &hash.to_string());
+    let body = send_file(node, file, url).await?;
+    let stored: BlobStored =
+        serde_json::from_str(&body).context("the node's answer is not a blob")?;
+    Ok((stored, body))
+}
 
+/// POSTs `file` to `url`, streamed, with progress on a terminal; returns the answer's body.
+async fn send_file(node: &str, file: &Path, url: reqwest::Url) -> anyhow::Result<String> {
+    let reader = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("opening {}", file.display()))?;
+    let size = reader.metadata().await?.len();
     let sent = Arc::new(AtomicU64::new(0));
     let progress = std::io::stderr().is_terminal().then(|| {
         let sent = sent.clone();
@@ -244,10 +296,6 @@ async fn upload(node: &str, file: &Path) -> anyhow::Result<(BlobStored, String)>
             }
         })
     });
-
-    let reader = tokio::fs::File::open(file)
-        .await
-        .with_context(|| format!("opening {}", file.display()))?;
     let counted = {
         let sent = sent.clone();
         tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).inspect(move |chunk| {
@@ -256,8 +304,6 @@ async fn upload(node: &str, file: &Path) -> anyhow::Result<(BlobStored, String)>
             }
         })
     };
-    let mut url = api_url(node, &["v1", "blobs"])?;
-    url.query_pairs_mut().append_pair("hash", &hash.to_string());
     let response = reqwest::Client::new()
         .post(url)
         .header(reqwest::header::CONTENT_LENGTH, size)
@@ -269,10 +315,7 @@ async fn upload(node: &str, file: &Path) -> anyhow::Result<(BlobStored, String)>
         progress.abort();
         eprintln!("\rpushed {}: {} MiB{:20}", file.display(), mib(size), "");
     }
-    let body = body_of(response?).await?;
-    let stored: BlobStored =
-        serde_json::from_str(&body).context("the node's answer is not a blob")?;
-    Ok((stored, body))
+    body_of(response?).await
 }
 
 fn mib(bytes: u64) -> String {

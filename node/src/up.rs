@@ -3,7 +3,7 @@
 //! Order matters: bind every listener first (port 0 resolves here), start the mesh, serve the API
 //! and gateway, and only then write `node.json` — its presence means "ready".
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use mycel_mesh::{LocalNode, MeshConfig, MeshHandle};
@@ -44,7 +44,9 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let id = peer_id.to_string();
         format!("{}-{}", datadir::hostname(), &id[id.len() - 6..])
     });
-    let runtimes = runtimes(config.runtimes.as_deref()).await;
+    let wanted = runtimes(config.runtimes.as_deref()).await;
+    let drivers = Drivers::start(&wanted, &config.data_dir, &peer_id.to_string()).await?;
+    let runtimes: Vec<Runtime> = drivers.all.iter().map(|d| d.runtime()).collect();
     let local = LocalNode {
         name: name.clone(),
         labels: config.labels.clone(),
@@ -94,18 +96,13 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
             .await?;
     }
 
-    let drivers: Vec<Arc<dyn mycel_runtime::Driver>> = if runtimes.contains(&Runtime::Wasm) {
-        let wasm = mycel_runtime::WasmDriver::new(config.data_dir.join("wasm-cache"))
-            .context("starting the wasm runtime")?;
-        vec![Arc::new(wasm)]
-    } else {
-        Vec::new()
-    };
     let agent = mycel_agent::start(mycel_agent::AgentConfig {
         placement: placement.clone(),
         mesh: mesh.handle.clone(),
         blobs: blobs.clone(),
-        drivers,
+        drivers: drivers.all,
+        docker: drivers.docker,
+        scratch_dir: config.data_dir.join("tmp"),
         timing: mycel_agent::AgentTiming {
             request_timeout: config.request_timeout,
             ..Default::default()
@@ -179,6 +176,39 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tracing::warn!("some requests did not finish in time");
     }
     Ok(())
+}
+
+/// The runtime drivers this node runs instances with.
+struct Drivers {
+    all: Vec<Arc<dyn mycel_runtime::Driver>>,
+    docker: Option<mycel_runtime::DockerDriver>,
+}
+
+impl Drivers {
+    /// Starts a driver for each wanted runtime. A Docker engine that answered detection but
+    /// refuses the driver is not offered (with a warning): the node still runs wasm.
+    async fn start(wanted: &[Runtime], data_dir: &Path, node_id: &str) -> anyhow::Result<Self> {
+        let mut all: Vec<Arc<dyn mycel_runtime::Driver>> = Vec::new();
+        let mut docker = None;
+        if wanted.contains(&Runtime::Wasm) {
+            let wasm = mycel_runtime::WasmDriver::new(data_dir.join("wasm-cache"))
+                .context("starting the wasm runtime")?;
+            all.push(Arc::new(wasm));
+        }
+        if wanted.contains(&Runtime::Docker) {
+            let config = mycel_runtime::DockerConfig::new(node_id);
+            match mycel_runtime::DockerDriver::connect(config).await {
+                Ok(driver) => {
+                    all.push(Arc::new(driver.clone()));
+                    docker = Some(driver);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the Docker engine answered but its driver did not start; not offering docker")
+                }
+            }
+        }
+        Ok(Self { all, docker })
+    }
 }
 
 /// The runtimes to offer: those asked for that this host really has (default: all it has).

@@ -91,6 +91,45 @@ pub struct BlobStored {
     pub size: u64,
 }
 
+/// `POST /v1/images`: the image pushed, its record's blob and its layers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePushed {
+    /// `name:tag`
+    pub image: String,
+    /// The image record's blob: `[container] archive` may name it.
+    pub hash: crate::BlobHash,
+    pub layers: Vec<ImagePushedLayer>,
+}
+
+/// `GET /v1/images`: the images pushed to the mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Images {
+    pub images: Vec<ImageSummary>,
+}
+
+/// One image of `GET /v1/images`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    /// `name:tag`
+    pub image: String,
+    pub hash: crate::BlobHash,
+    /// Docker's image id: the config's digest.
+    pub id: String,
+    pub layers: usize,
+    /// Config and layers, in bytes.
+    pub size: u64,
+    pub pushed_by: String,
+    pub pushed_at_ms: u64,
+}
+
+/// One layer of a pushed image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePushedLayer {
+    pub digest: String,
+    pub hash: crate::BlobHash,
+    pub size: u64,
+}
+
 /// Where an app instance is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{api::InstanceState, app::Manifest};
+use crate::{BlobHash, api::InstanceState, app::Manifest, image::ImageRecord};
 
 /// A deployed app, as the group holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,17 @@ impl Instance {
     }
 }
 
+/// A container image pushed to the mesh, as the group holds it under its `name:tag`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    pub record: ImageRecord,
+    /// The record's own blob: what `[container] archive = "blake3:…"` names.
+    pub record_hash: BlobHash,
+    /// Peer id of the node that took the push.
+    pub pushed_by: String,
+    pub pushed_at_ms: u64,
+}
+
 /// One entry of the placement log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -64,6 +75,10 @@ pub enum Command {
         at_ms: u64,
         states: Vec<(String, InstanceState)>,
     },
+    /// Names an image pushed to the mesh (a later push of the same `name:tag` replaces it).
+    PutImage {
+        image: Box<ImageEntry>,
+    },
 }
 
 /// A write a client asks for, as one node forwards it to the leader. The leader turns it into
@@ -84,6 +99,11 @@ pub enum WriteRequest {
     Report {
         node: String,
         states: Vec<(String, InstanceState)>,
+    },
+    PutImage {
+        record: Box<ImageRecord>,
+        record_hash: BlobHash,
+        by: String,
     },
 }
 

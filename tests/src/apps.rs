@@ -79,6 +79,45 @@ impl NodeProcess {
             .await
     }
 
+    /// `GET path` through this node's gateway with `Host: <app>.localhost` (10 s limit).
+    pub async fn through_gateway(&self, app: &str, path: &str) -> Result<reqwest::Response> {
+        let gateway: std::net::SocketAddr = self
+            .gateway()
+            .trim_start_matches("http://")
+            .parse()
+            .context("the gateway address")?;
+        let host = format!("{app}.localhost");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .resolve(&host, gateway)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let url = format!("http://{host}:{}{path}", gateway.port());
+        Ok(client.get(url).send().await?)
+    }
+
+    /// `POST /v1/images`: pushes an image archive; returns the status and the JSON answer.
+    pub async fn push_image(&self, archive: &std::path::Path) -> Result<(StatusCode, Value)> {
+        let bytes = tokio::fs::read(archive)
+            .await
+            .with_context(|| format!("reading {}", archive.display()))?;
+        self.push_image_bytes(bytes).await
+    }
+
+    /// `POST /v1/images` with `bytes` as the archive.
+    pub async fn push_image_bytes(&self, bytes: Vec<u8>) -> Result<(StatusCode, Value)> {
+        let url = format!("{}/v1/images", self.api());
+        let response = self.http.post(&url).body(bytes).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// `GET /v1/images`
+    pub async fn images(&self) -> Result<mycel_protocol::api::Images> {
+        self.get_json("/v1/images").await
+    }
+
     /// `POST /v1/blobs`: stores `bytes` on this node and returns their id.
     pub async fn push(&self, bytes: Vec<u8>) -> Result<String> {
         let url = format!("{}/v1/blobs", self.api());

@@ -23,6 +23,7 @@ use std::{
     future::Future,
     path::PathBuf,
     process::{Output, Stdio},
+    sync::OnceLock,
     time::Duration,
 };
 
@@ -67,25 +68,43 @@ pub fn mycel_bin() -> PathBuf {
 }
 
 /// The example app `examples/hello` built for wasm32-wasip2 (by its `build.sh`, once per test
-/// process; cargo's own lock makes concurrent builds wait for each other), and its manifest.
+/// process; cargo's own lock makes concurrent builds wait for each other): the component and the
+/// manifest.
 pub fn hello_example() -> Result<(PathBuf, PathBuf)> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let dir = package_dir().join("../examples/hello");
-    let built = BUILT.get_or_init(|| {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    built_example("hello", &BUILT)
+}
+
+/// The example container app `examples/hello-container` built (by its `build.sh`, once per test
+/// process: a static binary in a `FROM scratch` image, saved with `docker save`): the archive and
+/// the manifest. Needs a Docker engine and the musl target, which the test command installs.
+pub fn hello_container_example() -> Result<(PathBuf, PathBuf)> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    built_example("hello-container", &BUILT)
+}
+
+/// Runs `examples/<name>/build.sh` once (it prints the path of what it built) and answers that
+/// path and the example's manifest.
+fn built_example(
+    name: &str,
+    built: &'static OnceLock<Result<PathBuf, String>>,
+) -> Result<(PathBuf, PathBuf)> {
+    let dir = package_dir().join("../examples").join(name);
+    let built = built.get_or_init(|| {
         let out = std::process::Command::new("bash")
             .arg(dir.join("build.sh"))
             .output()
-            .map_err(|e| format!("running examples/hello/build.sh: {e}"))?;
+            .map_err(|e| format!("running examples/{name}/build.sh: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "examples/hello/build.sh failed:\n{}",
+                "examples/{name}/build.sh failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
         Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     });
     match built {
-        Ok(wasm) => Ok((wasm.clone(), dir.join("mycel.toml"))),
+        Ok(path) => Ok((path.clone(), dir.join("mycel.toml"))),
         Err(e) => bail!("{e}"),
     }
 }

@@ -2,7 +2,7 @@
 //! node answers through every node's gateway, from instances on other nodes (over the mesh), and
 //! keeps answering when nodes die, even without a quorum; and its log lines reach every node.
 
-use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, stream::BoxStream};
@@ -11,23 +11,6 @@ use mycel_tests::{
     Mesh, NodeProcess, apps::agreed_group, hello_example, mycel_cli, wait_until, within,
 };
 use reqwest::StatusCode;
-
-/// A GET through `node`'s gateway for `Host: <app>.localhost`.
-async fn through_gateway(node: &NodeProcess, app: &str, path: &str) -> Result<reqwest::Response> {
-    let gateway: SocketAddr = node
-        .gateway()
-        .trim_start_matches("http://")
-        .parse()
-        .context("the gateway address")?;
-    let host = format!("{app}.localhost");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .resolve(&host, gateway)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let url = format!("http://{host}:{}{path}", gateway.port());
-    Ok(client.get(url).send().await?)
-}
 
 /// Deploys the hello example through `node` with the CLI and waits until every replica runs.
 async fn deploy_hello(node: &NodeProcess, replicas: u32) -> Result<()> {
@@ -85,7 +68,7 @@ async fn a_component_answers_through_every_gateway() -> Result<()> {
         let mut served_by = BTreeSet::new();
         for node in mesh.iter() {
             for _ in 0..4 {
-                let response = through_gateway(node, "hello", "/").await?;
+                let response = node.through_gateway("hello", "/").await?;
                 ensure!(response.status() == StatusCode::OK, "{response:?}");
                 let by = response
                     .headers()
@@ -104,10 +87,10 @@ async fn a_component_answers_through_every_gateway() -> Result<()> {
             "two replicas on two nodes served: {served_by:?}"
         );
 
-        let env = through_gateway(&mesh[0], "hello", "/env/GREETING").await?;
+        let env = mesh[0].through_gateway("hello", "/env/GREETING").await?;
         ensure!(env.text().await? == "hi\n", "the app sees its env");
 
-        let unknown = through_gateway(&mesh[0], "nope", "/").await?;
+        let unknown = mesh[0].through_gateway("nope", "/").await?;
         ensure!(unknown.status() == StatusCode::NOT_FOUND);
         let body: serde_json::Value = unknown.json().await?;
         ensure!(body["code"].is_string(), "{body}");
@@ -130,23 +113,23 @@ async fn a_trap_or_an_endless_loop_is_cut_off_and_the_next_request_succeeds() ->
     let mesh = Mesh::from_nodes(vec![node]);
     let result = async {
         deploy_hello(&mesh[0], 1).await?;
-        let trap = through_gateway(&mesh[0], "hello", "/trap").await?;
+        let trap = mesh[0].through_gateway("hello", "/trap").await?;
         ensure!(
             trap.status() == StatusCode::INTERNAL_SERVER_ERROR,
             "{trap:?}"
         );
-        let ok = through_gateway(&mesh[0], "hello", "/").await?;
+        let ok = mesh[0].through_gateway("hello", "/").await?;
         ensure!(ok.status() == StatusCode::OK, "after a trap: {ok:?}");
 
         let started = tokio::time::Instant::now();
-        let endless = through_gateway(&mesh[0], "hello", "/loop").await?;
+        let endless = mesh[0].through_gateway("hello", "/loop").await?;
         ensure!(endless.status().is_server_error(), "{endless:?}");
         ensure!(
             started.elapsed() < Duration::from_secs(5),
             "cut off after {:?}",
             started.elapsed()
         );
-        let ok = through_gateway(&mesh[0], "hello", "/").await?;
+        let ok = mesh[0].through_gateway("hello", "/").await?;
         ensure!(ok.status() == StatusCode::OK, "after a loop: {ok:?}");
         Ok(())
     }
@@ -185,7 +168,7 @@ async fn apps_keep_answering_when_nodes_die() -> Result<()> {
             },
         )
         .await?;
-        let ok = through_gateway(&mesh[observer], "hello", "/").await?;
+        let ok = mesh[observer].through_gateway("hello", "/").await?;
         ensure!(ok.status() == StatusCode::OK);
 
         // Now kill one more: no quorum is left, yet the survivor serves what runs on it.
@@ -194,7 +177,7 @@ async fn apps_keep_answering_when_nodes_die() -> Result<()> {
             .context("the third node")?;
         mesh[other].sigkill()?;
         for _ in 0..10 {
-            let response = through_gateway(&mesh[observer], "hello", "/").await?;
+            let response = mesh[observer].through_gateway("hello", "/").await?;
             ensure!(
                 response.status() == StatusCode::OK,
                 "without a quorum the survivor answered {response:?}"
@@ -293,7 +276,9 @@ async fn log_lines_of_every_instance_reach_any_node() -> Result<()> {
         // Requests until each instance has served (and so logged) one.
         let mut served = BTreeSet::new();
         for n in 0..30 {
-            let response = through_gateway(asker, "hello", &format!("/env/MARK{n}")).await?;
+            let response = asker
+                .through_gateway("hello", &format!("/env/MARK{n}"))
+                .await?;
             let instance = response
                 .headers()
                 .get("x-mycel-instance")
@@ -337,7 +322,7 @@ async fn log_lines_of_every_instance_reach_any_node() -> Result<()> {
                 },
             )
             .await?;
-        let response = through_gateway(asker, "hello", "/env/FOLLOWED").await?;
+        let response = asker.through_gateway("hello", "/env/FOLLOWED").await?;
         ensure!(response.status() == StatusCode::NOT_FOUND, "{response:?}");
         events
             .until("the followed line", Duration::from_secs(15), |e| {

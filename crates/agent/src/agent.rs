@@ -2,6 +2,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -16,10 +17,13 @@ use mycel_protocol::{
     app::AppKind,
     placement::{AppRecord, WriteRequest},
 };
-use mycel_runtime::{Body, Driver, Instance, InstanceSpec, Workload};
+use mycel_runtime::{Body, DockerDriver, Driver, Instance, InstanceSpec, Workload};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
-use crate::reconcile::{self, Action, Local, Phase};
+use crate::{
+    images::ImageLoader,
+    reconcile::{self, Action, Local, Phase},
+};
 
 /// A health check reads at most this much of the answer's body.
 const MAX_PROBE_BODY: usize = 1 << 20;
@@ -60,6 +64,10 @@ pub struct AgentConfig {
     pub mesh: MeshHandle,
     pub blobs: BlobStore,
     pub drivers: Vec<Arc<dyn Driver>>,
+    /// The Docker driver (also among `drivers`), for loading images shared through the mesh.
+    pub docker: Option<DockerDriver>,
+    /// Scratch space for the agent's temporary files (image archives on their way to Docker).
+    pub scratch_dir: PathBuf,
     pub timing: AgentTiming,
 }
 
@@ -140,6 +148,8 @@ struct Agent {
     checking: BTreeSet<String>,
     reporting: bool,
     events: mpsc::Sender<Event>,
+    /// Held while an image loads into the engine.
+    image_loading: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Starts the agent on its own task.
@@ -158,6 +168,7 @@ pub fn start(config: AgentConfig) -> AgentHandle {
         checking: BTreeSet::new(),
         reporting: false,
         events,
+        image_loading: Arc::default(),
     };
     tokio::spawn(agent.run(events_rx, stop_rx));
     AgentHandle {
@@ -173,6 +184,9 @@ impl Agent {
         mut events: mpsc::Receiver<Event>,
         mut stop: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     ) {
+        // Nothing runs here yet: whatever an earlier run of this node left (a kill -9 leaves
+        // containers) is an orphan. Instances still placed here start again, fresh.
+        self.remove_leftovers(false).await;
         let mut replica = self.config.placement.subscribe();
         let mut tick = tokio::time::interval(self.config.timing.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,7 +272,7 @@ impl Agent {
         }
     }
 
-    /// Fetches the module (from peers when this node lacks it) and starts the instance.
+    /// Fetches what the app runs (from peers when this node lacks it) and starts the instance.
     fn prepare(
         &self,
         id: String,
@@ -276,30 +290,45 @@ impl Agent {
         let network = MeshBlobs {
             mesh: self.config.mesh.clone(),
         };
+        let images = self.config.docker.clone().map(|docker| ImageLoader {
+            docker,
+            blobs: blobs.clone(),
+            network: network.clone(),
+            scratch: self.config.scratch_dir.join("images"),
+            loading: self.image_loading.clone(),
+        });
+        let mesh_images = self.config.placement.replica().state.images.clone();
         let timing = self.config.timing.clone();
         Box::pin(async move {
             let driver = driver.ok_or_else(|| format!("this node has no {runtime} runtime"))?;
-            let module = match (kind, &app.manifest.wasm) {
-                (AppKind::Wasm, Some(wasm)) => wasm.module.clone(),
-                _ => return Err(format!("{runtime} apps cannot run here yet")),
+            let workload = match (kind, &app.manifest.wasm, &app.manifest.container) {
+                (AppKind::Wasm, Some(wasm), _) => {
+                    let hash: BlobHash = wasm
+                        .module
+                        .parse()
+                        .map_err(|e| format!("the module is not a blob hash: {e}"))?;
+                    mycel_blobs::fetch(&blobs, &network, hash)
+                        .await
+                        .map_err(|e| format!("fetching the module {hash}: {e}"))?;
+                    let path = blobs
+                        .blob_path(&hash)
+                        .map_err(|e| format!("reading the blob store: {e}"))?
+                        .ok_or_else(|| format!("{hash} vanished from the blob store"))?;
+                    Workload::Wasm {
+                        module: path,
+                        module_hash: hash.to_string(),
+                    }
+                }
+                (AppKind::Container, _, Some(container)) => {
+                    let images = images.ok_or("this node has no Docker engine")?;
+                    Workload::Container(images.workload(container, &mesh_images).await?)
+                }
+                _ => return Err(format!("{runtime} apps cannot run here")),
             };
-            let hash: BlobHash = module
-                .parse()
-                .map_err(|e| format!("the module is not a blob hash: {e}"))?;
-            mycel_blobs::fetch(&blobs, &network, hash)
-                .await
-                .map_err(|e| format!("fetching the module {hash}: {e}"))?;
-            let path = blobs
-                .blob_path(&hash)
-                .map_err(|e| format!("reading the blob store: {e}"))?
-                .ok_or_else(|| format!("{hash} vanished from the blob store"))?;
             let spec = InstanceSpec {
                 instance_id: id,
                 app: app.manifest.name.clone(),
-                workload: Workload::Wasm {
-                    module: path,
-                    module_hash: hash.to_string(),
-                },
+                workload,
                 env: app.manifest.env.clone(),
                 memory_mb: app.manifest.memory_mb(),
                 cpu_millis: app.manifest.cpu_millis(),
@@ -330,6 +359,28 @@ impl Agent {
         let ids: Vec<String> = self.local.keys().cloned().collect();
         for id in ids {
             self.stop_instance(&id).await;
+        }
+        self.remove_leftovers(true).await;
+    }
+
+    /// Has every driver remove what this node's instances left behind: orphans at start, all
+    /// at a graceful stop.
+    async fn remove_leftovers(&self, leaving: bool) {
+        for driver in &self.config.drivers {
+            let removed = if leaving {
+                driver.remove_all().await
+            } else {
+                driver.remove_orphans(BTreeSet::new()).await
+            };
+            match removed {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(runtime = %driver.runtime(), removed = n, "removed leftovers of earlier instances")
+                }
+                Err(e) => {
+                    tracing::warn!(runtime = %driver.runtime(), error = %e, "could not remove leftovers of earlier instances")
+                }
+            }
         }
     }
 

@@ -18,8 +18,10 @@
 //! other nodes through the logs protocol ([`serve_logs`], [`remote_logs`]).
 
 mod agent;
+mod images;
 mod logs;
 pub mod reconcile;
 
 pub use agent::{AgentConfig, AgentHandle, AgentTiming, start};
+pub use images::DEFAULT_CONTAINER_PORT;
 pub use logs::{remote_logs, serve_logs};

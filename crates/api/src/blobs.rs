@@ -39,6 +39,29 @@ pub(crate) async fn upload(
     let Query(query) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
     let declared = query.hash.as_deref().map(parse_hash).transpose()?;
+    let meta = store_body(&state, &headers, body, declared).await?;
+    tracing::info!(hash = %meta.hash, size = meta.size, "blob stored");
+    let network = mycel_blobs::MeshBlobs {
+        mesh: state.mesh.clone(),
+    };
+    mycel_blobs::BlobNetwork::announce(&network, meta.hash).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(BlobStored {
+            hash: meta.hash,
+            size: meta.size,
+        }),
+    ))
+}
+
+/// Streams a request body into the blob store (never whole in memory), within the store's size
+/// limit; a body that breaks off, or hashes otherwise than `declared`, stores nothing.
+pub(crate) async fn store_body(
+    state: &ApiState,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    declared: Option<BlobHash>,
+) -> Result<mycel_blobs::BlobMeta, ApiError> {
     // Refuse a declared oversize before reading a byte of it.
     let limit = state.blobs.max_blob_bytes();
     let length = headers
@@ -61,19 +84,7 @@ pub(crate) async fn upload(
         })?;
         upload.write(&chunk).await?;
     }
-    let meta = upload.finish(declared).await?;
-    tracing::info!(hash = %meta.hash, size = meta.size, "blob stored");
-    let network = mycel_blobs::MeshBlobs {
-        mesh: state.mesh.clone(),
-    };
-    mycel_blobs::BlobNetwork::announce(&network, meta.hash).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(BlobStored {
-            hash: meta.hash,
-            size: meta.size,
-        }),
-    ))
+    Ok(upload.finish(declared).await?)
 }
 
 pub(crate) async fn download(

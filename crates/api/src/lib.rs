@@ -8,6 +8,7 @@ mod apps;
 mod blobs;
 mod error;
 mod extract;
+mod images;
 mod logs;
 pub mod openapi;
 mod seed;
@@ -61,6 +62,12 @@ pub fn router(state: ApiState) -> Router {
             post(blobs::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/v1/blobs/{hash}", get(blobs::download))
+        .route(
+            "/v1/images",
+            get(images::list)
+                .post(images::push)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/v1/openapi.json", get(openapi_document))
         .route("/metrics", get(metrics))
         .fallback(not_found)

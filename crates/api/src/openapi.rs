@@ -183,6 +183,25 @@ pub fn document() -> Value {
                     "500": error_response("The node could not store it")
                 }
             }},
+            "/v1/images": {"get": {
+                "summary": "The images pushed to the mesh",
+                "responses": {"200": json_response("Images", "Images")}
+            }, "post": {
+                "summary": "Push a `docker save` or OCI image archive: its config and layers become blobs, its name:tag is recorded for the mesh",
+                "parameters": [{
+                    "name": "name", "in": "query", "required": false,
+                    "schema": {"type": "string"}
+                }],
+                "requestBody": {"required": true, "content": {"application/x-tar": {
+                    "schema": {"type": "string", "format": "binary"}
+                }}},
+                "responses": {
+                    "201": json_response("Pushed", "ImagePushed"),
+                    "400": error_response("Not a valid image archive (paths, links, digests, sizes, names)"),
+                    "413": error_response("Larger than this node accepts"),
+                    "503": error_response("The placement group has no quorum")
+                }
+            }},
             "/v1/blobs/{hash}": {"get": {
                 "summary": "A blob's bytes, fetched from peers (and verified) when this node lacks it",
                 "parameters": [hash_param],
@@ -228,6 +247,20 @@ fn basic_schemas() -> Value {
         }},
         "BlobStored": {"type": "object", "required": ["hash", "size"], "properties": {
             "hash": {"type": "string"}, "size": {"type": "integer", "minimum": 0}
+        }},
+        "Images": {"type": "object", "required": ["images"], "properties": {
+            "images": {"type": "array", "items": {"type": "object", "required": ["image", "hash", "id", "layers", "size", "pushed_by", "pushed_at_ms"], "properties": {
+                "image": {"type": "string"}, "hash": {"type": "string"}, "id": {"type": "string"},
+                "layers": {"type": "integer", "minimum": 0}, "size": {"type": "integer", "minimum": 0},
+                "pushed_by": {"type": "string"}, "pushed_at_ms": {"type": "integer", "minimum": 0}
+            }}}
+        }},
+        "ImagePushed": {"type": "object", "required": ["image", "hash", "layers"], "properties": {
+            "image": {"type": "string"},
+            "hash": {"type": "string"},
+            "layers": {"type": "array", "items": {"type": "object", "required": ["digest", "hash", "size"], "properties": {
+                "digest": {"type": "string"}, "hash": {"type": "string"}, "size": {"type": "integer", "minimum": 0}
+            }}}
         }},
         "Nodes": {"type": "object", "required": ["nodes"], "properties": {
             "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}

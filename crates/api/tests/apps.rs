@@ -104,6 +104,8 @@ impl Node {
             mesh: mesh.handle.clone(),
             blobs: blobs.clone(),
             drivers: vec![],
+            docker: None,
+            scratch_dir: dir.path().join("tmp"),
             timing: Default::default(),
         });
         let state = ApiState {

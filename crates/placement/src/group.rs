@@ -519,7 +519,9 @@ impl PlacementHandle {
             Rpc::Write(mut request) => {
                 // The forwarding node speaks for itself only.
                 match &mut request {
-                    WriteRequest::Deploy { by, .. } => *by = peer.to_string(),
+                    WriteRequest::Deploy { by, .. } | WriteRequest::PutImage { by, .. } => {
+                        *by = peer.to_string()
+                    }
                     WriteRequest::Report { node, .. } if *node != peer.to_string() => {
                         return RpcReply::Refused("a node reports its own instances only".into());
                     }

@@ -6,7 +6,8 @@ use mycel_protocol::{
     Runtime,
     api::{InstanceState, MemberStatus, NodeInfo},
     app::{AppKind, Manifest, RuleOp},
-    placement::{AppRecord, Command, Instance, WriteError, WriteRequest},
+    image::{self, ImageRecord},
+    placement::{AppRecord, Command, ImageEntry, Instance, WriteError, WriteRequest},
 };
 use mycel_scheduler::{AppSpec, LabelRule, NodeState, NodeView, Placement, Problem, Strategy};
 
@@ -100,7 +101,53 @@ pub fn plan_write(
             at_ms: view.now_ms,
             states: states.clone(),
         }]),
+        WriteRequest::PutImage {
+            record,
+            record_hash,
+            by,
+        } => {
+            check_image(record).map_err(WriteError::Rejected)?;
+            Ok(vec![Command::PutImage {
+                image: Box::new(ImageEntry {
+                    record: (**record).clone(),
+                    record_hash: *record_hash,
+                    pushed_by: by.clone(),
+                    pushed_at_ms: view.now_ms,
+                }),
+            }])
+        }
     }
+}
+
+/// The leader's own check of an image record (the node that took the push checked the archive;
+/// this keeps a record that names nonsense out of the log whatever node sent it).
+fn check_image(record: &ImageRecord) -> Result<(), String> {
+    let name = image::normalize_image_name(&record.name)?;
+    if name != record.name {
+        return Err(format!(
+            "image name {:?} is not normalized ({name:?})",
+            record.name
+        ));
+    }
+    if record.layers.is_empty() || record.layers.len() > image::MAX_LAYERS {
+        return Err(format!(
+            "an image has 1 to {} layers (got {})",
+            image::MAX_LAYERS,
+            record.layers.len()
+        ));
+    }
+    let digests = std::iter::once(&record.config.digest).chain(
+        record
+            .layers
+            .iter()
+            .flat_map(|l| [&l.part.digest, &l.diff_id]),
+    );
+    for digest in digests {
+        if !image::is_sha256_digest(digest) {
+            return Err(format!("{digest:?} is not a sha256 digest"));
+        }
+    }
+    Ok(())
 }
 
 /// Places every app again on the current view and returns a `Place` entry for each app whose
@@ -456,5 +503,49 @@ mod tests {
         apply(&mut state, moves);
         assert_eq!(state.apps["big"].unplaced, None);
         assert_eq!(state.instances_of("big").count(), 20);
+    }
+
+    #[test]
+    fn images_are_checked_and_kept_by_name() {
+        use mycel_protocol::{
+            BlobHash,
+            image::{ImageLayer, ImagePart},
+        };
+        let part = |n: u8| ImagePart {
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            hash: BlobHash([n; 32]),
+            size: 10,
+        };
+        let record = ImageRecord {
+            name: "web:1.0".into(),
+            config: part(1),
+            layers: vec![ImageLayer {
+                part: part(2),
+                diff_id: part(3).digest,
+            }],
+        };
+        let request = |record: &ImageRecord| WriteRequest::PutImage {
+            record: Box::new(record.clone()),
+            record_hash: BlobHash([9; 32]),
+            by: "me".into(),
+        };
+        let mut state = PlacementState::default();
+        let v = view(vec![node("a", NodeState::Alive)]);
+        write(&mut state, &v, &request(&record));
+        assert_eq!(state.images["web:1.0"].record, record);
+        assert_eq!(state.images["web:1.0"].pushed_by, "me");
+
+        let mut bad_digest = record.clone();
+        bad_digest.layers[0].diff_id = "sha256:nope".into();
+        let mut bad_name = record.clone();
+        bad_name.name = "Web".into();
+        let mut no_layers = record.clone();
+        no_layers.layers.clear();
+        for bad in [bad_digest, bad_name, no_layers] {
+            assert!(matches!(
+                plan_write(&state, &v, &request(&bad)),
+                Err(WriteError::Rejected(_))
+            ));
+        }
     }
 }

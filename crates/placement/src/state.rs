@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mycel_protocol::placement::{AppRecord, Command, Instance};
+use mycel_protocol::placement::{AppRecord, Command, ImageEntry, Instance};
 use serde::{Deserialize, Serialize};
 
 /// The apps and their instances, as of some log index.
@@ -12,6 +12,9 @@ pub struct PlacementState {
     pub apps: BTreeMap<String, AppRecord>,
     /// Every instance of every app, by id.
     pub instances: BTreeMap<String, Instance>,
+    /// Images pushed to the mesh, by `name:tag`.
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageEntry>,
 }
 
 impl PlacementState {
@@ -64,6 +67,10 @@ impl PlacementState {
                         instance.since_ms = *at_ms;
                     }
                 }
+            }
+            Command::PutImage { image } => {
+                self.images
+                    .insert(image.record.name.clone(), (**image).clone());
             }
         }
     }

@@ -32,6 +32,7 @@ pub enum RuntimeError {
 
     /// The component compiled but cannot be instantiated here: it imports what mycel does not
     /// provide, does not export `wasi:http/incoming-handler`, or needs more memory than allowed.
+    /// For a container: it exited, or never listened on its port, before it could serve.
     #[error("instantiating {app}: {reason}")]
     Instantiate { app: String, reason: String },
 
@@ -55,6 +56,16 @@ pub enum RuntimeError {
     /// The instance is stopping or stopped; the request was not started.
     #[error("instance {instance} is stopped")]
     Stopped { instance: String },
+
+    /// The instance could not be reached (its container's port refused the connection): the
+    /// request was never sent, so it is safe to retry it elsewhere.
+    #[error("instance {instance} is unreachable: {reason}")]
+    Unreachable { instance: String, reason: String },
+
+    /// The node's container engine refused or failed an operation (creating, starting or
+    /// removing a container, loading an image, ...).
+    #[error("{context}: {reason}")]
+    Engine { context: String, reason: String },
 }
 
 impl RuntimeError {
@@ -65,13 +76,16 @@ impl RuntimeError {
             RuntimeError::Overloaded { .. } | RuntimeError::Stopped { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            RuntimeError::Guest { .. } => StatusCode::BAD_GATEWAY,
+            RuntimeError::Guest { .. } | RuntimeError::Unreachable { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             RuntimeError::InvalidSpec(_)
             | RuntimeError::Setup(_)
             | RuntimeError::Io { .. }
             | RuntimeError::Compile { .. }
             | RuntimeError::Instantiate { .. }
-            | RuntimeError::Trap { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | RuntimeError::Trap { .. }
+            | RuntimeError::Engine { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -88,6 +102,8 @@ impl RuntimeError {
             RuntimeError::Guest { .. } => "app_failed",
             RuntimeError::Overloaded { .. } => "app_overloaded",
             RuntimeError::Stopped { .. } => "instance_stopped",
+            RuntimeError::Unreachable { .. } => "app_unreachable",
+            RuntimeError::Engine { .. } => "engine_failed",
         }
     }
 
@@ -95,7 +111,9 @@ impl RuntimeError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            RuntimeError::Overloaded { .. } | RuntimeError::Stopped { .. }
+            RuntimeError::Overloaded { .. }
+                | RuntimeError::Stopped { .. }
+                | RuntimeError::Unreachable { .. }
         )
     }
 

@@ -1,5 +1,5 @@
-//! mycel's runtimes: one [`Driver`]/[`Instance`] pair of traits that every runtime implements, and
-//! the wasm driver ([`WasmDriver`]).
+//! mycel's runtimes: one [`Driver`]/[`Instance`] pair of traits that every runtime implements, the
+//! wasm driver ([`WasmDriver`]) and the Docker driver ([`DockerDriver`]).
 //!
 //! ```text
 //! agent ──start(InstanceSpec)──▶ dyn Driver ──▶ Arc<dyn Instance> ◀──handle(Request)── gateway
@@ -7,24 +7,34 @@
 //!                                  │                  ├─ logs(): recent lines + a follower
 //!                                  │                  ├─ usage(): requests, in flight, failures
 //!                                  │                  └─ stop(): refuse new work, drain
-//!                                  └─ wasm: wasmtime Engine (pooling allocator, epoch ticker),
-//!                                     compiled components cached on disk by module hash
+//!                                  ├─ wasm: wasmtime Engine (pooling allocator, epoch ticker),
+//!                                  │  compiled components cached on disk by module hash
+//!                                  └─ docker: one hardened container per instance on the local
+//!                                     engine, its port published on 127.0.0.1, HTTP/1.1 to it
 //! ```
 //!
 //! A driver turns a verified module on disk into a running [`Instance`]; an instance answers HTTP
 //! requests in process. Failures are typed ([`RuntimeError`]) so the gateway can map them to status
 //! codes ([`RuntimeError::status_code`]) and decide whether to retry elsewhere.
 
+mod admission;
 mod body;
+mod docker;
 mod error;
 mod logs;
 mod wasm;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::future::BoxFuture;
 
 pub use body::{Body, BoxError, empty_body, full_body};
+pub use docker::{DockerConfig, DockerDriver, EngineImage};
 pub use error::RuntimeError;
 pub use logs::{LogLine, Logs, Stream};
 pub use wasm::{CacheStats, WasmDriver};
@@ -95,6 +105,22 @@ pub trait Driver: Send + Sync {
         &self,
         spec: InstanceSpec,
     ) -> BoxFuture<'static, Result<Arc<dyn Instance>, RuntimeError>>;
+
+    /// Removes what this node's earlier instances left behind (containers, for docker) unless
+    /// their instance id is in `keep`, which must include the instances being started; returns
+    /// how many it removed. Runtimes whose instances die with the process have nothing to do.
+    fn remove_orphans(
+        &self,
+        keep: BTreeSet<String>,
+    ) -> BoxFuture<'static, Result<usize, RuntimeError>> {
+        let _ = keep;
+        Box::pin(async { Ok(0) })
+    }
+
+    /// Removes everything this node's instances left behind, as when the node leaves the mesh.
+    fn remove_all(&self) -> BoxFuture<'static, Result<usize, RuntimeError>> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// One running instance of an app.

@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::{Context, bail};
 use mycel_protocol::api::{AppStatus, Apps, Deployed, InstanceState, ScaleRequest};
 
-use super::{api_url, get, manifest, node_names, print_answer, send, short_peer, table, upload};
+use super::{
+    api_url, get, is_tar, manifest, manifest::BlobField, node_names, print_answer, push_image,
+    send, short_peer, table, upload,
+};
 
 /// How often `mycel deploy --wait` asks how the rollout goes.
 const WAIT_POLL: Duration = Duration::from_millis(500);
@@ -20,11 +23,21 @@ pub(crate) async fn deploy(
 ) -> anyhow::Result<()> {
     let (mut manifest, blobs) = manifest::load(file)?;
     for blob in blobs {
-        let (stored, _) = upload(node, &blob.path)
-            .await
-            .with_context(|| format!("uploading {} ({})", blob.given, blob.field.name()))?;
-        eprintln!("uploaded {}: {}", blob.given, stored.hash);
-        blob.field.set(&mut manifest, stored.hash);
+        let context = || format!("uploading {} ({})", blob.given, blob.field.name());
+        // An image archive goes in as an image: the nodes then share it layer by layer.
+        let hash = if blob.field == BlobField::ContainerArchive && is_tar(&blob.path)? {
+            let (pushed, _) = push_image(node, &blob.path).await.with_context(context)?;
+            eprintln!(
+                "pushed image {} from {}: {}",
+                pushed.image, blob.given, pushed.hash
+            );
+            pushed.hash
+        } else {
+            let (stored, _) = upload(node, &blob.path).await.with_context(context)?;
+            eprintln!("uploaded {}: {}", blob.given, stored.hash);
+            stored.hash
+        };
+        blob.field.set(&mut manifest, hash);
     }
     manifest
         .validate_for_api()

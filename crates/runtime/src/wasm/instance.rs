@@ -4,14 +4,14 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, combinators::BoxBody};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
+use tokio::sync::oneshot;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline, component::ResourceTable};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::{
@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     Body, BoxError, Instance, InstanceSpec, RuntimeError, Usage,
+    admission::{Gate, Ticket},
     body::SyncBody,
     logs::{LogBuffer, Logs, Stream},
 };
@@ -44,31 +45,12 @@ struct Shared {
     memory_mb: u64,
     memory_limit: usize,
     timeout: Duration,
-    max_concurrency: usize,
-    permits: Arc<Semaphore>,
-    stopped: AtomicBool,
+    gate: Arc<Gate>,
     log: Arc<LogBuffer>,
-    requests: AtomicU64,
-    in_flight: AtomicU64,
-    failures: AtomicU64,
-    rejected: AtomicU64,
     /// Linear memory of the requests in flight, kept by their limiters.
     memory: Arc<AtomicU64>,
     /// Keeps the compiled component shared with other instances of the same module.
     _component: Arc<ComponentSlot>,
-}
-
-/// A request's admission: its concurrency permit and its place in `in_flight`, released together
-/// when the request's task ends.
-struct Ticket {
-    _permit: OwnedSemaphorePermit,
-    shared: Arc<Shared>,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl WasmInstance {
@@ -86,6 +68,7 @@ impl WasmInstance {
             .min(MAX_MEMORY_BYTES);
         WasmInstance {
             shared: Arc::new(Shared {
+                gate: Gate::new(&spec.instance_id, max_concurrency),
                 id: spec.instance_id,
                 app: spec.app,
                 pre,
@@ -93,14 +76,7 @@ impl WasmInstance {
                 memory_mb: spec.memory_mb,
                 memory_limit,
                 timeout: spec.request_timeout,
-                max_concurrency,
-                permits: Arc::new(Semaphore::new(max_concurrency)),
-                stopped: AtomicBool::new(false),
                 log: Arc::new(LogBuffer::new()),
-                requests: AtomicU64::new(0),
-                in_flight: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
-                rejected: AtomicU64::new(0),
                 memory: Arc::new(AtomicU64::new(0)),
                 _component: component,
             }),
@@ -143,7 +119,7 @@ impl Instance for WasmInstance {
         request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, RuntimeError>> {
         // Admission happens now, not when the future is first polled.
-        let admitted = self.shared.admit();
+        let admitted = self.shared.gate.admit();
         let shared = self.shared.clone();
         Box::pin(async move { shared.serve(request, admitted?).await })
     }
@@ -154,59 +130,19 @@ impl Instance for WasmInstance {
 
     fn usage(&self) -> Usage {
         let shared = &self.shared;
-        Usage {
-            requests: shared.requests.load(Ordering::Relaxed),
-            in_flight: shared.in_flight.load(Ordering::Relaxed),
-            failures: shared.failures.load(Ordering::Relaxed),
-            rejected: shared.rejected.load(Ordering::Relaxed),
-            memory_bytes: Some(shared.memory.load(Ordering::Relaxed)),
-        }
+        shared
+            .gate
+            .usage(Some(shared.memory.load(Ordering::Relaxed)))
     }
 
     fn stop(&self) -> BoxFuture<'static, ()> {
         let shared = self.shared.clone();
-        Box::pin(async move {
-            shared.stopped.store(true, Ordering::SeqCst);
-            // Every permit back means every running request has ended; each is bounded by its
-            // time limit. A second stop finds the semaphore closed and returns at once.
-            let all = u32::try_from(shared.max_concurrency).unwrap_or(u32::MAX);
-            let drained = shared.permits.acquire_many(all).await;
-            shared.permits.close();
-            drop(drained);
-        })
+        // Each running request is bounded by its time limit, so the wait is too.
+        Box::pin(async move { shared.gate.close(None).await })
     }
 }
 
 impl Shared {
-    fn admit(self: &Arc<Self>) -> Result<Ticket, RuntimeError> {
-        let stopped = || RuntimeError::Stopped {
-            instance: self.id.clone(),
-        };
-        if self.stopped.load(Ordering::SeqCst) {
-            return Err(stopped());
-        }
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Err(stopped()),
-            Err(TryAcquireError::NoPermits) if self.stopped.load(Ordering::SeqCst) => {
-                return Err(stopped());
-            }
-            Err(TryAcquireError::NoPermits) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(RuntimeError::Overloaded {
-                    instance: self.id.clone(),
-                    limit: self.max_concurrency,
-                });
-            }
-        };
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(Ticket {
-            _permit: permit,
-            shared: self.clone(),
-        })
-    }
-
     /// Runs one request in its own task, and answers as soon as the app has set its response
     /// head; the body then streams from the still-running task.
     async fn serve(
@@ -352,7 +288,7 @@ impl Shared {
 
     /// Counts a failed request and notes it in the instance's log, where `mycel logs` shows it.
     fn failed(&self, error: RuntimeError) -> RuntimeError {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.gate.count_failure();
         tracing::debug!(instance = %self.id, app = %self.app, error = %error, "request failed");
         self.log.push(Stream::Stderr, format!("[mycel] {error}"));
         error

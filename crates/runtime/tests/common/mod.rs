@@ -96,3 +96,58 @@ fn package_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+
+/// examples/hello-container's image archive (`docker save` of `mycel-hello-container:1.0`),
+/// built by its build.sh on first use when missing or older than its sources. Test processes
+/// run side by side, so a lock file keeps one building while the others wait (and read only a
+/// whole archive).
+pub fn hello_container_archive() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_hello_container)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build_hello_container() -> Result<PathBuf, String> {
+    let dir = package_dir().join("../../examples/hello-container");
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("finding {}: {e}", dir.display()))?;
+    let target = dir.join("target");
+    std::fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+    let lock_path = target.join(".build-lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|e| format!("creating {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+
+    let archive = target.join("hello-container.tar");
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified());
+    let built = modified(&archive).ok();
+    let sources = [
+        "src/main.rs",
+        "Cargo.toml",
+        "Cargo.lock",
+        "Dockerfile",
+        "build.sh",
+    ];
+    let stale = built.is_none_or(|built| {
+        sources
+            .iter()
+            .any(|s| modified(&dir.join(s)).is_ok_and(|m| m > built))
+    });
+    if stale {
+        let out = Command::new(dir.join("build.sh"))
+            .output()
+            .map_err(|e| format!("running examples/hello-container/build.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "examples/hello-container/build.sh failed (it needs Docker and `rustup target \
+                 add x86_64-unknown-linux-musl`):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(archive)
+}
