@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::BlobHash;
 
+mod relax;
+
+pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
+
 /// Largest manifest document accepted; checked before a byte of it is parsed.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 pub const MAX_REPLICAS: u32 = 1000;
@@ -88,6 +92,9 @@ pub struct ContainerSpec {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// `[container.relax]`: the hardening this app asks to drop; absent: fully hardened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relax: Option<RelaxSpec>,
 }
 
 /// What one instance may use. A partial `[resources]` table keeps the defaults for what it omits.
@@ -381,6 +388,14 @@ impl Manifest {
         self.resources.memory_mb
     }
 
+    /// The hardening relaxations the app asks for (none for wasm apps).
+    pub fn relaxations(&self) -> Vec<Relaxation> {
+        self.container
+            .as_ref()
+            .map(ContainerSpec::relaxations)
+            .unwrap_or_default()
+    }
+
     /// The CPU share in thousandths of a core, rounded up so a tiny share never becomes zero.
     pub fn cpu_millis(&self) -> u64 {
         // Round to millionths first, so binary noise (0.29 * 1000 = 289.99999999999997) does
@@ -412,6 +427,14 @@ impl WasmSpec {
 }
 
 impl ContainerSpec {
+    /// The hardening relaxations this container asks for; empty: fully hardened.
+    pub fn relaxations(&self) -> Vec<Relaxation> {
+        self.relax
+            .as_ref()
+            .map(RelaxSpec::relaxations)
+            .unwrap_or_default()
+    }
+
     fn validate(&self) -> Result<(), ManifestError> {
         match (&self.image, &self.archive) {
             (Some(image), None) => check_image(image)?,
@@ -456,7 +479,10 @@ impl ContainerSpec {
                 return Err(invalid(field, "must not contain a NUL character"));
             }
         }
-        Ok(())
+        match &self.relax {
+            Some(relax) => relax.validate(),
+            None => Ok(()),
+        }
     }
 }
 

@@ -113,6 +113,18 @@ pub fn normalize_image_name(reference: &str) -> Result<String, String> {
     Ok(format!("{name}:{tag}"))
 }
 
+/// The registry Docker pulls from when a reference names no host.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// The registry host a reference pulls from, as Docker reads it: the part before the first `/`
+/// when it looks like a host (it has a `.` or a `:`, or is `localhost`), else Docker Hub.
+pub fn registry_host(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => DOCKER_HUB,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +153,22 @@ mod tests {
             "../a",
         ] {
             assert!(normalize_image_name(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_registry_host_is_the_first_component_when_it_looks_like_one() {
+        for (reference, host) in [
+            ("nginx:1.27", "docker.io"),
+            ("library/nginx:1.27", "docker.io"),
+            ("team/app:v2", "docker.io"),
+            ("ghcr.io/team/app:v2", "ghcr.io"),
+            ("localhost:5000/app:latest", "localhost:5000"),
+            ("localhost/app:latest", "localhost"),
+            ("registry:5000/app", "registry:5000"),
+            ("localhost:latest", "docker.io"),
+        ] {
+            assert_eq!(registry_host(reference), host, "{reference}");
         }
     }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use libp2p_identity::PeerId;
 
-use crate::envelope::SignedKind;
+use crate::{app::Relaxation, envelope::SignedKind};
 
 /// Largest announcement payload accepted. A real advert is a few hundred bytes.
 pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 * 1024;
@@ -99,14 +99,79 @@ pub struct NodePolicy {
     /// deploy). `None`: anyone's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_owners: Option<Vec<String>>,
+    /// Which relaxations of the container hardening this node's owner allows, by the names of
+    /// [`Relaxation`] (`writable_root`, `run_as_root`, `capabilities`, `new_privileges`).
+    /// `None` or empty: none; apps that ask for one are not placed here. Names this version does
+    /// not know are carried and ignored, so a newer node's advert still validates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_relax: Option<Vec<String>>,
+    /// Registry hosts (`docker.io`, `ghcr.io`, `localhost:5000`) this node may pull images from
+    /// that were neither pushed to the mesh nor held by its engine. `None` or empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registries: Option<Vec<String>>,
 }
 
 /// At most this many allowed owners in a policy, each at most this long.
 pub const MAX_ALLOWED_OWNERS: usize = 64;
 const MAX_OWNER_LEN: usize = 128;
+/// At most this many allowed relaxations in a policy, each at most this long.
+const MAX_RELAXATIONS: usize = 8;
+const MAX_RELAXATION_LEN: usize = 32;
+/// At most this many registries in a policy, each a host (and port) at most this long.
+pub const MAX_REGISTRIES: usize = 16;
+const MAX_REGISTRY_LEN: usize = 255;
 
 impl NodePolicy {
+    /// Whether this node's owner allows `relaxation` of the container hardening.
+    pub fn allows(&self, relaxation: Relaxation) -> bool {
+        self.container_relax
+            .iter()
+            .flatten()
+            .any(|name| name == relaxation.as_str())
+    }
+
+    /// Whether this node may pull images from registry `host` (compared without case, as host
+    /// names are).
+    pub fn allows_registry(&self, host: &str) -> bool {
+        self.registries
+            .iter()
+            .flatten()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(names) = &self.container_relax {
+            if names.len() > MAX_RELAXATIONS {
+                return invalid(format!("more than {MAX_RELAXATIONS} container relaxations"));
+            }
+            if names.iter().any(|n| {
+                n.is_empty()
+                    || n.len() > MAX_RELAXATION_LEN
+                    || !n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            }) {
+                return invalid(format!(
+                    "a container relaxation is 1 to {MAX_RELAXATION_LEN} lowercase letters and \
+                     '_' (such as writable_root)"
+                ));
+            }
+        }
+        if let Some(registries) = &self.registries {
+            if registries.len() > MAX_REGISTRIES {
+                return invalid(format!("more than {MAX_REGISTRIES} registries"));
+            }
+            if let Some(bad) = registries.iter().find(|r| {
+                r.is_empty()
+                    || r.len() > MAX_REGISTRY_LEN
+                    || !r
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+            }) {
+                return invalid(format!(
+                    "registry '{bad:.64}' is not a host name with an optional port (such as \
+                     ghcr.io or localhost:5000)"
+                ));
+            }
+        }
         if let Some(owners) = &self.allowed_owners {
             if owners.len() > MAX_ALLOWED_OWNERS {
                 return invalid(format!("more than {MAX_ALLOWED_OWNERS} allowed owners"));
@@ -341,6 +406,48 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".into()))
             .collect();
         assert!(a.validate().is_err());
+    }
+
+    #[test]
+    fn relaxations_and_registries_are_optional_on_the_wire_and_checked() {
+        // A policy that sets neither adds nothing to the advert: older nodes read it as before.
+        assert_eq!(serde_json::to_string(&NodePolicy::default()).unwrap(), "{}");
+        let mut advert = sample_advert();
+        advert.policy = NodePolicy {
+            // A name this version does not know is carried, not refused: a newer node's advert.
+            container_relax: Some(vec!["writable_root".into(), "newer_relaxation".into()]),
+            registries: Some(vec!["ghcr.io".into(), "localhost:5000".into()]),
+            ..NodePolicy::default()
+        };
+        let frame = codec::encode(&advert).unwrap();
+        assert_eq!(codec::decode::<Advert>(&frame, MAX_ANNOUNCEMENT_BYTES).unwrap(), advert);
+        assert!(advert.validate().is_ok());
+        let policy = &advert.policy;
+        assert!(policy.allows(Relaxation::WritableRoot));
+        assert!(!policy.allows(Relaxation::RunAsRoot));
+        assert!(policy.allows_registry("GHCR.io"), "host names have no case");
+        assert!(!policy.allows_registry("docker.io"));
+        assert!(!NodePolicy::default().allows(Relaxation::WritableRoot));
+        assert!(!NodePolicy::default().allows_registry("docker.io"));
+
+        let relax = |names: Vec<&str>| NodePolicy {
+            container_relax: Some(names.into_iter().map(String::from).collect()),
+            ..NodePolicy::default()
+        };
+        let registries = |hosts: Vec<&str>| NodePolicy {
+            registries: Some(hosts.into_iter().map(String::from).collect()),
+            ..NodePolicy::default()
+        };
+        for bad in [
+            relax(vec!["Writable Root"]),
+            relax(vec![""]),
+            relax(vec!["writable_root"; MAX_RELAXATIONS + 1]),
+            registries(vec!["ghcr.io/team"]),
+            registries(vec![""]),
+            registries(vec!["ghcr.io"; MAX_REGISTRIES + 1]),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -20,6 +20,20 @@ pub fn manifest(name: &str, version: &str, replicas: u32, module: &str) -> Value
     })
 }
 
+/// A container app manifest (API form) for an image record or archive `archive` (`blake3:`),
+/// listening on 8080 with a health check, `GREETING=ahoy`.
+pub fn container_manifest(name: &str, archive: &str, replicas: u32) -> Value {
+    json!({
+        "name": name,
+        "version": "1.0.0",
+        "replicas": replicas,
+        "container": { "archive": archive, "port": 8080 },
+        "env": { "GREETING": "ahoy" },
+        "resources": { "memory_mb": 32, "cpu": 0.25 },
+        "health": { "path": "/healthz" },
+    })
+}
+
 impl NodeProcess {
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.api());

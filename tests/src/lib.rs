@@ -13,6 +13,7 @@
 //! - [`mycel_bin`], [`mycel_cli`]: where the binary is and how to run one-shot commands.
 
 pub mod apps;
+pub mod docker;
 pub mod mesh;
 pub mod metrics;
 pub mod netns;

@@ -5,57 +5,18 @@
 //!
 //! Every node of a test shares the machine's one engine, as nodes on one host would.
 
-use std::{
-    collections::BTreeSet,
-    io::Write,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
 use mycel_protocol::api::InstanceState;
-use mycel_tests::{Mesh, NodeProcess, hello_container_example, metrics, mycel_cli, wait_until};
+use mycel_tests::{
+    Mesh, NodeProcess,
+    apps::container_manifest,
+    docker::{containers_of, docker, layered_image},
+    hello_container_example, metrics, mycel_cli, wait_until,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// Runs the docker CLI; answers its stdout.
-fn docker(args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .context("running docker")?;
-    ensure!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The containers (running or not) that mycel made for `node`.
-fn containers_of(node: &str) -> Result<BTreeSet<String>> {
-    let ids = docker(&[
-        "ps",
-        "-a",
-        "-q",
-        "--no-trunc",
-        "--filter",
-        &format!("label=mycel.node={node}"),
-    ])?;
-    Ok(ids.lines().map(str::to_owned).collect())
-}
-
-fn container_manifest(name: &str, archive: &str, replicas: u32) -> Value {
-    json!({
-        "name": name,
-        "version": "1.0.0",
-        "replicas": replicas,
-        "container": { "archive": archive, "port": 8080 },
-        "env": { "GREETING": "ahoy" },
-        "resources": { "memory_mb": 32, "cpu": 0.25 },
-        "health": { "path": "/healthz" },
-    })
-}
 
 /// Waits until `replicas` instances of `app` run, as `node` sees it.
 async fn running(node: &NodeProcess, app: &str, replicas: usize) -> Result<()> {
@@ -174,37 +135,6 @@ async fn an_image_pushed_to_one_node_runs_through_another_and_answers_through_a_
     }
     .await;
     mesh.report(result)
-}
-
-/// Builds an image `FROM` the example's with one more layer of `extra` random bytes, saves it
-/// into `dir` and removes it from the engine (so a node must load it); answers the archive.
-fn layered_image(dir: &Path, tag: &str, extra: usize) -> Result<PathBuf> {
-    let context = dir.join("context");
-    std::fs::create_dir_all(&context)?;
-    let mut bytes = vec![0u8; extra];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        // Unique per run, so the layer is new to the engine.
-        *b = (i as u64 ^ std::process::id() as u64).wrapping_mul(2_654_435_761) as u8;
-    }
-    std::fs::File::create(context.join("extra.bin"))?.write_all(&bytes)?;
-    std::fs::write(
-        context.join("Dockerfile"),
-        "FROM mycel-hello-container:1.0\nCOPY extra.bin /extra.bin\n",
-    )?;
-    let out = std::process::Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "--quiet", "--tag", tag])
-        .arg(&context)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let archive = dir.join("layered.tar");
-    docker(&["save", "--output", archive.to_str().context("UTF-8")?, tag])?;
-    docker(&["rmi", "-f", tag])?;
-    Ok(archive)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mycel_protocol::Runtime;
+use mycel_protocol::{Runtime, app::Relaxation};
 
 /// What the scheduler knows of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,15 @@ pub struct NodeView {
     pub max_instances: Option<u32>,
     /// The app owners the node accepts; `None`: any member.
     pub allowed_owners: Option<BTreeSet<String>>,
+    /// The relaxations of the container hardening the node's owner allows.
+    pub relaxations_allowed: BTreeSet<Relaxation>,
+}
+
+impl NodeView {
+    /// Whether the node's owner allows every relaxation `app` asks for.
+    pub fn allows_relaxations(&self, app: &AppSpec) -> bool {
+        app.relaxations.is_subset(&self.relaxations_allowed)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +80,35 @@ pub struct AppSpec {
     pub required: Vec<LabelRule>,
     pub preferred: Vec<LabelRule>,
     pub strategy: Strategy,
+    /// The relaxations of the container hardening the app asks for; only nodes whose owner
+    /// allows all of them may run it.
+    pub relaxations: BTreeSet<Relaxation>,
+}
+
+/// A sentence on why none of the `alive` nodes may run `app` at all: a relaxation that no owner
+/// allows is named, as the one thing to change; otherwise every condition is listed.
+pub(crate) fn why_ineligible<'a>(
+    app: &AppSpec,
+    alive: impl Iterator<Item = &'a NodeView> + Clone,
+) -> String {
+    let refused = app
+        .relaxations
+        .iter()
+        .find(|r| !alive.clone().any(|n| n.relaxations_allowed.contains(r)));
+    if let Some(refused) = refused {
+        return format!("no alive node allows {refused} (its owner's policy.container_relax)");
+    }
+    let relaxations = if app.relaxations.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = app.relaxations.iter().map(|r| r.as_str()).collect();
+        format!(", allows {}", names.join(", "))
+    };
+    format!(
+        "no alive node offers runtime {}, meets the required labels{relaxations} and accepts \
+         owner {}",
+        app.runtime, app.owner
+    )
 }
 
 /// Replica `replica` of `app` runs on `node`.

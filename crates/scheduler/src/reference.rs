@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced,
+    why_ineligible, AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced,
 };
 
 /// What is left of a node while the solver fills it.
@@ -42,6 +42,7 @@ fn eligible(node: &NodeView, app: &AppSpec) -> bool {
             .allowed_owners
             .as_ref()
             .is_none_or(|owners| owners.contains(&app.owner))
+        && node.allows_relaxations(app)
 }
 
 /// Places every app's replicas, keeping the `previous` placements that still hold.
@@ -185,10 +186,7 @@ fn why_unplaced(app: &AppSpec, rooms: &BTreeMap<&str, Room>) -> String {
     }
     let eligible: Vec<&&Room> = alive.iter().filter(|r| eligible(r.node, app)).collect();
     if eligible.is_empty() {
-        return format!(
-            "no alive node offers runtime {}, meets the required labels and accepts owner {}",
-            app.runtime, app.owner
-        );
+        return why_ineligible(app, alive.iter().map(|r| r.node));
     }
     format!(
         "no eligible node has {} MiB of memory and {} millicores free",

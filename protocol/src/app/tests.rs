@@ -164,6 +164,12 @@ fn json_round_trips() {
         archive: Some(hash_text(0xab)),
         port: Some(3000),
         command: vec!["/srv".into()],
+        relax: Some(RelaxSpec {
+            writable_root: true,
+            capabilities: vec!["NET_BIND_SERVICE".into()],
+            no_new_privileges: false,
+            ..RelaxSpec::default()
+        }),
     });
     manifest.placement = PlacementSpec {
         required: vec![rule("zone", RuleOp::In, &["eu-1"])],
@@ -218,6 +224,11 @@ fn unknown_fields_are_rejected_everywhere() {
         (
             "container",
             "name = \"a\"\nversion = \"1\"\n[container]\nimage = \"x\"\nports = 1\n",
+        ),
+        (
+            "relax",
+            "name = \"a\"\nversion = \"1\"\n[container]\nimage = \"x\"\n[container.relax]\n\
+             writable_rootfs = true\n",
         ),
         (
             "resources",
@@ -396,6 +407,36 @@ fn each_rule_rejects_with_a_message_naming_the_field() {
             |m| m.container.as_mut().unwrap().command = vec!["a\0b".into()],
             "container.command[0]",
             "NUL",
+        ),
+        (
+            |m| relax_capabilities(m, &["NET_BIND_SERVICE"; 17]),
+            "container.relax.capabilities",
+            "at most 16 capabilities (got 17)",
+        ),
+        (
+            |m| relax_capabilities(m, &["CHOWN", "CAP_NET_ADMIN"]),
+            "container.relax.capabilities[1]",
+            "write 'NET_ADMIN': uppercase, without CAP_ (got 'CAP_NET_ADMIN')",
+        ),
+        (
+            |m| relax_capabilities(m, &["net_raw"]),
+            "container.relax.capabilities[0]",
+            "write 'NET_RAW'",
+        ),
+        (
+            |m| relax_capabilities(m, &["ALL"]),
+            "container.relax.capabilities[0]",
+            "name each capability",
+        ),
+        (
+            |m| relax_capabilities(m, &["SYS_EVERYTHING"]),
+            "container.relax.capabilities[0]",
+            "'SYS_EVERYTHING' is not a Linux capability",
+        ),
+        (
+            |m| relax_capabilities(m, &["KILL", "CHOWN", "KILL"]),
+            "container.relax.capabilities[2]",
+            "'KILL' is listed twice",
         ),
         (
             |m| m.env = (0..129).map(|i| (format!("V{i}"), String::new())).collect(),
@@ -579,6 +620,56 @@ fn each_rule_rejects_with_a_message_naming_the_field() {
             assert_eq!(Manifest::from_json(&json).unwrap_err(), err);
         }
     }
+}
+
+fn relax_capabilities(manifest: &mut Manifest, names: &[&str]) {
+    manifest.container.as_mut().unwrap().relax = Some(RelaxSpec {
+        capabilities: names.iter().map(|n| n.to_string()).collect(),
+        ..RelaxSpec::default()
+    });
+}
+
+#[test]
+fn relaxations_are_named_and_absent_means_hardened() {
+    let base = "name = \"a\"\nversion = \"1\"\n[container]\nimage = \"x\"\n";
+    let parse = |relax: &str| Manifest::from_toml(&format!("{base}{relax}")).unwrap();
+    assert_eq!(parse("").relaxations(), []);
+    assert_eq!(parse("").container.unwrap().relax, None);
+    // An empty table, or one that restates the defaults, relaxes nothing.
+    assert_eq!(parse("[container.relax]\n").relaxations(), []);
+    assert_eq!(
+        parse("[container.relax]\nwritable_root = false\nno_new_privileges = true\ncapabilities = []\n")
+            .relaxations(),
+        []
+    );
+    let all = parse(
+        "[container.relax]\nwritable_root = true\nrun_as_root = true\n\
+         capabilities = [\"NET_BIND_SERVICE\", \"CHOWN\"]\nno_new_privileges = false\n",
+    );
+    assert_eq!(all.relaxations(), Relaxation::ALL);
+    let names: Vec<String> = all.relaxations().iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        names,
+        ["writable_root", "run_as_root", "capabilities", "new_privileges"]
+    );
+    for r in Relaxation::ALL {
+        assert_eq!(r.as_str().parse::<Relaxation>(), Ok(r));
+    }
+    assert!("writable_rootfs".parse::<Relaxation>().is_err());
+    assert_eq!(example().relaxations(), [], "wasm apps relax nothing");
+    // What is left at its default is left out of the JSON, as elsewhere.
+    assert_eq!(
+        serde_json::to_value(RelaxSpec {
+            run_as_root: true,
+            ..RelaxSpec::default()
+        })
+        .unwrap(),
+        serde_json::json!({"run_as_root": true})
+    );
+    let mut limit = container_example();
+    let sixteen: Vec<&str> = KNOWN_CAPABILITIES[..MAX_RELAX_CAPABILITIES].to_vec();
+    relax_capabilities(&mut limit, &sixteen);
+    assert_eq!(limit.validate(), Ok(()));
 }
 
 #[test]

@@ -1,0 +1,68 @@
+//! The Docker engine, as tests and benches drive it: its CLI, mycel's containers, test images.
+
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, ensure};
+
+/// Runs the docker CLI; answers its stdout.
+pub fn docker(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .context("running docker")?;
+    ensure!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The containers (running or not) that mycel made for `node`.
+pub fn containers_of(node: &str) -> Result<BTreeSet<String>> {
+    let ids = docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=mycel.node={node}"),
+    ])?;
+    Ok(ids.lines().map(str::to_owned).collect())
+}
+
+/// Builds an image `FROM` the example's with one more layer of `extra` random bytes, saves it
+/// into `dir` and removes it from the engine (so a node must load it); answers the archive.
+pub fn layered_image(dir: &Path, tag: &str, extra: usize) -> Result<PathBuf> {
+    let context = dir.join("context");
+    std::fs::create_dir_all(&context)?;
+    // Bytes unique to this tag (and so to the run): the layer is new to the engine.
+    let mut bytes = vec![0u8; extra];
+    blake3::Hasher::new()
+        .update(tag.as_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    std::fs::File::create(context.join("extra.bin"))?.write_all(&bytes)?;
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM mycel-hello-container:1.0\nCOPY extra.bin /extra.bin\n",
+    )?;
+    let out = std::process::Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--quiet", "--tag", tag])
+        .arg(&context)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = dir.join("layered.tar");
+    docker(&["save", "--output", archive.to_str().context("UTF-8")?, tag])?;
+    docker(&["rmi", "-f", tag])?;
+    Ok(archive)
+}
