@@ -20,4 +20,8 @@ pub struct LogsRequest {
     pub app: String,
     /// Keep the stream open and send new lines as they come.
     pub follow: bool,
+    /// Only these instances (a follower adds instances that started after it began); empty:
+    /// every instance of the app.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<String>,
 }

@@ -329,6 +329,39 @@ async fn log_lines_of_every_instance_reach_any_node() -> Result<()> {
                 e.line == "GET /env/FOLLOWED"
             })
             .await?;
+
+        // An instance that starts while the stream is open is followed too.
+        let out = mycel_cli(["scale", "--node", asker.api(), "hello", "3"]).await?;
+        ensure!(out.status.success(), "mycel scale: {out:?}");
+        running(asker, 3, Duration::from_secs(60)).await?;
+        let app = asker.app("hello").await?;
+        let newcomer = app
+            .instances
+            .iter()
+            .find(|i| !placed.iter().any(|(id, _)| *id == i.id))
+            .context("the new instance")?
+            .id
+            .clone();
+        let mut served_newcomer = false;
+        for n in 0..30 {
+            let response = asker
+                .through_gateway("hello", &format!("/env/LATE{n}"))
+                .await?;
+            if response
+                .headers()
+                .get("x-mycel-instance")
+                .is_some_and(|i| i == newcomer.as_str())
+            {
+                served_newcomer = true;
+                break;
+            }
+        }
+        ensure!(served_newcomer, "{newcomer} served no request");
+        events
+            .until("a line of the new instance", Duration::from_secs(15), |e| {
+                e.instance == newcomer && e.line.starts_with("GET /env/LATE")
+            })
+            .await?;
         drop(events);
 
         let out = mycel_cli(["logs", "--node", asker.api(), "hello"]).await?;

@@ -48,10 +48,21 @@ impl AgentHandle {
     /// instance in turn, then, with `follow`, new lines from all of them as they come (the stream
     /// ends when every instance has stopped). A follower too slow for an instance skips lines.
     pub fn log_events(&self, app: &str, follow: bool) -> BoxStream<'static, LogEvent> {
+        self.log_events_of(app, &[], follow)
+    }
+
+    /// As [`log_events`](Self::log_events), for the instances named in `only` (all when empty).
+    pub fn log_events_of(
+        &self,
+        app: &str,
+        only: &[String],
+        follow: bool,
+    ) -> BoxStream<'static, LogEvent> {
         let node = self.node.clone();
         let mut recent = Vec::new();
         let mut followers = Vec::new();
-        for (id, logs) in self.logs_of(app) {
+        let wanted = |id: &String| only.is_empty() || only.contains(id);
+        for (id, logs) in self.logs_of(app).into_iter().filter(|(id, _)| wanted(id)) {
             recent.extend(logs.recent.into_iter().map(|l| event(&node, &id, l)));
             if follow {
                 followers.push(following(node.clone(), id, logs.follow));
@@ -136,7 +147,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     let request: LogsRequest = read_frame(&mut reader, MAX_REQUEST_BYTES)
         .await?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no request"))?;
-    let mut events = agent.log_events(&request.app, request.follow);
+    let mut events = agent.log_events_of(&request.app, &request.instances, request.follow);
     // The asker writes nothing after its request: a read that returns means it closed the stream
     // (or broke the protocol); either way the answer is over.
     let mut probe = [0u8; 1];
@@ -154,18 +165,21 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     writer.close().await
 }
 
-/// The log events of `app`'s instances on `peer`: recent lines, then with `follow` new ones until
+/// The log events of `app`'s instances on `peer` (those in `instances`, or all when it is
+/// empty): recent lines, then with `follow` new ones until
 /// the stream is dropped. The stream ends when the peer closes it or on any error (logged).
 pub fn remote_logs(
     mesh: &MeshHandle,
     peer: PeerId,
     app: &str,
+    instances: Vec<String>,
     follow: bool,
 ) -> impl Stream<Item = LogEvent> + Send + 'static {
     let control = mesh.streams();
     let request = LogsRequest {
         app: app.to_string(),
         follow,
+        instances,
     };
     stream::once(async move {
         let mut control = control;
@@ -253,6 +267,7 @@ mod tests {
         let request = LogsRequest {
             app: "hello".into(),
             follow: true,
+            instances: vec!["hello-1-0".into()],
         };
         let mut buffer = Vec::new();
         write_frame(&mut buffer, &request).await.unwrap();
