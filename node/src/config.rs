@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use libp2p::Multiaddr;
 use mycel_mesh::Timing;
-use mycel_protocol::{NodePolicy, Runtime};
+use mycel_protocol::{NodePolicy, Runtime, app::Relaxation};
 use serde::Deserialize;
 
 use crate::cli::{UpArgs, parse_bootstrap, parse_label, parse_multiaddr};
@@ -89,6 +89,10 @@ struct PolicyFile {
     /// Cores, fractions allowed.
     cpu: Option<f64>,
     allowed_owners: Option<Vec<String>>,
+    /// `container_relax = ["writable_root"]`: what apps' `[container.relax]` may drop here.
+    container_relax: Option<Vec<String>>,
+    /// `registries = ["ghcr.io"]`: where this node may pull images the mesh and engine lack.
+    registries: Option<Vec<String>>,
 }
 
 impl PolicyFile {
@@ -98,11 +102,20 @@ impl PolicyFile {
             Some(cpu) if (0.0..=1_000_000.0).contains(&cpu) => Some((cpu * 1000.0).round() as u64),
             Some(cpu) => bail!("policy.cpu must be a number of cores, not {cpu}"),
         };
+        // Adverts carry names a newer version may add; the owner's own file must name known
+        // ones, so a typo is an error rather than a relaxation silently not allowed.
+        for name in self.container_relax.iter().flatten() {
+            if let Err(e) = name.parse::<Relaxation>() {
+                bail!("policy.container_relax: {e}");
+            }
+        }
         let policy = NodePolicy {
             max_instances: self.max_instances,
             memory_mb: self.memory_mb,
             cpu_millis,
             allowed_owners: self.allowed_owners,
+            container_relax: self.container_relax,
+            registries: self.registries,
         };
         policy
             .validate()
@@ -426,8 +439,29 @@ mod tests {
                 memory_mb: Some(2048),
                 cpu_millis: Some(1500),
                 allowed_owners: Some(vec!["12D3KooWabc".into()]),
+                ..NodePolicy::default()
             }
         );
+        let c = resolve(
+            "[policy]\ncontainer_relax = [\"writable_root\", \"capabilities\"]\n\
+             registries = [\"ghcr.io\", \"localhost:5000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.policy.container_relax,
+            Some(vec!["writable_root".into(), "capabilities".into()])
+        );
+        assert_eq!(
+            c.policy.registries,
+            Some(vec!["ghcr.io".into(), "localhost:5000".into()])
+        );
+        let typo = resolve("[policy]\ncontainer_relax = [\"writable_rootfs\"]\n").unwrap_err();
+        assert!(
+            typo.to_string()
+                .contains("unknown relaxation 'writable_rootfs'"),
+            "{typo}"
+        );
+        assert!(resolve("[policy]\nregistries = [\"ghcr.io/team\"]\n").is_err());
         assert_eq!(resolve("").unwrap().policy, NodePolicy::default());
         assert!(resolve("[policy]\ncpu = -1\n").is_err());
         assert!(resolve("[policy]\nallowed_owners = [\"has space\"]\n").is_err());

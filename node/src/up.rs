@@ -103,6 +103,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         drivers: drivers.all,
         docker: drivers.docker,
         scratch_dir: config.data_dir.join("tmp"),
+        policy: config.policy.clone(),
         timing: mycel_agent::AgentTiming {
             request_timeout: config.request_timeout,
             ..Default::default()

@@ -612,7 +612,7 @@ fn toml_error(text: &str, err: &toml::de::Error) -> ManifestError {
 }
 
 /// `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`: the app's name becomes a host name label.
-fn check_name(name: &str) -> Result<(), ManifestError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ManifestError> {
     let bytes = name.as_bytes();
     let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
     let ok = !bytes.is_empty()
@@ -633,7 +633,7 @@ fn check_name(name: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
-fn check_version(version: &str) -> Result<(), ManifestError> {
+pub(crate) fn check_version(version: &str) -> Result<(), ManifestError> {
     let ok = !version.is_empty()
         && version.len() <= MAX_VERSION_LEN
         && version

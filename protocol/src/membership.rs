@@ -224,6 +224,10 @@ pub struct Suspicion {
 /// Everything published on the membership topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "an announcement lives only while it is signed or checked; what is kept is the Advert"
+)]
 pub enum Announcement {
     Advert(Advert),
     Departure(Departure),
@@ -420,7 +424,10 @@ mod tests {
             ..NodePolicy::default()
         };
         let frame = codec::encode(&advert).unwrap();
-        assert_eq!(codec::decode::<Advert>(&frame, MAX_ANNOUNCEMENT_BYTES).unwrap(), advert);
+        assert_eq!(
+            codec::decode::<Advert>(&frame, MAX_ANNOUNCEMENT_BYTES).unwrap(),
+            advert
+        );
         assert!(advert.validate().is_ok());
         let policy = &advert.policy;
         assert!(policy.allows(Relaxation::WritableRoot));

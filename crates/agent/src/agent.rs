@@ -12,7 +12,7 @@ use mycel_blobs::{BlobStore, MeshBlobs};
 use mycel_mesh::MeshHandle;
 use mycel_placement::{PlacementHandle, Replica, plan::runtime_of};
 use mycel_protocol::{
-    BlobHash,
+    BlobHash, NodePolicy,
     api::InstanceState,
     app::AppKind,
     placement::{AppRecord, WriteRequest},
@@ -68,6 +68,10 @@ pub struct AgentConfig {
     pub docker: Option<DockerDriver>,
     /// Scratch space for the agent's temporary files (image archives on their way to Docker).
     pub scratch_dir: PathBuf,
+    /// This node's owner policy, as the node advertises it. The scheduler honours it; the agent
+    /// enforces what concerns a single instance (container relaxations, registries to pull from)
+    /// whatever was placed here.
+    pub policy: NodePolicy,
     pub timing: AgentTiming,
 }
 
@@ -296,6 +300,7 @@ impl Agent {
             network: network.clone(),
             scratch: self.config.scratch_dir.join("images"),
             loading: self.image_loading.clone(),
+            policy: self.config.policy.clone(),
         });
         let mesh_images = self.config.placement.replica().state.images.clone();
         let timing = self.config.timing.clone();

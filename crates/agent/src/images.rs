@@ -1,12 +1,13 @@
 //! Container images for the agent: turns a container app's `[container]` section into an image
-//! the local Docker engine holds, fetching from peers only the layers the engine lacks.
+//! the local Docker engine holds, fetching from peers only the layers the engine lacks, and into
+//! the hardening it runs with (each relaxation checked against this node's owner policy).
 //!
 //! ```text
 //!  archive = "blake3:…" ──fetch blob──▶ an image record (JSON) ─┐   or a raw archive: imported here
 //!  image = "name:tag" ──placement state's images──────────────────┤
-//!                     └─ not in the mesh: the engine's own image ─┼─▶ engine has config digest? done
-//!                                                                 └─▶ fetch config + missing layers,
-//!                                                                     write a loadable archive,
+//!                     ├─ not in the mesh: the engine's own image ─┼─▶ engine has config digest? done
+//!                     └─ nor in the engine: a pull, only from a   └─▶ fetch config + missing layers,
+//!                        registry in the policy's `registries`        write a loadable archive,
 //!                                                                     docker load, check the id
 //! ```
 
@@ -15,12 +16,12 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 use mycel_blobs::{BlobStore, MeshBlobs};
 use mycel_images::{layers_held_by_engine, write_loadable_archive};
 use mycel_protocol::{
-    BlobHash,
-    app::ContainerSpec,
-    image::{ImageRecord, normalize_image_name},
+    BlobHash, NodePolicy,
+    app::{ContainerSpec, Relaxation},
+    image::{ImageRecord, normalize_image_name, registry_host},
     placement::ImageEntry,
 };
-use mycel_runtime::{ContainerWorkload, DockerDriver};
+use mycel_runtime::{ContainerRelax, ContainerWorkload, DockerDriver};
 
 /// The port a container app listens on when its manifest names none.
 pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
@@ -37,6 +38,8 @@ pub(crate) struct ImageLoader {
     /// Where archives for `docker load` are written, then removed.
     pub(crate) scratch: PathBuf,
     pub(crate) loading: Arc<tokio::sync::Mutex<()>>,
+    /// This node's owner policy: which relaxations and registries it allows.
+    pub(crate) policy: NodePolicy,
 }
 
 impl ImageLoader {
@@ -46,6 +49,8 @@ impl ImageLoader {
         spec: &ContainerSpec,
         mesh_images: &BTreeMap<String, ImageEntry>,
     ) -> Result<ContainerWorkload, String> {
+        // Checked first: an app this node may not run costs it no image.
+        let relax = container_relax(spec, &self.policy)?;
         let image = match (&spec.archive, &spec.image) {
             (Some(archive), _) => {
                 let hash: BlobHash = archive
@@ -60,11 +65,9 @@ impl ImageLoader {
                     Some(entry) => self.ensure_loaded(&entry.record).await?,
                     None if self.has_image(&name).await? => name,
                     None => {
-                        return Err(format!(
-                            "image {name} was never pushed to the mesh and this node's Docker \
-                             engine does not hold it (push it with `mycel push`; mycel pulls \
-                             from no registry)"
-                        ));
+                        let registry = allowed_registry(&name, &self.policy)?;
+                        self.pull(&name, registry).await?;
+                        name
                     }
                 }
             }
@@ -74,7 +77,22 @@ impl ImageLoader {
             image,
             port: spec.port.unwrap_or(DEFAULT_CONTAINER_PORT),
             command: spec.command.clone(),
+            relax,
         })
+    }
+
+    /// Pulls `name` from `registry` (already allowed), unless an instance starting alongside
+    /// pulled it meanwhile.
+    async fn pull(&self, name: &str, registry: &str) -> Result<(), String> {
+        let _one_at_a_time = self.loading.lock().await;
+        if self.has_image(name).await? {
+            return Ok(());
+        }
+        tracing::info!(image = %name, %registry, "pulling an image from an allowed registry");
+        self.docker
+            .pull_image(name)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn has_image(&self, reference: &str) -> Result<bool, String> {
@@ -192,5 +210,148 @@ impl ImageLoader {
             .blob_path(hash)
             .map_err(|e| format!("reading the blob store: {e}"))?
             .ok_or_else(|| format!("{hash} vanished from the blob store"))
+    }
+}
+
+/// The hardening `spec`'s container runs with: every relaxation it asks for, if this node's owner
+/// allows them all. The scheduler places apps only where their relaxations are allowed; this
+/// refuses anyway, since the placement may be older than the policy, or its leader mistaken.
+fn container_relax(spec: &ContainerSpec, policy: &NodePolicy) -> Result<ContainerRelax, String> {
+    let refused: Vec<&str> = spec
+        .relaxations()
+        .into_iter()
+        .filter(|r| !policy.allows(*r))
+        .map(Relaxation::as_str)
+        .collect();
+    if !refused.is_empty() {
+        return Err(format!(
+            "[container.relax] asks for {}, which this node's owner does not allow \
+             (policy.container_relax)",
+            refused.join(", ")
+        ));
+    }
+    let Some(relax) = &spec.relax else {
+        return Ok(ContainerRelax::default());
+    };
+    Ok(ContainerRelax {
+        writable_root: relax.writable_root,
+        run_as_root: relax.run_as_root,
+        capabilities: relax.capabilities.clone(),
+        new_privileges: !relax.no_new_privileges,
+    })
+}
+
+/// The registry to pull `name` from, if this node's owner allows it; else why the image cannot
+/// be had at all (it is neither in the mesh nor in the engine when this is asked).
+fn allowed_registry<'a>(name: &'a str, policy: &NodePolicy) -> Result<&'a str, String> {
+    let registry = registry_host(name);
+    if policy.allows_registry(registry) {
+        return Ok(registry);
+    }
+    let allowed = match policy.registries.as_deref().unwrap_or_default() {
+        [] => "allows none".to_owned(),
+        hosts => format!("allows only {}", hosts.join(", ")),
+    };
+    Err(format!(
+        "image {name} was never pushed to the mesh, this node's Docker engine does not hold it, \
+         and this node may not pull from its registry {registry} (policy.registries \
+         {allowed}); push it with `mycel push`"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use mycel_protocol::app::RelaxSpec;
+
+    use super::*;
+
+    fn policy(relax: &[&str], registries: &[&str]) -> NodePolicy {
+        NodePolicy {
+            container_relax: Some(relax.iter().map(|r| r.to_string()).collect()),
+            registries: Some(registries.iter().map(|r| r.to_string()).collect()),
+            ..NodePolicy::default()
+        }
+    }
+
+    fn relaxed(relax: RelaxSpec) -> ContainerSpec {
+        ContainerSpec {
+            image: Some("web:1".into()),
+            relax: Some(relax),
+            ..ContainerSpec::default()
+        }
+    }
+
+    #[test]
+    fn relaxations_the_policy_does_not_allow_are_refused() {
+        let hardened = ContainerSpec {
+            image: Some("web:1".into()),
+            ..ContainerSpec::default()
+        };
+        assert_eq!(
+            container_relax(&hardened, &NodePolicy::default()),
+            Ok(ContainerRelax::default())
+        );
+        let asks = relaxed(RelaxSpec {
+            writable_root: true,
+            capabilities: vec!["NET_BIND_SERVICE".into()],
+            no_new_privileges: false,
+            ..RelaxSpec::default()
+        });
+        let error = container_relax(&asks, &policy(&["writable_root"], &[])).unwrap_err();
+        assert_eq!(
+            error,
+            "[container.relax] asks for capabilities, new_privileges, which this node's owner \
+             does not allow (policy.container_relax)"
+        );
+        assert!(container_relax(&asks, &NodePolicy::default()).is_err());
+        let allowed = container_relax(
+            &asks,
+            &policy(&["writable_root", "capabilities", "new_privileges"], &[]),
+        );
+        assert_eq!(
+            allowed,
+            Ok(ContainerRelax {
+                writable_root: true,
+                run_as_root: false,
+                capabilities: vec!["NET_BIND_SERVICE".into()],
+                new_privileges: true,
+            })
+        );
+    }
+
+    #[test]
+    fn only_registries_on_the_allow_list_are_pulled_from() {
+        // The default policy: no pull at all, and the error says how to get the image instead.
+        let error = allowed_registry("nginx:1.27", &NodePolicy::default()).unwrap_err();
+        assert!(
+            error.contains("may not pull from its registry docker.io"),
+            "{error}"
+        );
+        assert!(error.contains("policy.registries allows none"), "{error}");
+        assert!(error.contains("mycel push"), "{error}");
+
+        let some = policy(&[], &["ghcr.io", "localhost:5000"]);
+        let error = allowed_registry("quay.io/team/app:v1", &some).unwrap_err();
+        assert!(
+            error.contains("its registry quay.io (")
+                && error.contains("allows only ghcr.io, localhost:5000"),
+            "{error}"
+        );
+        assert_eq!(
+            allowed_registry("ghcr.io/team/app:v1", &some),
+            Ok("ghcr.io")
+        );
+        assert_eq!(
+            allowed_registry("localhost:5000/app:latest", &some),
+            Ok("localhost:5000")
+        );
+        assert!(
+            allowed_registry("team/app:v1", &some).is_err(),
+            "Docker Hub"
+        );
+        assert_eq!(
+            allowed_registry("team/app:v1", &policy(&[], &["docker.io"])),
+            Ok("docker.io")
+        );
     }
 }

@@ -106,6 +106,7 @@ impl Node {
             drivers: vec![],
             docker: None,
             scratch_dir: dir.path().join("tmp"),
+            policy: Default::default(),
             timing: Default::default(),
         });
         let state = ApiState {

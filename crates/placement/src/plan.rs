@@ -5,7 +5,7 @@
 use mycel_protocol::{
     Runtime,
     api::{InstanceState, MemberStatus, NodeInfo},
-    app::{AppKind, Manifest, RuleOp},
+    app::{AppKind, Manifest, Relaxation, RuleOp},
     image::{self, ImageRecord},
     placement::{AppRecord, Command, ImageEntry, Instance, WriteError, WriteRequest},
 };
@@ -52,6 +52,12 @@ pub fn node_views(nodes: &[NodeInfo]) -> Vec<NodeView> {
                 .allowed_owners
                 .as_ref()
                 .map(|owners| owners.iter().cloned().collect()),
+            // An app that asks for a relaxation the owner does not allow is kept off the node,
+            // as one whose runtime it lacks (names this version does not know are ignored).
+            relaxations_allowed: Relaxation::ALL
+                .into_iter()
+                .filter(|r| node.policy.allows(*r))
+                .collect(),
         })
         .collect()
 }
@@ -290,6 +296,7 @@ pub fn app_spec(record: &AppRecord) -> AppSpec {
             Some(mycel_protocol::app::Strategy::Binpack) => Strategy::Binpack,
             _ => Strategy::Spread,
         },
+        relaxations: manifest.relaxations().into_iter().collect(),
     }
 }
 
@@ -316,6 +323,30 @@ mod tests {
             cpu_millis: 2000,
             max_instances: None,
             allowed_owners: None,
+            relaxations_allowed: BTreeSet::new(),
+        }
+    }
+
+    /// An alive wasm node with 8 cores and 8 GiB, and no policy, as membership reports it.
+    fn node_info(peer: &str) -> NodeInfo {
+        NodeInfo {
+            peer_id: peer.into(),
+            name: peer.into(),
+            status: MemberStatus::Alive,
+            addrs: vec![],
+            labels: BTreeMap::new(),
+            runtimes: vec![Runtime::Wasm],
+            resources: mycel_protocol::Resources {
+                cpu_cores: 8,
+                memory_mb: 8192,
+                memory_free_mb: 8192,
+                disk_free_mb: 1,
+            },
+            policy: mycel_protocol::NodePolicy::default(),
+            raft: mycel_protocol::api::RaftRole::None,
+            last_seen_ms: 0,
+            departed: false,
+            is_self: false,
         }
     }
 
@@ -439,23 +470,8 @@ mod tests {
     #[test]
     fn the_owners_policy_caps_what_a_node_takes() {
         let info = |peer: &str, policy: mycel_protocol::NodePolicy| NodeInfo {
-            peer_id: peer.into(),
-            name: peer.into(),
-            status: MemberStatus::Alive,
-            addrs: vec![],
-            labels: BTreeMap::new(),
-            runtimes: vec![Runtime::Wasm],
-            resources: mycel_protocol::Resources {
-                cpu_cores: 8,
-                memory_mb: 8192,
-                memory_free_mb: 8192,
-                disk_free_mb: 1,
-            },
             policy,
-            raft: mycel_protocol::api::RaftRole::None,
-            last_seen_ms: 0,
-            departed: false,
-            is_self: false,
+            ..node_info(peer)
         };
         let nodes = node_views(&[
             info(
@@ -464,7 +480,7 @@ mod tests {
                     max_instances: Some(1),
                     memory_mb: Some(100),
                     cpu_millis: Some(500),
-                    allowed_owners: None,
+                    ..Default::default()
                 },
             ),
             info(
@@ -484,6 +500,71 @@ mod tests {
         assert_eq!(on("capped"), 1, "one instance at most");
         assert_eq!(on("private"), 0, "only its owners' apps");
         assert_eq!(on("open"), 2);
+    }
+
+    #[test]
+    fn relaxed_containers_go_only_to_nodes_whose_owner_allows_them() {
+        let info = |peer: &str, relax: &[&str]| NodeInfo {
+            runtimes: vec![Runtime::Wasm, Runtime::Docker],
+            policy: mycel_protocol::NodePolicy {
+                container_relax: Some(relax.iter().map(|r| r.to_string()).collect()),
+                ..Default::default()
+            },
+            ..node_info(peer)
+        };
+        let nodes = node_views(&[
+            info("strict", &[]),
+            info("lenient", &["writable_root", "run_as_root"]),
+            info("newer", &["writable_root", "some_future_relaxation"]),
+        ]);
+        assert_eq!(
+            nodes[1].relaxations_allowed,
+            BTreeSet::from([Relaxation::WritableRoot, Relaxation::RunAsRoot])
+        );
+        assert_eq!(
+            nodes[2].relaxations_allowed,
+            BTreeSet::from([Relaxation::WritableRoot]),
+            "unknown names are ignored"
+        );
+        let container = |name: &str, relax: &str| {
+            let manifest = Manifest::from_toml(&format!(
+                "name = \"{name}\"\nversion = \"1\"\nreplicas = 4\n[container]\n\
+                 image = \"web:1\"\n[container.relax]\n{relax}\n"
+            ))
+            .unwrap();
+            WriteRequest::Deploy {
+                manifest: Box::new(manifest),
+                by: "me".into(),
+            }
+        };
+        let mut state = PlacementState::default();
+        let v = view(nodes);
+        write(&mut state, &v, &container("rooted", "run_as_root = true"));
+        assert!(
+            state.instances_of("rooted").all(|i| i.node == "lenient"),
+            "only the lenient node allows run_as_root"
+        );
+        assert_eq!(state.instances_of("rooted").count(), 4);
+        write(&mut state, &v, &container("writer", "writable_root = true"));
+        assert!(
+            state
+                .instances_of("writer")
+                .all(|i| i.node == "lenient" || i.node == "newer")
+        );
+        write(&mut state, &v, &container("hardened", ""));
+        assert!(state.instances_of("hardened").any(|i| i.node == "strict"));
+
+        write(
+            &mut state,
+            &v,
+            &container("setuid", "no_new_privileges = false"),
+        );
+        assert_eq!(state.instances_of("setuid").count(), 0);
+        let unplaced = state.apps["setuid"].unplaced.clone().unwrap_or_default();
+        assert!(
+            unplaced.contains("no alive node allows new_privileges"),
+            "{unplaced}"
+        );
     }
 
     #[test]

@@ -83,6 +83,25 @@ pub struct ContainerWorkload {
     pub port: u16,
     /// Replaces the image's command when not empty.
     pub command: Vec<String>,
+    /// The hardening this container drops; the default drops none.
+    pub relax: ContainerRelax,
+}
+
+/// Which of the driver's hardening defaults a container goes without, as its manifest asked and
+/// its node's owner allowed (the agent checks that; the driver applies what it is given). Every
+/// field's default is the hardened behaviour.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerRelax {
+    /// A writable root filesystem instead of a read-only one.
+    pub writable_root: bool,
+    /// The image's user even when it is root (uid 0 when the image names none), instead of
+    /// `nobody`.
+    pub run_as_root: bool,
+    /// Capabilities added back after all are dropped, named without `CAP_`. Only processes
+    /// running as root (or binaries with file capabilities) hold them.
+    pub capabilities: Vec<String>,
+    /// Processes may gain privileges (setuid binaries): no `no-new-privileges`.
+    pub new_privileges: bool,
 }
 
 impl Workload {

@@ -19,8 +19,8 @@ use common::{get, hello_container_archive, request};
 use futures::SinkExt;
 use http_body_util::{BodyExt, StreamBody};
 use mycel_runtime::{
-    BoxError, ContainerWorkload, DockerConfig, DockerDriver, Driver, Instance, InstanceSpec,
-    RuntimeError, Stream, Workload,
+    BoxError, ContainerRelax, ContainerWorkload, DockerConfig, DockerDriver, Driver, Instance,
+    InstanceSpec, RuntimeError, Stream, Workload,
 };
 
 const IMAGE: &str = "mycel-hello-container:1.0";
@@ -111,6 +111,7 @@ fn spec(id: &str) -> InstanceSpec {
             image: IMAGE.to_owned(),
             port: 8080,
             command: vec![],
+            relax: ContainerRelax::default(),
         }),
         env: BTreeMap::new(),
         memory_mb: 32,
@@ -292,6 +293,71 @@ async fn containers_run_hardened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relaxed_container_can_write_its_root_and_the_default_cannot() {
+    let node = Node::new("relaxed").await;
+    let hardened = node.start(spec("hardened-1")).await;
+    let mut relaxed = spec("relaxed-1");
+    relaxed.workload = Workload::Container(ContainerWorkload {
+        relax: ContainerRelax {
+            writable_root: true,
+            // `/` belongs to root: only root may create a file there, once it is writable.
+            run_as_root: true,
+            capabilities: vec!["NET_BIND_SERVICE".to_owned()],
+            new_privileges: true,
+        },
+        ..match relaxed.workload {
+            Workload::Container(workload) => workload,
+            Workload::Wasm { .. } => unreachable!("spec() is a container"),
+        }
+    });
+    let relaxed = node.start(relaxed).await;
+
+    // From inside: `/whoami` creates (and removes) a file in `/`; it reports readonly_root=true
+    // only when the mount refused it.
+    let whoami = |instance: Arc<dyn Instance>| async move {
+        let (status, text) = get(&*instance, "/whoami").await.unwrap();
+        assert_eq!(status, http::StatusCode::OK);
+        text
+    };
+    let text = whoami(hardened.clone()).await;
+    assert!(text.starts_with("uid=65534 readonly_root=true "), "{text}");
+    let text = whoami(relaxed.clone()).await;
+    assert!(text.starts_with("uid=0 readonly_root=false "), "{text}");
+
+    // From the engine: the relaxed container dropped exactly what it asked to.
+    let filters = std::collections::HashMap::from([(
+        "label",
+        vec![
+            format!("mycel.node={}", node.id),
+            "mycel.instance=relaxed-1".to_owned(),
+        ],
+    )]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = node.docker.list_containers(Some(options)).await.unwrap();
+    let id = listed[0].id.clone().expect("the container's id");
+    let inspect = node
+        .docker
+        .inspect_container(&id, None::<InspectContainerOptions>)
+        .await
+        .expect("the container");
+    assert_eq!(inspect.config.and_then(|c| c.user).as_deref(), Some("0"));
+    let host = inspect.host_config.expect("a host config");
+    assert_eq!(host.readonly_rootfs, Some(false));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
+    assert!(
+        host.security_opt.unwrap_or_default().is_empty(),
+        "no no-new-privileges"
+    );
+    assert_eq!(host.memory, Some(32 << 20), "the limits stay");
+    hardened.stop().await;
+    relaxed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_streams_the_body_both_ways() {
     let node = Node::new("echo").await;
     let instance = node.start(spec("echo-1")).await;
@@ -460,6 +526,7 @@ async fn what_the_driver_cannot_run_is_refused() {
         image: "mycel-no-such-image:0".to_owned(),
         port: 8080,
         command: vec![],
+        relax: ContainerRelax::default(),
     });
     let error = node.driver.start(missing).await.err().expect("refused");
     assert!(

@@ -83,6 +83,7 @@ fn node(i: usize, rng: &mut Rng) -> NodeView {
         allowed_owners: rng
             .chance(5)
             .then(|| BTreeSet::from(["owner-0".to_string(), "owner-1".to_string()])),
+        relaxations_allowed: BTreeSet::new(),
     }
 }
 
@@ -135,6 +136,7 @@ fn app(i: usize, replicas: u32, rng: &mut Rng) -> AppSpec {
         } else {
             Strategy::Spread
         },
+        relaxations: BTreeSet::new(),
     }
 }
 

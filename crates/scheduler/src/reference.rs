@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    why_ineligible, AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced,
+    AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced, why_ineligible,
 };
 
 /// What is left of a node while the solver fills it.

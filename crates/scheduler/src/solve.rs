@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use crate::model::{
-    why_ineligible, AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced,
+    AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced, why_ineligible,
 };
 
 /// What is left of a node while the solver fills it.

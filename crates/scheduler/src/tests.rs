@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use mycel_protocol::Runtime;
+use mycel_protocol::{Runtime, app::Relaxation};
 use proptest::prelude::*;
 
 use crate::{
@@ -20,6 +20,7 @@ fn node(id: &str, memory_mb: u64, zone: &str) -> NodeView {
         cpu_millis: 4000,
         max_instances: None,
         allowed_owners: None,
+        relaxations_allowed: BTreeSet::new(),
     }
 }
 
@@ -34,7 +35,15 @@ fn app(name: &str, replicas: u32, memory_mb: u64) -> AppSpec {
         required: vec![],
         preferred: vec![],
         strategy: Packing::Spread,
+        relaxations: BTreeSet::new(),
     }
+}
+
+/// A set of relaxations, or none, from a test's coin.
+fn writable_root(yes: bool) -> BTreeSet<Relaxation> {
+    yes.then_some(Relaxation::WritableRoot)
+        .into_iter()
+        .collect()
 }
 
 fn nodes_of(solution: &Solution, app: &str) -> Vec<String> {
@@ -94,6 +103,42 @@ fn required_rules_runtimes_owners_and_room_are_respected() {
         "{:?}",
         solution.unplaced
     );
+}
+
+#[test]
+fn relaxations_go_only_where_the_owner_allows_them_and_unplaced_says_which() {
+    let mut open = node("open", 1000, "z1");
+    open.relaxations_allowed = BTreeSet::from([Relaxation::WritableRoot, Relaxation::RunAsRoot]);
+    let mut relaxed = app("relaxed", 3, 100);
+    relaxed.relaxations = BTreeSet::from([Relaxation::WritableRoot]);
+    let problem = Problem {
+        nodes: vec![open.clone(), node("strict", 1000, "z1")],
+        apps: vec![relaxed.clone(), app("plain", 2, 100)],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    assert_eq!(nodes_of(&solution, "relaxed"), ["open", "open", "open"]);
+    let mut plain = nodes_of(&solution, "plain");
+    plain.sort();
+    assert_eq!(plain, ["open", "strict"], "hardened apps go anywhere");
+
+    relaxed.relaxations.insert(Relaxation::Capabilities);
+    let problem = Problem {
+        nodes: vec![open, node("strict", 1000, "z1")],
+        apps: vec![relaxed],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    assert!(solution.placements.is_empty());
+    assert_eq!(solution.unplaced.len(), 1);
+    assert!(
+        solution.unplaced[0]
+            .reason
+            .starts_with("no alive node allows capabilities"),
+        "{:?}",
+        solution.unplaced
+    );
+    assert_eq!(solution, crate::reference::solve(&problem, &[]));
 }
 
 #[test]
@@ -163,7 +208,7 @@ fn suspect_nodes_keep_replicas_but_get_no_new_ones_and_scale_down_drops_the_high
 prop_compose! {
     fn arb_node(i: usize)(memory in 0u64..2000, cpu in 0u64..4000, zone in 0u8..3,
                           docker in any::<bool>(), max in proptest::option::of(0u32..4),
-                          state in 0u8..6) -> NodeView {
+                          state in 0u8..6, relax in any::<bool>()) -> NodeView {
         NodeView {
             id: format!("n{i:02}"),
             state: match state { 0 => NodeState::Suspect, 1 => NodeState::Dead { for_ms: 5_000 }, _ => NodeState::Alive },
@@ -173,13 +218,15 @@ prop_compose! {
             cpu_millis: cpu,
             max_instances: max,
             allowed_owners: None,
+            relaxations_allowed: writable_root(relax),
         }
     }
 }
 
 prop_compose! {
     fn arb_app(i: usize)(replicas in 0u32..6, memory in 1u64..600, cpu in 0u64..1500,
-                         docker in any::<bool>(), binpack in any::<bool>(), zone in proptest::option::of(0u8..3)) -> AppSpec {
+                         docker in any::<bool>(), binpack in any::<bool>(), zone in proptest::option::of(0u8..3),
+                         relax in proptest::bool::weighted(0.2)) -> AppSpec {
         AppSpec {
             name: format!("app{i}"),
             owner: "alice".into(),
@@ -190,6 +237,7 @@ prop_compose! {
             required: zone.map(|z| LabelRule::NotIn { key: "zone".into(), values: vec![format!("z{z}")] }).into_iter().collect(),
             preferred: vec![],
             strategy: if binpack { Packing::Binpack } else { Packing::Spread },
+            relaxations: writable_root(relax),
         }
     }
 }
@@ -221,6 +269,7 @@ proptest! {
             let app = problem.apps.iter().find(|a| a.name == p.app).unwrap();
             prop_assert_eq!(node.state, NodeState::Alive);
             prop_assert!(node.runtimes.contains(&app.runtime));
+            prop_assert!(node.allows_relaxations(app));
             prop_assert!(app.required.iter().all(|r| r.matches(&node.labels)));
             let u = used.entry(node.id.as_str()).or_default();
             u.0 += app.memory_mb;
@@ -247,7 +296,7 @@ proptest! {
         for app in &roomy.apps {
             let eligible = roomy.nodes.iter().filter(|n| {
                 n.state == NodeState::Alive && n.runtimes.contains(&app.runtime)
-                    && app.required.iter().all(|r| r.matches(&n.labels))
+                    && n.allows_relaxations(app) && app.required.iter().all(|r| r.matches(&n.labels))
             }).count();
             let mut nodes = nodes_of(&solution, &app.name);
             let placed = nodes.len();
@@ -284,7 +333,7 @@ prop_compose! {
                    zone in proptest::option::of(0u8..3), ssd in any::<bool>(),
                    docker in any::<bool>(), max in proptest::option::of(0u32..4),
                    owners in proptest::option::of(any::<bool>()),
-                   state in 0u8..6, dead_for in 0u64..20_000) -> NodeView {
+                   state in 0u8..6, dead_for in 0u64..20_000, relax in any::<bool>()) -> NodeView {
         let mut labels = BTreeMap::new();
         if let Some(zone) = zone {
             labels.insert("zone".to_string(), format!("z{zone}"));
@@ -301,6 +350,7 @@ prop_compose! {
             cpu_millis: cpu,
             max_instances: max,
             allowed_owners: owners.map(|alice| BTreeSet::from([if alice { "alice" } else { "bob" }.to_string()])),
+            relaxations_allowed: writable_root(relax),
         }
     }
 }
@@ -309,7 +359,7 @@ prop_compose! {
     fn odd_app()(name in 0u8..6, bob in any::<bool>(), replicas in 0u32..7, memory in 1u64..600,
                  cpu in 0u64..1500, docker in any::<bool>(), binpack in any::<bool>(),
                  zone in proptest::option::of(0u8..3), prefer_ssd in any::<bool>(),
-                 prefer_zone in proptest::option::of(0u8..3)) -> AppSpec {
+                 prefer_zone in proptest::option::of(0u8..3), relax in any::<bool>()) -> AppSpec {
         let mut preferred = vec![];
         if prefer_ssd {
             preferred.push(LabelRule::In { key: "disk".into(), values: vec!["ssd".into()] });
@@ -327,6 +377,7 @@ prop_compose! {
             required: zone.map(|z| LabelRule::NotIn { key: "zone".into(), values: vec![format!("z{z}")] }).into_iter().collect(),
             preferred,
             strategy: if binpack { Packing::Binpack } else { Packing::Spread },
+            relaxations: writable_root(relax),
         }
     }
 }

@@ -650,7 +650,12 @@ fn relaxations_are_named_and_absent_means_hardened() {
     let names: Vec<String> = all.relaxations().iter().map(|r| r.to_string()).collect();
     assert_eq!(
         names,
-        ["writable_root", "run_as_root", "capabilities", "new_privileges"]
+        [
+            "writable_root",
+            "run_as_root",
+            "capabilities",
+            "new_privileges"
+        ]
     );
     for r in Relaxation::ALL {
         assert_eq!(r.as_str().parse::<Relaxation>(), Ok(r));

@@ -1,11 +1,15 @@
 //! The engine's images, for the agent: which it holds (and their layers' diff ids, which name
-//! what the archives shared through the mesh contain), and loading an archive (`docker load`).
+//! what the archives shared through the mesh contain), loading an archive (`docker load`), and
+//! pulling from a registry, which the agent asks for only when the node's owner allows that
+//! registry.
 
 use std::{path::Path, time::Duration};
 
 use bollard::{
     body_try_stream,
-    query_parameters::{ImportImageOptionsBuilder, ListImagesOptionsBuilder},
+    query_parameters::{
+        CreateImageOptionsBuilder, ImportImageOptionsBuilder, ListImagesOptionsBuilder,
+    },
 };
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -17,6 +21,9 @@ use crate::RuntimeError;
 /// How long the engine may take to load an archive before it answers (the default of two
 /// minutes is short for a large image on a slow disk).
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long a pull may take, all layers included: long enough for a large image on a slow link,
+/// short enough that a stalled registry does not hold an instance's start for ever.
+const PULL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How much of an archive is read and sent at a time.
 const CHUNK: usize = 256 * 1024;
 
@@ -68,6 +75,47 @@ impl DockerDriver {
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(engine_error(format!("looking up image {id_or_name}"), e)),
         }
+    }
+
+    /// Pulls `reference` (`name:tag`, as `normalize_image_name` writes it) from its registry,
+    /// anonymously. The caller decides whether that registry may be used; this only pulls.
+    pub async fn pull_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        let context = || format!("pulling image {reference}");
+        // Name and tag apart: a name without a tag would pull every tag of the repository.
+        let (name, tag) = match reference.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => (reference, "latest"),
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag)
+            .build();
+        let docker = self.inner.docker.clone().with_timeout(PULL_TIMEOUT);
+        let pull = async {
+            let mut progress = docker.create_image(Some(options), None, None);
+            // The engine reports a failed pull (unknown image, refused credentials) as a message
+            // in the progress stream, which bollard turns into an error here.
+            while let Some(message) = progress.next().await {
+                message.map_err(|e| engine_error(context(), e))?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+            Ok(pulled) => pulled?,
+            Err(_) => {
+                return Err(RuntimeError::Engine {
+                    context: context(),
+                    reason: format!("not done within {PULL_TIMEOUT:?}"),
+                });
+            }
+        }
+        if !self.has_image(reference).await? {
+            return Err(RuntimeError::Engine {
+                context: context(),
+                reason: "the pull ended but the engine holds no such image".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Loads a `docker save` (or OCI) archive into the engine, streamed from the file, and

@@ -14,13 +14,14 @@
 //!    │                       │                   its memory from the engine's stats
 //!    │                       └─ stop(): refuse, drain, stop and remove the container
 //!    ├─ remove_orphans(keep) / remove_all(): containers labelled with this node's id
-//!    └─ images.rs: load_archive (`docker load`), has_image, image_diff_ids
+//!    └─ images.rs: load_archive (`docker load`), pull_image, has_image, image_diff_ids
 //! ```
 //!
 //! Every container carries the labels `mycel.managed=true`, `mycel.node=<node id>`,
 //! `mycel.app` and `mycel.instance`, and a name derived from node and instance, so several nodes
-//! may share one engine (as tests do) without touching each other's containers. The engine never
-//! pulls: images come from archives loaded with [`DockerDriver::load_archive`].
+//! may share one engine (as tests do) without touching each other's containers. Starting never
+//! pulls: images come from archives loaded with [`DockerDriver::load_archive`], or from a registry
+//! through [`DockerDriver::pull_image`] when the agent (which knows the node's allow-list) asks.
 //!
 //! A dropped [`DockerInstance`](instance::DockerInstance) ends its background tasks but leaves its
 //! container running: the agent stops instances it no longer wants, and reaps what a crash left

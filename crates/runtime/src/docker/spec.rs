@@ -1,11 +1,12 @@
 //! What a container is made of: its name, labels and hardened configuration, decided from the
 //! spec alone so that every decision is unit-tested without an engine.
 //!
-//! Hardening, by default and not optional: a read-only root filesystem with a small `noexec`
-//! tmpfs on `/tmp`; a non-root user (the image's own if it names one, else `nobody`); every
-//! capability dropped and `no-new-privileges`; memory (without swap), CPU and process-count
-//! limits; the port published on the host's loopback address only; no restart by the engine
-//! (the agent decides); a bounded log file.
+//! Hardening, by default: a read-only root filesystem with a small `noexec` tmpfs on `/tmp`; a
+//! non-root user (the image's own if it names one, else `nobody`); every capability dropped and
+//! `no-new-privileges`. A workload's [`ContainerRelax`] drops some of these, one by one (the
+//! agent lets through only what the node's owner allows). Never relaxed: memory (without swap),
+//! CPU and process-count limits; the port published on the host's loopback address only; no
+//! restart by the engine (the agent decides); a bounded log file.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -15,7 +16,7 @@ use bollard::models::{
 };
 
 use super::{LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_NODE};
-use crate::{ContainerWorkload, InstanceSpec};
+use crate::{ContainerRelax, ContainerWorkload, InstanceSpec};
 
 /// The user a container runs as when its image would run it as root: `nobody`.
 pub(super) const NOBODY: &str = "65534:65534";
@@ -71,14 +72,17 @@ fn docker_safe(text: &str, max: usize) -> String {
 }
 
 /// The image's user when it is not root, else [`NOBODY`]. Root is an empty user (the default),
-/// `root` or uid 0, with or without a group.
-pub(super) fn run_as(image_user: Option<&str>) -> String {
+/// `root` or uid 0, with or without a group. With `run_as_root`, the image's user whatever it is,
+/// and uid 0 when it names none (said explicitly, so the intent shows in `docker inspect`).
+pub(super) fn run_as(image_user: Option<&str>, run_as_root: bool) -> String {
     let user = image_user.map(str::trim).unwrap_or("");
     let name = user.split(':').next().unwrap_or("");
-    if name.is_empty() || name == "root" || name.parse::<u32>() == Ok(0) {
-        NOBODY.to_owned()
-    } else {
-        user.to_owned()
+    let is_root = name.is_empty() || name == "root" || name.parse::<u32>() == Ok(0);
+    match (is_root, run_as_root) {
+        (false, _) => user.to_owned(),
+        (true, false) => NOBODY.to_owned(),
+        (true, true) if user.is_empty() => "0".to_owned(),
+        (true, true) => user.to_owned(),
     }
 }
 
@@ -111,7 +115,7 @@ impl Plan<'_> {
             image: Some(workload.image.clone()),
             cmd: (!workload.command.is_empty()).then(|| workload.command.clone()),
             env: Some(env),
-            user: Some(run_as(self.image_user)),
+            user: Some(run_as(self.image_user, workload.relax.run_as_root)),
             exposed_ports: Some(vec![port.clone()]),
             labels: Some(labels),
             host_config: Some(self.host_config(port)),
@@ -137,11 +141,15 @@ impl Plan<'_> {
             host_ip: Some(self.host_address.to_string()),
             host_port: Some(String::new()),
         };
+        let relax: &ContainerRelax = &self.workload.relax;
         HostConfig {
-            readonly_rootfs: Some(true),
+            readonly_rootfs: Some(!relax.writable_root),
             tmpfs: Some(HashMap::from([("/tmp".to_owned(), TMP_OPTIONS.to_owned())])),
+            // Dropping all first makes the added ones the whole set, whatever the engine's
+            // default set is.
             cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            cap_add: (!relax.capabilities.is_empty()).then(|| relax.capabilities.clone()),
+            security_opt: (!relax.new_privileges).then(|| vec!["no-new-privileges".to_owned()]),
             memory: Some(memory),
             // Memory plus swap equal to memory: no swap at all.
             memory_swap: Some(memory),
@@ -180,6 +188,7 @@ mod tests {
             image: "web:1".to_owned(),
             port: 8080,
             command: vec![],
+            relax: ContainerRelax::default(),
         };
         let spec = InstanceSpec {
             instance_id: "web-1".to_owned(),
@@ -233,6 +242,7 @@ mod tests {
         let host = body.host_config.unwrap_or_default();
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, None);
         assert_eq!(
             host.security_opt,
             Some(vec!["no-new-privileges".to_owned()])
@@ -284,11 +294,82 @@ mod tests {
             Some("0:0"),
             Some("root:app"),
         ] {
-            assert_eq!(run_as(root), NOBODY, "{root:?}");
+            assert_eq!(run_as(root, false), NOBODY, "{root:?}");
         }
         for user in ["1000", "1000:1000", "app", "app:app"] {
-            assert_eq!(run_as(Some(user)), user);
+            assert_eq!(run_as(Some(user), false), user);
+            assert_eq!(
+                run_as(Some(user), true),
+                user,
+                "relaxing keeps a non-root user"
+            );
         }
+    }
+
+    #[test]
+    fn run_as_root_keeps_the_images_root_user() {
+        for (image_user, user) in [
+            (None, "0"),
+            (Some(""), "0"),
+            (Some("root"), "root"),
+            (Some("0:0"), "0:0"),
+        ] {
+            assert_eq!(run_as(image_user, true), user, "{image_user:?}");
+        }
+    }
+
+    #[test]
+    fn each_relaxation_drops_only_its_own_hardening() {
+        let (spec, hardened) = spec();
+        let body = |relax: ContainerRelax| {
+            let workload = ContainerWorkload {
+                relax,
+                ..hardened.clone()
+            };
+            plan(&spec, &workload).create_body()
+        };
+        let hardened = body(ContainerRelax::default());
+        let host = |body: &ContainerCreateBody| body.host_config.clone().unwrap_or_default();
+
+        // Each relaxed body equals the hardened one but for what the relaxation drops.
+        let mut expected = hardened.clone();
+        expected.host_config = Some(HostConfig {
+            readonly_rootfs: Some(false),
+            ..host(&hardened)
+        });
+        let writable = body(ContainerRelax {
+            writable_root: true,
+            ..ContainerRelax::default()
+        });
+        assert_eq!(writable, expected);
+        assert!(
+            host(&writable)
+                .tmpfs
+                .unwrap_or_default()
+                .contains_key("/tmp")
+        );
+
+        let mut expected = hardened.clone();
+        expected.host_config = Some(HostConfig {
+            cap_add: Some(vec!["NET_BIND_SERVICE".to_owned(), "CHOWN".to_owned()]),
+            security_opt: None,
+            ..host(&hardened)
+        });
+        let privileged = body(ContainerRelax {
+            capabilities: vec!["NET_BIND_SERVICE".to_owned(), "CHOWN".to_owned()],
+            new_privileges: true,
+            ..ContainerRelax::default()
+        });
+        assert_eq!(privileged, expected);
+        assert_eq!(host(&privileged).cap_drop, Some(vec!["ALL".to_owned()]));
+
+        let mut expected = hardened.clone();
+        expected.user = Some("0".to_owned());
+        let root = body(ContainerRelax {
+            run_as_root: true,
+            ..ContainerRelax::default()
+        });
+        assert_eq!(root, expected);
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub(super) async fn start(
             return Err(RuntimeError::Engine {
                 context: context(),
                 reason: format!(
-                    "image {} is not on this node's Docker engine (mycel never pulls: load \
-                     its archive first)",
+                    "image {} is not on this node's Docker engine (starting never pulls: \
+                     load its archive first)",
                     workload.image
                 ),
             });
