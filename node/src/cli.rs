@@ -20,6 +20,10 @@ pub(crate) struct Cli {
         default_value = "http://127.0.0.1:7401"
     )]
     pub(crate) node: String,
+    /// The API token client commands send (a node not on loopback needs it); found by itself
+    /// for a local node, in the data dir whose node.json names --node.
+    #[arg(long, global = true, env = "MYCEL_API_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -34,8 +38,8 @@ pub(crate) enum Command {
     Cluster(ListArgs),
     /// Deploy an app from its manifest; uploads the files the manifest names first.
     Deploy(DeployArgs),
-    /// The apps deployed in this mesh.
-    Apps(ListArgs),
+    /// The apps deployed in this mesh; `apps browse`: the apps found through DHT discovery.
+    Apps(AppsArgs),
     /// An app and its instances.
     Status(AppArgs),
     /// Change how many instances of an app run.
@@ -105,6 +109,21 @@ pub(crate) struct PushArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct AppsArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<AppsCommand>,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AppsCommand {
+    /// The apps found through DHT discovery, with the nodes that serve them.
+    Browse(ListArgs),
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ListArgs {
     /// Print the API's JSON unchanged.
     #[arg(long)]
@@ -124,6 +143,10 @@ pub(crate) struct UpArgs {
     /// HOST:PORT of the HTTP API.
     #[arg(long, env = "MYCEL_API")]
     pub(crate) api: Option<String>,
+    /// Require the API token (<data-dir>/api.token) even on loopback; elsewhere it always is.
+    #[arg(long, env = "MYCEL_API_TOKEN_REQUIRED",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) api_token_required: bool,
     /// HOST:PORT of the HTTP gateway.
     #[arg(long, env = "MYCEL_GATEWAY")]
     pub(crate) gateway: Option<String>,
@@ -145,6 +168,11 @@ pub(crate) struct UpArgs {
     /// TOML file with the same keys as these flags.
     #[arg(long, env = "MYCEL_CONFIG")]
     pub(crate) config: Option<std::path::PathBuf>,
+    /// How long this node's app listings live in the DHT, in seconds (tests shorten it; renewed
+    /// after a third of it).
+    #[arg(long, env = "MYCEL_DISCOVERY_TTL", value_name = "SECS", hide = true,
+          value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    pub(crate) discovery_ttl: Option<u64>,
 }
 
 pub(crate) fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
@@ -248,6 +276,15 @@ mod tests {
         for command in ["cluster", "apps", "nodes"] {
             assert!(Cli::try_parse_from(["mycel", command, "--json"]).is_ok());
         }
+        let cli = Cli::try_parse_from(["mycel", "apps", "browse", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Apps(AppsArgs {
+                command: Some(AppsCommand::Browse(ListArgs { json: true })),
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["mycel", "apps", "nope"]).is_err());
     }
 
     #[test]

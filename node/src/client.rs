@@ -4,9 +4,11 @@
 //! - [`apps`]: `mycel deploy`, `apps`, `status`, `scale`, `stop`;
 //! - [`logs`]: `mycel logs`;
 //! - [`manifest`]: reading a manifest file and the files it names;
-//! - [`table`]: aligned columns.
+//! - [`table`]: aligned columns;
+//! - [`auth`]: the API token every request carries.
 
 mod apps;
+mod auth;
 mod logs;
 mod manifest;
 mod table;
@@ -28,7 +30,8 @@ use mycel_protocol::{
     api::{ApiError, BlobStored, Cluster, ImagePushed, MemberStatus, Nodes, RaftRole},
 };
 
-pub(crate) use apps::{apps, deploy, scale, status, stop};
+pub(crate) use apps::{apps, browse, deploy, scale, status, stop};
+pub(crate) use auth::choose_token;
 pub(crate) use logs::logs;
 use table::short_peer;
 
@@ -49,7 +52,7 @@ fn api_url(node: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
 
 /// Sends `request` to the node and returns the body of a successful answer.
 async fn send(node: &str, request: reqwest::RequestBuilder) -> anyhow::Result<String> {
-    let response = request
+    let response = auth::with_token(request)
         .send()
         .await
         .with_context(|| format!("cannot reach the node at {node}"))?;
@@ -304,10 +307,11 @@ async fn send_file(node: &str, file: &Path, url: reqwest::Url) -> anyhow::Result
             }
         })
     };
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(url)
         .header(reqwest::header::CONTENT_LENGTH, size)
-        .body(reqwest::Body::wrap_stream(counted))
+        .body(reqwest::Body::wrap_stream(counted));
+    let response = auth::with_token(request)
         .send()
         .await
         .with_context(|| format!("cannot reach the node at {node}"));

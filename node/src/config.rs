@@ -26,6 +26,8 @@ pub(crate) struct NodeConfig {
     pub(crate) data_dir: PathBuf,
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) api: SocketAddr,
+    /// Whether API clients must send the token: always when the API is not on loopback.
+    pub(crate) api_requires_token: bool,
     pub(crate) gateway: SocketAddr,
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) name: Option<String>,
@@ -50,6 +52,7 @@ struct FileConfig {
     #[serde(default)]
     listen: Vec<String>,
     api: Option<String>,
+    api_token_required: Option<bool>,
     gateway: Option<String>,
     #[serde(default)]
     bootstrap: Vec<String>,
@@ -178,6 +181,10 @@ impl NodeConfig {
             args.api.or(file.api).as_deref().unwrap_or(DEFAULT_API),
             "api",
         )?;
+        // Any other local user reaches loopback too: `api_token_required` closes that as well.
+        let api_requires_token = args.api_token_required
+            || file.api_token_required.unwrap_or(false)
+            || !api.ip().to_canonical().is_loopback();
         let gateway = parse_socket(
             args.gateway
                 .or(file.gateway)
@@ -223,6 +230,7 @@ impl NodeConfig {
             data_dir,
             listen,
             api,
+            api_requires_token,
             gateway,
             bootstrap,
             name,
@@ -261,7 +269,8 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     })
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
+/// The data dir when neither `--data-dir` nor `MYCEL_DATA_DIR` names one.
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(xdg).join("mycel"));
     }
@@ -376,6 +385,33 @@ mod tests {
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.domain, "localhost");
         assert!(c.runtimes.is_none());
+        assert!(!c.api_requires_token, "loopback needs no token");
+    }
+
+    #[test]
+    fn an_api_off_loopback_requires_the_token() {
+        let requires = |api: &str| {
+            let mut a = args();
+            a.api = Some(api.into());
+            NodeConfig::resolve(a).unwrap().api_requires_token
+        };
+        assert!(!requires("127.0.0.1:0"));
+        assert!(!requires("[::1]:7401"));
+        assert!(!requires("localhost:7401"));
+        assert!(!requires("[::ffff:127.0.0.1]:7401"));
+        assert!(requires("0.0.0.0:7401"));
+        assert!(requires("[::]:7401"));
+        assert!(requires("10.1.2.3:7401"));
+
+        let mut a = args();
+        a.api_token_required = true;
+        assert!(NodeConfig::resolve(a).unwrap().api_requires_token);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mycel.toml");
+        std::fs::write(&path, "api_token_required = true\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        assert!(NodeConfig::resolve(a).unwrap().api_requires_token);
     }
 
     #[test]

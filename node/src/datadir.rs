@@ -1,4 +1,4 @@
-//! The node's data dir: its identity key and the `node.json` readiness file.
+//! The node's data dir: its identity key, the API token and the `node.json` readiness file.
 
 use std::{
     fs,
@@ -9,10 +9,13 @@ use std::{
 
 use anyhow::Context;
 use libp2p::identity::Keypair;
+use mycel_api::ApiToken;
 use mycel_mesh::peer_store::write_atomically;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const KEY_FILE: &str = "node.key";
+/// The API's bearer token, owner-only; never in `node.json`, never logged.
+pub(crate) const API_TOKEN_FILE: &str = "api.token";
 pub(crate) const NODE_FILE: &str = "node.json";
 pub(crate) const PEERS_FILE: &str = "peers.json";
 
@@ -29,23 +32,71 @@ pub(crate) fn prepare(dir: &Path) -> anyhow::Result<()> {
 /// would give the node a new identity.
 pub(crate) fn load_or_create_key(dir: &Path) -> anyhow::Result<Keypair> {
     let path = dir.join(KEY_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).with_context(|| {
-            format!(
-                "{} is not a node key; move it away to start with a new identity",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    load_or_create(
+        &path,
+        |bytes| {
+            Keypair::from_protobuf_encoding(bytes).with_context(|| {
+                format!(
+                    "{} is not a node key; move it away to start with a new identity",
+                    path.display()
+                )
+            })
+        },
+        || {
             let key = Keypair::generate_ed25519();
             let bytes = key
                 .to_protobuf_encoding()
                 .context("encoding the new node key")?;
-            write_private(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-            Ok(key)
+            Ok((key, bytes))
+        },
+    )
+}
+
+/// The API's token: read from the data dir, or made and stored on first need. A file that is
+/// not a token is an error, never silently replaced: clients hold the old one.
+pub(crate) fn load_or_create_api_token(dir: &Path) -> anyhow::Result<ApiToken> {
+    let path = dir.join(API_TOKEN_FILE);
+    load_or_create(
+        &path,
+        |bytes| {
+            ApiToken::parse(&String::from_utf8_lossy(bytes)).with_context(|| {
+                format!(
+                    "{} is not an API token; move it away to get a new one",
+                    path.display()
+                )
+            })
+        },
+        || {
+            let token = ApiToken::generate();
+            let line = format!("{}\n", token.expose()).into_bytes();
+            Ok((token, line))
+        },
+    )
+}
+
+/// A secret kept at `path`: `parse`d from the file, or, when there is none, `create`d (the
+/// value and the bytes to store) and written owner-only.
+fn load_or_create<T>(
+    path: &Path,
+    parse: impl FnOnce(&[u8]) -> anyhow::Result<T>,
+    create: impl FnOnce() -> anyhow::Result<(T, Vec<u8>)>,
+) -> anyhow::Result<T> {
+    match fs::read(path) {
+        Ok(bytes) => parse(&bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let (value, bytes) = create()?;
+            write_private(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            Ok(value)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// The API token a node keeps in `dir`, for a client on this machine; `None` when there is none
+/// or it cannot be read.
+pub(crate) fn read_api_token(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(API_TOKEN_FILE)).ok()?;
+    Some(text.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 /// Writes a file only its owner can read, atomically.
@@ -64,7 +115,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// What `node.json` says: written when the node is ready, removed when it stops.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct NodeFile {
     pub(crate) peer_id: String,
     pub(crate) name: String,
@@ -80,6 +131,11 @@ pub(crate) fn node_file(dir: &Path) -> PathBuf {
 pub(crate) fn write_node_file(dir: &Path, node: &NodeFile) -> anyhow::Result<()> {
     let json = serde_json::to_vec_pretty(node).context("encoding node.json")?;
     write_atomically(&node_file(dir), &json).context("writing node.json")
+}
+
+/// The `node.json` of a node running from `dir`; `None` when there is none.
+pub(crate) fn read_node_file(dir: &Path) -> Option<NodeFile> {
+    serde_json::from_slice(&fs::read(node_file(dir)).ok()?).ok()
 }
 
 /// Removes `node.json`, so nobody reads the addresses of a node that is not running.
@@ -104,17 +160,38 @@ pub(crate) fn hostname() -> String {
 mod tests {
     use super::*;
 
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
-    fn the_key_survives_restarts_and_is_private() {
+    fn the_key_and_api_token_survive_restarts_and_are_private() {
         let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create_key(dir.path()).unwrap();
-        let second = load_or_create_key(dir.path()).unwrap();
-        assert_eq!(first.public(), second.public());
-        let mode = fs::metadata(dir.path().join(KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let (key, token) = (
+            load_or_create_key(dir.path()).unwrap(),
+            load_or_create_api_token(dir.path()).unwrap(),
+        );
+        assert_eq!(
+            key.public(),
+            load_or_create_key(dir.path()).unwrap().public()
+        );
+        let again = load_or_create_api_token(dir.path()).unwrap();
+        assert_eq!(token.expose(), again.expose());
+        assert_eq!(read_api_token(dir.path()).as_deref(), Some(token.expose()));
+        assert_eq!(mode_of(&dir.path().join(KEY_FILE)), 0o600);
+        assert_eq!(mode_of(&dir.path().join(API_TOKEN_FILE)), 0o600);
+    }
+
+    #[test]
+    fn a_bad_api_token_is_an_error_not_a_new_token() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_api_token(dir.path()).is_none());
+        fs::write(dir.path().join(API_TOKEN_FILE), b"short\n").unwrap();
+        assert!(load_or_create_api_token(dir.path()).is_err());
+        assert_eq!(
+            fs::read(dir.path().join(API_TOKEN_FILE)).unwrap(),
+            b"short\n"
+        );
     }
 
     #[test]

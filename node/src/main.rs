@@ -23,21 +23,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !matches!(cli.command, cli::Command::Up(_)) {
+        client::choose_token(&cli.node, cli.token.clone());
+    }
     let result = match cli.command {
-        cli::Command::Up(args) => match config::NodeConfig::resolve(*args) {
-            Ok(config) => runtime.block_on(up::run(config)),
-            Err(e) => {
-                eprintln!("mycel: {}", one_line(&e));
-                return ExitCode::from(2);
+        cli::Command::Up(args) => {
+            let discovery_ttl = args.discovery_ttl.map(Duration::from_secs);
+            match config::NodeConfig::resolve(*args) {
+                Ok(config) => runtime.block_on(up::run(config, discovery_ttl)),
+                Err(e) => {
+                    eprintln!("mycel: {}", one_line(&e));
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         cli::Command::Nodes(args) => runtime.block_on(client::nodes(&cli.node, args.json)),
         cli::Command::Cluster(args) => runtime.block_on(client::cluster(&cli.node, args.json)),
         cli::Command::Deploy(args) => {
             let wait = args.wait.then(|| Duration::from_secs(args.timeout));
             runtime.block_on(client::deploy(&cli.node, &args.file, wait, args.json))
         }
-        cli::Command::Apps(args) => runtime.block_on(client::apps(&cli.node, args.json)),
+        cli::Command::Apps(args) => match args.command {
+            Some(cli::AppsCommand::Browse(browse)) => {
+                runtime.block_on(client::browse(&cli.node, browse.json))
+            }
+            None => runtime.block_on(client::apps(&cli.node, args.json)),
+        },
         cli::Command::Status(args) => {
             runtime.block_on(client::status(&cli.node, &args.app, args.json))
         }

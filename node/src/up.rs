@@ -21,7 +21,9 @@ const PLACEMENT_INBOX: usize = 1024;
 /// How long the API and gateway get to finish in-flight requests when the node stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
+/// Runs a node until SIGINT or SIGTERM. `discovery_ttl` overrides how long app listings live
+/// (a hidden flag, for tests).
+pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> anyhow::Result<()> {
     init_tracing();
     // rustls is linked with two crypto backends (through different crates); one must be chosen
     // before the first TLS use, e.g. an app's outgoing HTTPS request, or that use panics.
@@ -30,6 +32,11 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     datadir::remove_node_file(&config.data_dir);
     let keypair = datadir::load_or_create_key(&config.data_dir)?;
     let peer_id = keypair.public().to_peer_id();
+    // Off loopback (or when asked), API clients must send the token kept in the data dir.
+    let api_token = config
+        .api_requires_token
+        .then(|| datadir::load_or_create_api_token(&config.data_dir))
+        .transpose()?;
 
     let api_listener = TcpListener::bind(config.api)
         .await
@@ -68,7 +75,9 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let founds_mesh =
         config.bootstrap.is_empty() && mycel_mesh::peer_store::load(&peers_file).is_empty();
     let (placement_inbox, placement_requests) = tokio::sync::mpsc::channel(PLACEMENT_INBOX);
-    let mut mesh_config = MeshConfig::new(keypair, config.listen.clone());
+    let discovery_ttl = discovery_ttl.unwrap_or(mycel_discovery::DiscoveryConfig::DEFAULT_LIFETIME);
+    let mut mesh_config = MeshConfig::new(keypair.clone(), config.listen.clone());
+    mesh_config.app_provider_ttl = discovery_ttl;
     mesh_config.placement_inbox = Some(placement_inbox);
     mesh_config.bootstrap = config.bootstrap.clone();
     mesh_config.peer_store = Some(peers_file);
@@ -110,6 +119,8 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         },
     });
 
+    let discovery = start_discovery(&mesh.handle, keypair, discovery_ttl, &agent, &placement);
+
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let api_state = mycel_api::ApiState {
@@ -118,10 +129,11 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         placement: placement.clone(),
         registry,
         agent: agent.clone(),
+        discovery: discovery.clone(),
     };
     tasks.spawn(log_exit(
         "API",
-        mycel_api::serve(api_listener, api_state, shutdown.clone()),
+        mycel_api::serve_with_token(api_listener, api_state, api_token, shutdown.clone()),
     ));
     let gateway_config = mycel_gateway::GatewayConfig {
         domain: config.domain.clone(),
@@ -156,6 +168,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
         name = %name,
         p2p = %node_file.listen_addrs.join(","),
         api = %node_file.api,
+        api_token_required = config.api_requires_token,
         gateway = %node_file.gateway,
         runtimes = %runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
         "mycel node ready"
@@ -165,6 +178,7 @@ pub(crate) async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("leaving the mesh");
     datadir::remove_node_file(&config.data_dir);
     shutdown.cancel();
+    discovery.shutdown().await;
     agent.stop().await;
     placement.shutdown().await;
     if let Err(e) = mesh.handle.leave().await {
@@ -279,6 +293,37 @@ fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// App discovery: announces the apps the agent runs here healthy, and browses the mesh.
+fn start_discovery(
+    mesh: &MeshHandle,
+    keypair: libp2p::identity::Keypair,
+    lifetime: Duration,
+    agent: &mycel_agent::AgentHandle,
+    placement: &mycel_placement::PlacementHandle,
+) -> mycel_discovery::DiscoveryHandle {
+    let mut config = mycel_discovery::DiscoveryConfig::new(mesh.clone(), keypair);
+    config.lifetime = lifetime;
+    let local = mycel_discovery::watch_local_apps(
+        Arc::new(AgentInstances(agent.clone())),
+        placement.clone(),
+    );
+    mycel_discovery::start(config, local)
+}
+
+/// Discovery's view of what runs here: the agent's healthy instances.
+struct AgentInstances(mycel_agent::AgentHandle);
+
+impl mycel_discovery::LocalInstances for AgentInstances {
+    fn healthy_instances(&self) -> Vec<String> {
+        self.0
+            .instances()
+            .iter()
+            .map(|i| i.id().to_string())
+            .filter(|id| self.0.is_healthy(id))
+            .collect()
+    }
 }
 
 /// The gateway's view of what runs here: the agent's instances. A runtime error that another

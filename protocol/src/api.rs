@@ -257,6 +257,28 @@ pub struct LogEvent {
     pub line: String,
 }
 
+/// An app found through DHT discovery: an entry of `GET /v1/discover/apps`, and the answer of
+/// `GET /v1/discover/apps/{name}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredApp {
+    pub name: String,
+    pub version: String,
+    pub kind: AppKind,
+    /// The peer id of the key that deployed the app.
+    pub publisher: String,
+    /// Peer ids of the nodes that announce they run this version, by peer id.
+    pub providers: Vec<String>,
+    pub manifest_hash: crate::BlobHash,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `GET /v1/discover/apps`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredApps {
+    pub apps: Vec<DiscoveredApp>,
+}
+
 /// Answer of the seed's `POST /api/apps/deploy_app`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedDeployed {

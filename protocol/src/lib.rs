@@ -7,6 +7,7 @@
 //! - [`api`]: the JSON shapes of the HTTP API that the CLI, the tests and users read.
 //! - [`logs`]: the logs protocol's request and limits.
 //! - [`blob`]: content ids (`blake3:<hex>`).
+//! - [`discovery`]: signed app listings in the DHT, their keys, the directory and its protocol.
 //! - [`image`]: container images as the mesh stores them: a record naming config and layer blobs.
 //! - [`names`]: protocol ids and topic names, each versioned.
 //! - [`placement`]: what the placement group agrees on: app records, instances, log entries.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod blob;
 pub mod codec;
+pub mod discovery;
 pub mod envelope;
 pub mod image;
 pub mod logs;

@@ -18,3 +18,6 @@ pub const GATEWAY_PROTOCOL: &str = "/mycel/gateway/1";
 /// Raw-stream protocol for an app's log lines on the answering node: one `LogsRequest` frame in,
 /// `LogEvent` frames out (see `logs`).
 pub const LOGS_PROTOCOL: &str = "/mycel/logs/1";
+/// Raw-stream protocol of app discovery's directory: one `DiscoverRequest` frame in, one
+/// `DiscoverResponse` frame out (see `discovery`).
+pub const DISCOVER_PROTOCOL: &str = "/mycel/discover/1";

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use mycel_protocol::api::{AppStatus, Apps, Cluster};
+use mycel_protocol::api::{AppStatus, Apps, Cluster, DiscoveredApp, DiscoveredApps};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -64,6 +64,24 @@ impl NodeProcess {
     /// `GET /v1/apps/{name}`
     pub async fn app(&self, name: &str) -> Result<AppStatus> {
         self.get_json(&format!("/v1/apps/{name}")).await
+    }
+
+    /// `GET /v1/discover/apps`: the apps found through DHT discovery.
+    pub async fn discovered_apps(&self) -> Result<DiscoveredApps> {
+        self.get_json("/v1/discover/apps").await
+    }
+
+    /// `GET /v1/discover/apps/{name}`: `None` when the node answers 404.
+    pub async fn discovered_app(&self, name: &str) -> Result<Option<DiscoveredApp>> {
+        let path = format!("/v1/discover/apps/{name}");
+        let (status, body) = self
+            .send_json(reqwest::Method::GET, &path, &Value::Null)
+            .await?;
+        match status {
+            StatusCode::OK => Ok(Some(serde_json::from_value(body)?)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => bail!("GET {path} on {}: {status} {body}", self.name()),
+        }
     }
 
     /// Sends `body` as JSON with `method` to `path`; returns the status and the JSON answer
@@ -146,6 +164,41 @@ impl NodeProcess {
             .map(str::to_string)
             .context("the answer has no hash")
     }
+}
+
+/// Deploys examples/hello as `name` with `replicas` replicas through `via` (the API, its
+/// component uploaded first) and waits until every replica runs; answers the nodes they run on.
+pub async fn deploy_hello_as(
+    via: &NodeProcess,
+    name: &str,
+    replicas: usize,
+) -> Result<Vec<String>> {
+    let (wasm, _) = crate::hello_example()?;
+    let module = via.push(std::fs::read(wasm)?).await?;
+    let (status, body) = via
+        .deploy(&manifest(name, "1.0.0", replicas as u32, &module))
+        .await?;
+    ensure!(status == StatusCode::CREATED, "deploy: {status} {body}");
+    let mut nodes = Vec::new();
+    wait_until(
+        &format!("{replicas} running instances of {name}"),
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        async || {
+            let app = via.app(name).await?;
+            let running: Vec<String> = app
+                .instances
+                .iter()
+                .filter(|i| i.state == mycel_protocol::api::InstanceState::Running)
+                .map(|i| i.node.clone())
+                .collect();
+            ensure!(running.len() == replicas, "{app:?}");
+            nodes = running;
+            Ok(true)
+        },
+    )
+    .await?;
+    Ok(nodes)
 }
 
 /// Waits until every node in `nodes` names the same leader and the same `voters` voters, and

@@ -18,6 +18,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod netns;
 pub mod node;
+pub mod peer;
 
 use std::{
     ffi::OsStr,
@@ -157,6 +158,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    mycel_cli_env(args, &[]).await
+}
+
+/// As [`mycel_cli`], with the variables `envs` set (after the `MYCEL_*` ones were cleared).
+pub async fn mycel_cli_env<I, S>(args: I, envs: &[(&str, &str)]) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut command = tokio::process::Command::new(mycel_bin());
     command
         .args(args)
@@ -165,6 +175,7 @@ where
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     clear_mycel_env(command.as_std_mut());
+    command.envs(envs.iter().copied());
     within("mycel command", Duration::from_secs(20), command.output())
         .await?
         .context("running mycel")

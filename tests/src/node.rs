@@ -71,6 +71,12 @@ impl DataDir {
     pub fn log(&self) -> PathBuf {
         self.path.join("node.log")
     }
+
+    /// The API token the node keeps here (`api.token`), when its API needs one.
+    pub fn api_token(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.path.join("api.token")).ok()?;
+        Some(text.trim().to_string())
+    }
 }
 
 /// How to start a node; see [`NodeProcess::builder`].
@@ -192,11 +198,7 @@ impl NodeBuilder {
             exited: None,
             info: None,
             startup: Duration::ZERO,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .context("building the HTTP client")?,
+            http: api_client(None)?,
         };
         node.wait_ready(spawned_at).await.map_err(|e| {
             anyhow!(
@@ -207,8 +209,28 @@ impl NodeBuilder {
             )
         })?;
         node.startup = spawned_at.elapsed();
+        // A node whose API needs the token made it before it was ready: the harness's own calls
+        // carry it, as a client on the node's machine would.
+        node.http = api_client(node.dir.api_token().as_deref())?;
         Ok(node)
     }
+}
+
+/// The harness's client for a node's API, sending `token` as `Authorization: Bearer` if given.
+fn api_client(token: Option<&str>) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the API token is not a header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .default_headers(headers)
+        .build()
+        .context("building the HTTP client")
 }
 
 /// A running (or stopped) `mycel up` child.
@@ -367,7 +389,11 @@ impl NodeProcess {
     /// must first fetch from its peers takes as long as it takes.
     pub async fn blob_id(&self, hash: &str) -> Result<String> {
         let url = format!("{}/v1/blobs/{hash}", self.api());
-        let mut response = reqwest::get(url).await?;
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(token) = self.dir.api_token() {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await?;
         if response.status() != 200 {
             bail!("{} answered {}", self.name, response.status());
         }

@@ -282,8 +282,13 @@ async fn log_lines_of_every_instance_reach_any_node() -> Result<()> {
             let instance = response
                 .headers()
                 .get("x-mycel-instance")
-                .context("x-mycel-instance")?;
-            served.insert(instance.to_str()?.to_string());
+                .context("x-mycel-instance")?
+                .to_str()?
+                .to_string();
+            // Read to the end: a client that hangs up mid-answer makes a wstd app panic on its
+            // body write, which logs to stderr (an app's business, not this test's).
+            response.bytes().await?;
+            served.insert(instance);
             if served.len() == 2 {
                 break;
             }
@@ -324,6 +329,7 @@ async fn log_lines_of_every_instance_reach_any_node() -> Result<()> {
             .await?;
         let response = asker.through_gateway("hello", "/env/FOLLOWED").await?;
         ensure!(response.status() == StatusCode::NOT_FOUND, "{response:?}");
+        response.bytes().await?;
         events
             .until("the followed line", Duration::from_secs(15), |e| {
                 e.line == "GET /env/FOLLOWED"
@@ -347,11 +353,12 @@ async fn log_lines_of_every_instance_reach_any_node() -> Result<()> {
             let response = asker
                 .through_gateway("hello", &format!("/env/LATE{n}"))
                 .await?;
-            if response
+            let by_newcomer = response
                 .headers()
                 .get("x-mycel-instance")
-                .is_some_and(|i| i == newcomer.as_str())
-            {
+                .is_some_and(|i| i == newcomer.as_str());
+            response.bytes().await?;
+            if by_newcomer {
                 served_newcomer = true;
                 break;
             }

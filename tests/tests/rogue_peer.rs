@@ -12,18 +12,16 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, SwarmBuilder, gossipsub, identify,
+    Multiaddr, PeerId, Swarm, gossipsub, identify,
     identity::{Keypair, PublicKey},
-    noise,
     swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux,
 };
 use mycel_protocol::{
     Advert, Announcement, Resources, Runtime, Signed, codec,
     membership::MAX_ANNOUNCEMENT_BYTES,
     names::{IDENTIFY_PROTOCOL, MEMBERSHIP_TOPIC},
 };
-use mycel_tests::{Mesh, NodeProcess, mesh::find, metrics, wait_until};
+use mycel_tests::{Mesh, NodeProcess, mesh::find, metrics, peer::tcp_swarm, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 const DROPPED: &str = "mycel_adverts_dropped_total";
@@ -47,28 +45,19 @@ struct Rogue {
 impl Rogue {
     fn new() -> Result<Self> {
         let key = Keypair::generate_ed25519();
-        let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|key| {
-                let config = gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::Strict)
-                    .max_transmit_size(1 << 20)
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let authenticity = gossipsub::MessageAuthenticity::Signed(key.clone());
-                let identify = identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public());
-                Ok(RogueBehaviour {
-                    gossipsub: gossipsub::Behaviour::new(authenticity, config)?,
-                    identify: identify::Behaviour::new(identify),
-                })
-            })?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
+        let mut swarm = tcp_swarm(&key, |key| {
+            let config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .max_transmit_size(1 << 20)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let authenticity = gossipsub::MessageAuthenticity::Signed(key.clone());
+            let identify = identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public());
+            Ok(RogueBehaviour {
+                gossipsub: gossipsub::Behaviour::new(authenticity, config)?,
+                identify: identify::Behaviour::new(identify),
+            })
+        })?;
         let topic = gossipsub::IdentTopic::new(MEMBERSHIP_TOPIC);
         swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
         Ok(Self {

@@ -1,11 +1,14 @@
 //! The node's HTTP API: every endpoint of the contract that exists so far, on every node.
 //!
 //! Handlers are thin: they ask the mesh handle, the blob store, the placement group (reads from
-//! this node's replica, writes through the leader) or the agent (local instances' logs) and shape JSON from `mycel_protocol::api`.
+//! this node's replica, writes through the leader), the agent (local instances' logs) or app
+//! discovery (the DHT) and shape JSON from `mycel_protocol::api`.
 //! Every error is `{"error", "code"}` with a 4xx/5xx status; nothing internal leaks.
 
 mod apps;
+mod auth;
 mod blobs;
+mod discover;
 mod error;
 mod extract;
 mod images;
@@ -28,6 +31,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{ApiToken, InvalidToken};
 pub use error::ApiError;
 
 /// What the handlers share.
@@ -40,6 +44,8 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// The local instances (their logs).
     pub agent: mycel_agent::AgentHandle,
+    /// App discovery through the DHT.
+    pub discovery: mycel_discovery::DiscoveryHandle,
 }
 
 /// The API's routes.
@@ -52,6 +58,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{name}", get(apps::status).delete(apps::remove))
         .route("/v1/apps/{name}/scale", post(apps::scale))
         .route("/v1/apps/{name}/logs", get(logs::logs))
+        .route("/v1/discover/apps", get(discover::list))
+        .route("/v1/discover/apps/{name}", get(discover::app))
         .route("/api/apps/deploy_app", post(seed::deploy_app))
         .route("/api/apps/list_apps", get(seed::list_apps))
         .route("/api/apps/get_app_status", get(seed::get_app_status))
@@ -75,13 +83,24 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled.
+/// Serves the API on `listener`, open to every client, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    serve_with_token(listener, state, None, shutdown).await
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled; with a `token`, every request but
+/// `GET /v1/health` must carry it as `Authorization: Bearer` (see [`ApiToken`]).
+pub async fn serve_with_token(
+    listener: TcpListener,
+    state: ApiState,
+    token: Option<ApiToken>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, auth::protect(router(state), token))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

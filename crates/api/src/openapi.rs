@@ -43,6 +43,7 @@ pub fn document() -> Value {
         "paths": {
             "/v1/health": {"get": {
                 "summary": "Is this node up",
+                "security": [],
                 "responses": {"200": json_response("The node answers", "Health")}
             }},
             "/v1/nodes": {"get": {
@@ -102,6 +103,19 @@ pub fn document() -> Value {
                     "400": error_response("Not a scale request (bad_request), or refused (rejected)"),
                     "404": error_response("No such app (app_not_found)"),
                     "503": error_response("The placement group has no quorum (no_quorum)")
+                }
+            }},
+            "/v1/discover/apps": {"get": {
+                "summary": "The apps found through DHT discovery (not the placement state), with the nodes that announce them",
+                "description": "Asks the home nodes of every directory shard; answers within the lookup timeout (3 s) with what arrived, and at once on a node with no peers.",
+                "responses": {"200": json_response("The apps, by name", "DiscoveredApps")}
+            }},
+            "/v1/discover/apps/{name}": {"get": {
+                "summary": "One app looked up by name through the DHT",
+                "parameters": [name_param.clone()],
+                "responses": {
+                    "200": json_response("The app and its providers", "DiscoveredApp"),
+                    "404": error_response("No node announces it (app_not_found)")
                 }
             }},
             "/v1/apps/{name}/logs": {"get": {
@@ -223,7 +237,19 @@ pub fn document() -> Value {
                 "responses": {"200": {"description": "OpenMetrics text", "content": {"application/openmetrics-text": {}}}}
             }}
         },
-        "components": {"schemas": merged([basic_schemas(), app_schemas(), seed_schemas()])},
+        "components": {
+            "schemas": merged([basic_schemas(), app_schemas(), seed_schemas()]),
+            "securitySchemes": {"bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API bound to loopback needs no token. Bound elsewhere, every request but GET /v1/health must send `Authorization: Bearer <token>`, the token in the node's <data-dir>/api.token; without it, or with another, the answer is 401 (unauthorized) with `WWW-Authenticate: Bearer`, and nothing changes."
+            }},
+            "responses": {
+                "Unauthorized": error_response("The API needs its token and the request lacks it or sent another (unauthorized)")
+            }
+        },
+        // No token on loopback, the bearer token elsewhere.
+        "security": [{}, {"bearer": []}],
     })
 }
 
@@ -241,6 +267,18 @@ fn basic_schemas() -> Value {
     json!({
         "Error": {"type": "object", "required": ["error", "code"], "properties": {
             "error": {"type": "string"}, "code": {"type": "string"}
+        }},
+        "DiscoveredApps": {"type": "object", "required": ["apps"], "properties": {
+            "apps": {"type": "array", "items": {"$ref": "#/components/schemas/DiscoveredApp"}}
+        }},
+        "DiscoveredApp": {"type": "object", "required": ["name", "version", "kind", "publisher", "providers", "manifest_hash"], "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "kind": {"type": "string", "enum": ["wasm", "container"]},
+            "publisher": {"type": "string", "description": "Peer id of the key that deployed it"},
+            "providers": {"type": "array", "items": {"type": "string"}, "description": "Peer ids of the nodes that announce they run this version"},
+            "manifest_hash": {"type": "string", "pattern": "^blake3:[0-9a-f]{64}$"},
+            "description": {"type": "string"}
         }},
         "Health": {"type": "object", "required": ["status", "peer_id"], "properties": {
             "status": {"type": "string"}, "peer_id": {"type": "string"}
@@ -464,6 +502,8 @@ mod tests {
             ("/v1/apps/{name}", "delete"),
             ("/v1/apps/{name}/scale", "post"),
             ("/v1/apps/{name}/logs", "get"),
+            ("/v1/discover/apps", "get"),
+            ("/v1/discover/apps/{name}", "get"),
             ("/api/apps/deploy_app", "post"),
             ("/api/apps/list_apps", "get"),
             ("/api/apps/get_app_status", "get"),
@@ -472,5 +512,21 @@ mod tests {
         ] {
             assert!(doc["paths"][path].get(method).is_some(), "{method} {path}");
         }
+    }
+
+    #[test]
+    fn the_bearer_token_is_documented_and_health_is_open() {
+        let doc = document();
+        let scheme = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        assert!(
+            scheme["description"]
+                .as_str()
+                .unwrap()
+                .contains("401 (unauthorized)")
+        );
+        assert_eq!(doc["security"], json!([{}, {"bearer": []}]));
+        assert_eq!(doc["paths"]["/v1/health"]["get"]["security"], json!([]));
     }
 }

@@ -51,8 +51,9 @@ impl Node {
         let blobs = BlobStore::open(&dir.path().join("blobs"), 64 << 20, metrics).unwrap();
 
         let (inbox_tx, inbox) = tokio::sync::mpsc::channel(64);
+        let keypair = Keypair::generate_ed25519();
         let mut config = MeshConfig::new(
-            Keypair::generate_ed25519(),
+            keypair.clone(),
             vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         );
         config.placement_inbox = Some(inbox_tx);
@@ -115,6 +116,10 @@ impl Node {
             placement: placement.clone(),
             registry: Arc::new(registry),
             agent: agent.clone(),
+            discovery: mycel_discovery::start(
+                mycel_discovery::DiscoveryConfig::new(mesh.handle.clone(), keypair),
+                tokio::sync::watch::channel(Vec::new()).1,
+            ),
         };
         tokio::spawn(mycel_api::serve(listener, state, shutdown.clone()));
         Node {

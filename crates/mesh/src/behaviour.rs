@@ -27,7 +27,7 @@ pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: kad::Behaviour<crate::records::Store>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) member_sync: request_response::Behaviour<MemberSyncCodec>,
     pub(crate) blobs: request_response::Behaviour<BlobCodec>,
@@ -51,13 +51,7 @@ impl Behaviour {
                 .with_push_listen_addr_updates(true),
         );
 
-        let mut kad_config = kad::Config::new(StreamProtocol::new(names::KADEMLIA_PROTOCOL));
-        kad_config.set_query_timeout(Duration::from_secs(30));
-        let mut kad =
-            kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
-        // Loopback and private addresses are never "confirmed external", so without this every
-        // node of a local or LAN mesh would stay a DHT client and nobody would answer queries.
-        kad.set_mode(Some(kad::Mode::Server));
+        let kad = crate::records::kademlia(local, crate::records::kademlia_config());
 
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)

@@ -30,7 +30,9 @@ impl<Req, Resp> Clone for CborCodec<Req, Resp> {
     }
 }
 
-async fn read_frame<T, I>(io: &mut I, limit: usize) -> io::Result<T>
+/// Reads one frame to the end of the stream (the writer closes after it), at most `limit`
+/// bytes. Also for raw streams that carry one request and one answer.
+pub async fn read_frame<T, I>(io: &mut I, limit: usize) -> io::Result<T>
 where
     T: DeserializeOwned,
     I: AsyncRead + Unpin + Send,
@@ -41,7 +43,8 @@ where
     mycel_protocol::decode(&bytes, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-async fn write_frame<T, I>(io: &mut I, message: &T) -> io::Result<()>
+/// Writes one frame and closes the writing side.
+pub async fn write_frame<T, I>(io: &mut I, message: &T) -> io::Result<()>
 where
     T: Serialize,
     I: AsyncWrite + Unpin + Send,

@@ -1,6 +1,6 @@
 //! The handle through which the rest of the node talks to the mesh actor.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use libp2p::{Multiaddr, PeerId};
 use mycel_protocol::{
@@ -16,6 +16,20 @@ pub(crate) enum Command {
     StartProviding(Vec<u8>),
     StopProviding(Vec<u8>),
     FindProviders {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lifetime: Duration,
+    },
+    RemoveRecord(Vec<u8>),
+    GetRecord {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+    ClosestPeers {
         key: Vec<u8>,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
@@ -101,6 +115,41 @@ impl MeshHandle {
             .await
     }
 
+    /// Puts a record into the DHT: stored here and at the nodes closest to `key`, for `lifetime`.
+    /// Peers store only records that pass their checks (see [`crate::records`]).
+    pub async fn put_record(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lifetime: Duration,
+    ) -> Result<(), MeshError> {
+        self.tell(Command::PutRecord {
+            key,
+            value,
+            lifetime,
+        })
+        .await
+    }
+
+    /// Drops this node's own record for `key`, so it is no longer republished and runs out
+    /// elsewhere.
+    pub async fn remove_record(&self, key: Vec<u8>) -> Result<(), MeshError> {
+        self.tell(Command::RemoveRecord(key)).await
+    }
+
+    /// The values a DHT lookup of `key` finds (this node's own copy first, if it holds one),
+    /// unchecked: whoever reads them checks them. Ends when Kademlia's lookup does; callers that
+    /// cannot wait that long put a timeout around it.
+    pub async fn get_record(&self, key: Vec<u8>) -> Result<Vec<Vec<u8>>, MeshError> {
+        self.ask(|reply| Command::GetRecord { key, reply }).await
+    }
+
+    /// The peers closest to `key` that a DHT lookup finds, closest first (this node excluded);
+    /// empty when the node has no peers.
+    pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, MeshError> {
+        self.ask(|reply| Command::ClosestPeers { key, reply }).await
+    }
+
     /// Sends a blob request to `peer` and waits for its answer.
     pub async fn blob_request(
         &self,
@@ -137,6 +186,13 @@ impl MeshHandle {
     /// Leaves the mesh gracefully: announces the departure and waits until the actor stopped.
     pub async fn leave(&self) -> Result<(), MeshError> {
         self.ask(Command::Leave).await
+    }
+
+    async fn tell(&self, command: Command) -> Result<(), MeshError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| MeshError::Stopped)
     }
 
     async fn ask<T>(

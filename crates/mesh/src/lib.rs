@@ -6,7 +6,8 @@
 //!      └──oneshot replies─────┤  member-sync: full view on connect (request-response, CBOR)
 //!                             │  blobs      : range requests, answered by a BlobServer task
 //!                             │  placement  : opaque Raft frames, answered through the placement inbox
-//!                             │  kademlia   : peer discovery and provider records
+//!                             │  kademlia   : peer discovery, provider records, app listings
+//!                             │               (every inbound record checked: see [`records`])
 //!                             │  streams    : raw streams (the gateway's HTTP tunnel), opened and
 //!                             │               accepted through `MeshHandle::streams`, off the actor
 //!                             │  identify, ping (liveness of neighbours), block list
@@ -27,6 +28,7 @@ mod handle;
 pub mod membership;
 mod metrics;
 pub mod peer_store;
+pub mod records;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
@@ -65,6 +67,9 @@ pub struct MeshConfig {
     pub blob_server: Option<Arc<dyn BlobServer>>,
     /// Where inbound placement-group requests go; without it they are refused.
     pub placement_inbox: Option<mpsc::Sender<InboundPlacement>>,
+    /// The longest a peer's provider entry for an app key is kept: the app-listing lifetime,
+    /// after which a node that stopped announcing the app is no longer its provider.
+    pub app_provider_ttl: Duration,
 }
 
 /// The largest placement frame either way: a batch of Raft entries or one snapshot chunk.
@@ -106,6 +111,7 @@ impl MeshConfig {
             listen_timeout: Duration::from_secs(10),
             blob_server: None,
             placement_inbox: None,
+            app_provider_ttl: Duration::from_millis(mycel_protocol::discovery::DEFAULT_LIFETIME_MS),
         }
     }
 }

@@ -42,6 +42,7 @@ pub(crate) struct MeshMetrics {
     pub(crate) adverts_received: Counter,
     pub(crate) adverts_published: Counter,
     adverts_dropped: Family<Labels, Counter>,
+    records_refused: Family<Labels, Counter>,
     members: Family<Labels, Gauge>,
 }
 
@@ -52,6 +53,7 @@ impl MeshMetrics {
             adverts_received: Counter::default(),
             adverts_published: Counter::default(),
             adverts_dropped: Family::default(),
+            records_refused: Family::default(),
             members: Family::default(),
         };
         registry.register(
@@ -73,6 +75,11 @@ impl MeshMetrics {
             "mycel_adverts_dropped",
             "Announcements dropped, by reason",
             metrics.adverts_dropped.clone(),
+        );
+        registry.register(
+            "mycel_dht_records_refused",
+            "Records peers put into the DHT that this node refused, by reason",
+            metrics.records_refused.clone(),
         );
         registry.register(
             "mycel_members",
@@ -97,6 +104,14 @@ impl MeshMetrics {
     pub(crate) fn dropped(&self, reason: DropReason) {
         self.adverts_dropped
             .get_or_create(&vec![("reason", reason.as_str())])
+            .inc();
+    }
+
+    /// A record a peer put was refused: `forged`, `oversized`, `malformed`, `invalid` or
+    /// `expired`.
+    pub(crate) fn record_refused(&self, reason: &'static str) {
+        self.records_refused
+            .get_or_create(&vec![("reason", reason)])
             .inc();
     }
 

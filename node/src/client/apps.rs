@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
-use mycel_protocol::api::{AppStatus, Apps, Deployed, InstanceState, ScaleRequest};
+use mycel_protocol::api::{AppStatus, Apps, Deployed, DiscoveredApps, InstanceState, ScaleRequest};
 
 use super::{
     api_url, get, is_tar, manifest, manifest::BlobField, node_names, print_answer, push_image,
@@ -154,6 +154,44 @@ fn apps_table(apps: &Apps) -> String {
             app.kind.to_string(),
             app.replicas.to_string(),
             app.running.to_string(),
+        ]);
+    }
+    table::render(&rows)
+}
+
+/// `mycel apps browse`: the apps found through DHT discovery.
+pub(crate) async fn browse(node: &str, json: bool) -> anyhow::Result<()> {
+    let body = get(node, &["v1", "discover", "apps"]).await?;
+    let names = if json {
+        BTreeMap::new()
+    } else {
+        node_names(node).await
+    };
+    print_answer(&body, json, "a list of discovered apps", |apps| {
+        browse_table(&apps, &names)
+    })
+}
+
+fn browse_table(apps: &DiscoveredApps, names: &BTreeMap<String, String>) -> String {
+    if apps.apps.is_empty() {
+        return "no apps found\n".into();
+    }
+    let node_name = |peer: &String| names.get(peer).cloned().unwrap_or_else(|| short_peer(peer));
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "VERSION".into(),
+        "KIND".into(),
+        "PUBLISHER".into(),
+        "PROVIDERS".into(),
+    ]];
+    for app in &apps.apps {
+        let providers: Vec<String> = app.providers.iter().map(node_name).collect();
+        rows.push([
+            app.name.clone(),
+            app.version.clone(),
+            app.kind.to_string(),
+            node_name(&app.publisher),
+            providers.join(","),
         ]);
     }
     table::render(&rows)
@@ -338,6 +376,31 @@ mod tests {
         let empty = status_text(&status(&[], None), &names);
         assert!(empty.ends_with("no instances\n"), "{empty}");
         assert!(!empty.contains("unplaced"));
+    }
+
+    #[test]
+    fn the_browse_table_names_known_nodes() {
+        let names = BTreeMap::from([("12D3KooWnodeAAAAAAAA".to_string(), "a".to_string())]);
+        let apps = DiscoveredApps {
+            apps: vec![mycel_protocol::api::DiscoveredApp {
+                name: "hello".into(),
+                version: "1.0.0".into(),
+                kind: AppKind::Wasm,
+                publisher: "12D3KooWnodeAAAAAAAA".into(),
+                providers: vec!["12D3KooWnodeAAAAAAAA".into(), "12D3KooWnodeBBBBBBBB".into()],
+                manifest_hash: mycel_protocol::BlobHash([0; 32]),
+                description: None,
+            }],
+        };
+        assert_eq!(
+            browse_table(&apps, &names),
+            "NAME   VERSION  KIND  PUBLISHER  PROVIDERS\n\
+             hello  1.0.0    wasm  a          a,…BBBBBBBB\n"
+        );
+        assert_eq!(
+            browse_table(&DiscoveredApps { apps: vec![] }, &names),
+            "no apps found\n"
+        );
     }
 
     #[test]

@@ -7,15 +7,14 @@ use anyhow::Context;
 use futures::StreamExt;
 use mycel_protocol::api::LogEvent;
 
-use super::{api_url, body_of};
+use super::{api_url, auth, body_of};
 
 pub(crate) async fn logs(node: &str, app: &str, follow: bool, json: bool) -> anyhow::Result<()> {
     let mut url = api_url(node, &["v1", "apps", app, "logs"])?;
     if follow {
         url.query_pairs_mut().append_pair("follow", "true");
     }
-    let response = reqwest::Client::new()
-        .get(url)
+    let response = auth::with_token(reqwest::Client::new().get(url))
         .send()
         .await
         .with_context(|| format!("cannot reach the node at {node}"))?;

@@ -80,7 +80,7 @@ pub async fn start(
         blob_traffic: Default::default(),
         placement_traffic: Default::default(),
         placement_answers,
-        provider_lookups: Default::default(),
+        dht: Default::default(),
         answers,
         membership: Membership::new(peer_id, config.timing),
         local,
@@ -226,7 +226,7 @@ mod placement;
 
 struct Actor {
     blob_traffic: blobs::BlobTraffic,
-    provider_lookups: dht::ProviderLookups,
+    dht: dht::DhtQueries,
     /// Answers to inbound blob requests, from the tasks that made them.
     answers: mpsc::Sender<(u64, mycel_protocol::blob::BlobResponse)>,
     placement_traffic: placement::PlacementTraffic,
@@ -318,6 +318,14 @@ impl Actor {
             Command::StartProviding(key) => self.start_providing(key),
             Command::StopProviding(key) => self.stop_providing(key),
             Command::FindProviders { key, reply } => self.find_providers(key, reply),
+            Command::PutRecord {
+                key,
+                value,
+                lifetime,
+            } => self.put_record(key, value, lifetime),
+            Command::RemoveRecord(key) => self.remove_record(key),
+            Command::GetRecord { key, reply } => self.get_record(key, reply),
+            Command::ClosestPeers { key, reply } => self.closest_peers(key, reply),
             Command::BlobRequest {
                 peer,
                 request,
