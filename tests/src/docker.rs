@@ -66,3 +66,17 @@ pub fn layered_image(dir: &Path, tag: &str, extra: usize) -> Result<PathBuf> {
     docker(&["rmi", "-f", tag])?;
     Ok(archive)
 }
+
+/// Removes every container mycel made for the nodes of `mesh`: the end of a test or bench whose
+/// nodes are killed rather than stopped (a graceful stop removes them itself).
+pub fn remove_containers_of(mesh: &crate::Mesh) {
+    for node in mesh.iter() {
+        if let Ok(ids) = containers_of(node.peer_id())
+            && !ids.is_empty()
+        {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+    }
+}

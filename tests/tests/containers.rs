@@ -12,7 +12,7 @@ use mycel_protocol::api::InstanceState;
 use mycel_tests::{
     Mesh, NodeProcess,
     apps::container_manifest,
-    docker::{containers_of, docker, layered_image},
+    docker::{containers_of, docker, layered_image, remove_containers_of},
     hello_container_example, metrics, mycel_cli, wait_until,
 };
 use reqwest::StatusCode;
@@ -192,6 +192,7 @@ async fn a_second_image_moves_only_its_new_layers() -> Result<()> {
         Ok(())
     }
     .await;
+    remove_containers_of(&mesh);
     let _ = docker(&["rmi", "-f", &tag]);
     mesh.report(result)
 }
@@ -312,13 +313,6 @@ async fn a_node_killed_and_restarted_removes_the_containers_it_left() -> Result<
         }
     };
     // Leave nothing behind either way.
-    if let Some(node) = mesh.iter().next()
-        && let Ok(ids) = containers_of(node.peer_id())
-        && !ids.is_empty()
-    {
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids.iter().map(String::as_str));
-        let _ = docker(&args);
-    }
+    remove_containers_of(&mesh);
     result
 }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, ensure};
 use mycel_tests::{
     Mesh, NodeProcess,
     apps::container_manifest,
-    docker::{docker, layered_image},
+    docker::{docker, layered_image, remove_containers_of},
     hello_container_example, metrics,
 };
 use reqwest::StatusCode;
@@ -119,6 +119,7 @@ async fn main() -> Result<()> {
         .await?;
     let mesh = Mesh::from_nodes(vec![hub, runner]);
     let result = run(&mesh, &client, &archive, baseline).await;
+    remove_containers_of(&mesh);
     mesh.report(result)
 }
 
