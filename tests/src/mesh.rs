@@ -44,6 +44,19 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// `n0`, and `n1` labelled `role=runner` joined through it: an app required on
+    /// `role=runner` runs on the node that did not take the push or the deploy.
+    pub async fn hub_and_runner() -> Result<Self> {
+        let hub = NodeProcess::start("n0", None).await?;
+        let runner = NodeProcess::builder("n1")
+            .bootstrap(hub.listen_addr())
+            .arg("--label")
+            .arg("role=runner")
+            .start()
+            .await?;
+        Ok(Self::from_nodes(vec![hub, runner]))
+    }
+
     pub fn from_nodes(nodes: Vec<NodeProcess>) -> Self {
         Self { nodes }
     }

@@ -144,14 +144,7 @@ async fn a_second_image_moves_only_its_new_layers() -> Result<()> {
     let tag = format!("mycel-test-layered-{}:1", std::process::id());
     let layered_archive = layered_image(dir.path(), &tag, 2 << 20)?;
 
-    let hub = NodeProcess::start("n0", None).await?;
-    let runner = NodeProcess::builder("n1")
-        .bootstrap(hub.listen_addr())
-        .arg("--label")
-        .arg("role=runner")
-        .start()
-        .await?;
-    let mesh = Mesh::from_nodes(vec![hub, runner]);
+    let mesh = Mesh::hub_and_runner().await?;
     let result = async {
         mesh.wait_converged(Duration::from_secs(20)).await?;
         let base = push_image(&mesh[0], &base_archive).await?;

@@ -110,14 +110,7 @@ async fn main() -> Result<()> {
         baseline.push(docker_run_to_first_answer(&client).await?);
     }
 
-    let hub = NodeProcess::start("n0", None).await?;
-    let runner = NodeProcess::builder("n1")
-        .bootstrap(hub.listen_addr())
-        .arg("--label")
-        .arg("role=runner")
-        .start()
-        .await?;
-    let mesh = Mesh::from_nodes(vec![hub, runner]);
+    let mesh = Mesh::hub_and_runner().await?;
     let result = run(&mesh, &client, &archive, baseline).await;
     remove_containers_of(&mesh);
     mesh.report(result)
