@@ -44,21 +44,24 @@ wait_for() { # wait_for FILE PID
   echo "timed out waiting for $1"; exit 1
 }
 
-start_node() { # start_node NAME [BOOTSTRAP]
+start_node() { # start_node NAME [JOIN_TICKET]
   local dir="$work/$1"
   mkdir -p "$dir"
+  # A private mesh (the default) speaks TCP only: QUIC cannot carry its secret.
   "$MYCEL_BIN" up --data-dir "$dir" --name "$1" \
-    --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1 \
-    --api 127.0.0.1:0 --gateway 127.0.0.1:0 ${2:+--bootstrap "$2"} \
+    --listen /ip4/127.0.0.1/tcp/0 \
+    --api 127.0.0.1:0 --gateway 127.0.0.1:0 ${2:+--join "$2"} \
     >"$dir/log" 2>&1 &
   pids+=($!)
   wait_for "$dir/node.json" $!
 }
 
 start_node node-1
-first=$(json '["listen_addrs"][0]' "$work/node-1/node.json")
-start_node node-2 "$first"
-start_node node-3 "$first"
+# node-1 started a new private mesh; the others join with its ticket (node.json's "join", or
+# `mycel join-ticket` against it).
+ticket=$(json '["join"]' "$work/node-1/node.json")
+start_node node-2 "$ticket"
+start_node node-3 "$ticket"
 
 api=$(json '["api"]' "$work/node-1/node.json")
 echo "waiting for the three nodes to see each other…"

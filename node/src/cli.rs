@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use libp2p::{Multiaddr, multiaddr::Protocol};
+use mycel_mesh::JoinTicket;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +25,10 @@ pub(crate) struct Cli {
     /// for a local node, in the data dir whose node.json names --node.
     #[arg(long, global = true, env = "MYCEL_API_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// The key that signs deploys, scales and stops (made on first use; default
+    /// $XDG_CONFIG_HOME/mycel/user.key, else ~/.config/mycel/user.key).
+    #[arg(long, global = true, env = "MYCEL_USER_KEY", value_name = "FILE")]
+    pub(crate) user_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -50,6 +55,11 @@ pub(crate) enum Command {
     Logs(LogsArgs),
     /// Upload a file (a .wasm module, an archive) into the mesh's blob store; prints its hash.
     Push(PushArgs),
+    /// The public form of the user key that signs deploys, scales and stops (made on first use).
+    Whoami,
+    /// The ticket a new node joins this mesh with (`mycel up --join TICKET`); a private mesh's
+    /// holds its secret, so the node's API token is needed even on loopback.
+    JoinTicket(ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -150,9 +160,18 @@ pub(crate) struct UpArgs {
     /// HOST:PORT of the HTTP gateway.
     #[arg(long, env = "MYCEL_GATEWAY")]
     pub(crate) gateway: Option<String>,
-    /// A peer to join through: a multiaddr ending in /p2p/<peer id> (repeatable).
+    /// A peer to join through: a multiaddr ending in /p2p/<peer id> (an open mesh, or a node
+    /// that holds its mesh's secret already), or a join ticket (repeatable).
     #[arg(long, env = "MYCEL_BOOTSTRAP", value_delimiter = ',', value_parser = parse_bootstrap)]
-    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) bootstrap: Vec<Bootstrap>,
+    /// Join the mesh of this ticket (`mycel join-ticket` on a member prints it; node.json's
+    /// "join") (repeatable).
+    #[arg(long, env = "MYCEL_JOIN", value_delimiter = ',', value_parser = parse_ticket)]
+    pub(crate) join: Vec<JoinTicket>,
+    /// Start a deliberately open mesh: no secret, any node may join (and QUIC is on). The default
+    /// is a private mesh. Kept in the data dir.
+    #[arg(long, env = "MYCEL_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) open: bool,
     /// This node's name in listings (default: host name and the end of the peer id).
     #[arg(long, env = "MYCEL_NAME")]
     pub(crate) name: Option<String>,
@@ -180,12 +199,40 @@ pub(crate) fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
         .map_err(|e| format!("not a multiaddr ({e}); e.g. /ip4/127.0.0.1/tcp/7400"))
 }
 
-pub(crate) fn parse_bootstrap(s: &str) -> Result<Multiaddr, String> {
+/// A way into a mesh: a member's address, or a join ticket (addresses and, for a private mesh,
+/// its secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Bootstrap {
+    Addr(Multiaddr),
+    Ticket(JoinTicket),
+}
+
+impl Bootstrap {
+    /// The addresses to dial, each ending in `/p2p/<peer id>`.
+    pub(crate) fn dial_addrs(&self) -> Vec<Multiaddr> {
+        match self {
+            Bootstrap::Addr(addr) => vec![addr.clone()],
+            Bootstrap::Ticket(ticket) => ticket.dial_addrs(),
+        }
+    }
+}
+
+/// A multiaddr ending in `/p2p/<peer id>`, or a join ticket.
+pub(crate) fn parse_bootstrap(s: &str) -> Result<Bootstrap, String> {
+    if JoinTicket::looks_like_ticket(s) {
+        return parse_ticket(s).map(Bootstrap::Ticket);
+    }
     let addr = parse_multiaddr(s)?;
     match addr.iter().last() {
-        Some(Protocol::P2p(_)) => Ok(addr),
-        _ => Err("a bootstrap address must end in /p2p/<peer id>".into()),
+        Some(Protocol::P2p(_)) => Ok(Bootstrap::Addr(addr)),
+        _ => Err(
+            "a bootstrap address must end in /p2p/<peer id> (or be a join ticket: mycel…)".into(),
+        ),
     }
+}
+
+pub(crate) fn parse_ticket(s: &str) -> Result<JoinTicket, String> {
+    s.parse::<JoinTicket>().map_err(|e| e.to_string())
 }
 
 pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -245,6 +292,40 @@ mod tests {
     }
 
     #[test]
+    fn bootstrap_and_join_take_tickets() {
+        let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+            .parse()
+            .unwrap();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/7400".parse().unwrap();
+        let ticket = JoinTicket::new(
+            peer,
+            std::slice::from_ref(&addr),
+            Some(mycel_mesh::MeshSecret::from_bytes([3; 32])),
+        );
+        let text = ticket.to_string();
+        assert_eq!(
+            parse_bootstrap(&text).unwrap(),
+            Bootstrap::Ticket(ticket.clone())
+        );
+        assert_eq!(
+            parse_bootstrap(&text).unwrap().dial_addrs(),
+            vec![addr.with(Protocol::P2p(peer))]
+        );
+        let cli = Cli::try_parse_from(["mycel", "up", "--join", &text, "--join", &text]).unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.join, vec![ticket.clone(), ticket]);
+        let error = parse_ticket("mycelnotaticket").unwrap_err();
+        assert!(error.contains("join ticket"), "{error}");
+        let error = parse_bootstrap("mycel2222").unwrap_err();
+        assert!(error.contains("join ticket"), "{error}");
+        assert!(Cli::try_parse_from(["mycel", "join-ticket", "--json"]).is_ok());
+        let cli = Cli::try_parse_from(["mycel", "up", "--open"]).unwrap();
+        assert!(matches!(cli.command, Command::Up(args) if args.open));
+    }
+
+    #[test]
     fn labels_are_key_value() {
         assert_eq!(
             parse_label("zone=eu-1").unwrap(),
@@ -285,6 +366,9 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["mycel", "apps", "nope"]).is_err());
+        let cli = Cli::try_parse_from(["mycel", "whoami", "--user-key", "/k"]).unwrap();
+        assert!(matches!(cli.command, Command::Whoami));
+        assert_eq!(cli.user_key.as_deref(), Some(std::path::Path::new("/k")));
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! - [`logs`]: `mycel logs`;
 //! - [`manifest`]: reading a manifest file and the files it names;
 //! - [`table`]: aligned columns;
-//! - [`auth`]: the API token every request carries.
+//! - [`auth`]: the API token every request carries;
+//! - [`user_key`]: the user key that signs deploys, scales and stops.
 
 mod apps;
 mod auth;
 mod logs;
 mod manifest;
 mod table;
+mod user_key;
 
 use anyhow::{Context, bail};
 use std::{
@@ -27,13 +29,16 @@ use std::{
 use futures::StreamExt;
 use mycel_protocol::{
     BlobHash,
-    api::{ApiError, BlobStored, Cluster, ImagePushed, MemberStatus, Nodes, RaftRole},
+    api::{
+        ApiError, BlobStored, Cluster, ImagePushed, JoinTicketInfo, MemberStatus, Nodes, RaftRole,
+    },
 };
 
 pub(crate) use apps::{apps, browse, deploy, scale, status, stop};
 pub(crate) use auth::choose_token;
 pub(crate) use logs::logs;
 use table::short_peer;
+pub(crate) use user_key::{choose_user_key, whoami};
 
 /// The URL of `segments` under the node's API. Each segment is escaped, so a name given on the
 /// command line can never reach another path.
@@ -205,6 +210,35 @@ fn cluster_table(cluster: &Cluster, names: &BTreeMap<String, String>) -> String 
     }
     out.push_str(&table::render(&rows));
     out
+}
+
+/// `mycel join-ticket`: the ticket a new node joins this mesh with, alone on stdout (so
+/// `mycel up --join "$(mycel join-ticket)"` works). The node gives it only to a client that
+/// holds its API token, found as for every command (a private mesh's ticket holds its secret).
+pub(crate) async fn join_ticket(node: &str, json: bool) -> anyhow::Result<()> {
+    let body = get(node, &["v1", "join-ticket"]).await.map_err(|e| {
+        if e.to_string().ends_with("(unauthorized)") {
+            e.context(
+                "the join ticket needs the node's API token: run this as the node's user with \
+                 MYCEL_DATA_DIR set to its data dir, or pass --token",
+            )
+        } else {
+            e
+        }
+    })?;
+    print_answer(&body, json, "a join ticket", |info: JoinTicketInfo| {
+        if std::io::stderr().is_terminal() {
+            if info.private {
+                eprintln!(
+                    "a private mesh's ticket: it holds the mesh's secret, give it only to nodes \
+                     that may join (mycel up --join TICKET)"
+                );
+            } else {
+                eprintln!("an open mesh's ticket: it holds no secret (mycel up --join TICKET)");
+            }
+        }
+        format!("{}\n", info.ticket)
+    })
 }
 
 /// `mycel push FILE`: uploads the file, prints its hash. A tar archive (`docker save` or OCI) is

@@ -14,7 +14,7 @@ use mycel_mesh::Timing;
 use mycel_protocol::{NodePolicy, Runtime, app::Relaxation};
 use serde::Deserialize;
 
-use crate::cli::{UpArgs, parse_bootstrap, parse_label, parse_multiaddr};
+use crate::cli::{Bootstrap, UpArgs, parse_bootstrap, parse_label, parse_multiaddr, parse_ticket};
 
 pub(crate) const DEFAULT_P2P_PORT: u16 = 7400;
 pub(crate) const DEFAULT_API: &str = "127.0.0.1:7401";
@@ -25,11 +25,17 @@ pub(crate) const DEFAULT_GATEWAY: &str = "127.0.0.1:7402";
 pub(crate) struct NodeConfig {
     pub(crate) data_dir: PathBuf,
     pub(crate) listen: Vec<Multiaddr>,
+    /// Whether `listen` was asked for (flag, environment or file) rather than the default: a
+    /// private mesh drops the default's QUIC address, but refuses one asked for.
+    pub(crate) listen_given: bool,
     pub(crate) api: SocketAddr,
     /// Whether API clients must send the token: always when the API is not on loopback.
     pub(crate) api_requires_token: bool,
     pub(crate) gateway: SocketAddr,
-    pub(crate) bootstrap: Vec<Multiaddr>,
+    /// Members' addresses and join tickets (`--bootstrap`, `--join`).
+    pub(crate) bootstrap: Vec<Bootstrap>,
+    /// `--open`: a deliberately open mesh (see `mesh_mode`).
+    pub(crate) open: bool,
     pub(crate) name: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
     /// `None`: every runtime this host has.
@@ -42,6 +48,8 @@ pub(crate) struct NodeConfig {
     pub(crate) policy: NodePolicy,
     /// The longest one request to an app instance may run.
     pub(crate) request_timeout: Duration,
+    /// How many API requests each client may make.
+    pub(crate) api_rate_limit: mycel_api::RateLimit,
 }
 
 /// The `--config` file: the flags' keys, plus tuning that has no flag.
@@ -54,8 +62,14 @@ struct FileConfig {
     api: Option<String>,
     api_token_required: Option<bool>,
     gateway: Option<String>,
+    /// Multiaddrs ending in `/p2p/<peer id>`, or join tickets.
     #[serde(default)]
     bootstrap: Vec<String>,
+    /// Join tickets.
+    #[serde(default)]
+    join: Vec<String>,
+    /// A deliberately open mesh.
+    open: Option<bool>,
     name: Option<String>,
     /// `label = ["zone=a"]`, as the flag.
     #[serde(default)]
@@ -73,6 +87,38 @@ struct FileConfig {
     policy: PolicyFile,
     #[serde(default)]
     runtime: RuntimeFile,
+    #[serde(default)]
+    api_rate_limit: ApiRateLimitFile,
+}
+
+/// `[api_rate_limit]`: how many API requests each client (remote address) may make. (`api` is
+/// the API's address, so the table has a name of its own.)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiRateLimitFile {
+    /// Requests per second on average (default 200); 0 turns the limit off.
+    per_second: Option<u32>,
+    /// Requests at once (default twice `per_second`).
+    burst: Option<u32>,
+}
+
+impl ApiRateLimitFile {
+    fn resolve(self) -> anyhow::Result<mycel_api::RateLimit> {
+        let default = mycel_api::RateLimit::DEFAULT;
+        let per_second = self.per_second.unwrap_or(default.per_second);
+        if per_second == 0 {
+            return Ok(mycel_api::RateLimit::OFF);
+        }
+        let burst = match self.burst {
+            None if self.per_second.is_none() => default.burst,
+            None => per_second.saturating_mul(2),
+            Some(0) => bail!(
+                "api_rate_limit.burst must be at least 1 (per_second = 0 turns the limit off)"
+            ),
+            Some(burst) => burst,
+        };
+        Ok(mycel_api::RateLimit { per_second, burst })
+    }
 }
 
 /// `[runtime]`: how this node runs app instances.
@@ -87,6 +133,8 @@ struct RuntimeFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
+    /// `runtimes = ["wasm"]`: the only runtimes the mesh may use here, whatever the host has.
+    runtimes: Option<Vec<String>>,
     max_instances: Option<u32>,
     memory_mb: Option<u64>,
     /// Cores, fractions allowed.
@@ -164,6 +212,7 @@ impl NodeConfig {
             .or(file.data_dir)
             .map_or_else(default_data_dir, Ok)?;
 
+        let listen_given = !args.listen.is_empty() || !file.listen.is_empty();
         let listen = if !args.listen.is_empty() {
             args.listen
         } else if !file.listen.is_empty() {
@@ -171,11 +220,26 @@ impl NodeConfig {
         } else {
             default_listen()
         };
-        let bootstrap = if !args.bootstrap.is_empty() {
-            args.bootstrap
+        let bootstrap: Vec<Bootstrap> = if !args.bootstrap.is_empty() || !args.join.is_empty() {
+            let tickets = args.join.into_iter().map(Bootstrap::Ticket);
+            args.bootstrap.into_iter().chain(tickets).collect()
         } else {
-            parse_all(&file.bootstrap, parse_bootstrap)?
+            let tickets = parse_all(&file.join, parse_ticket)?;
+            let mut bootstrap = parse_all(&file.bootstrap, parse_bootstrap)?;
+            bootstrap.extend(tickets.into_iter().map(Bootstrap::Ticket));
+            bootstrap
         };
+        let open = args.open || file.open.unwrap_or(false);
+        if open
+            && bootstrap
+                .iter()
+                .any(|b| matches!(b, Bootstrap::Ticket(t) if t.is_private()))
+        {
+            bail!(
+                "--open makes an open mesh, but the join ticket is a private mesh's (it holds \
+                 its secret): drop --open to join that mesh"
+            );
+        }
 
         let api = parse_socket(
             args.api.or(file.api).as_deref().unwrap_or(DEFAULT_API),
@@ -217,6 +281,27 @@ impl NodeConfig {
                 None => None,
             },
         };
+        // The owner's policy narrows what the flag, the file or the host offers.
+        let runtimes = match &file.policy.runtimes {
+            None => runtimes,
+            Some(allowed) => {
+                let allowed = parse_runtimes(allowed.iter().map(String::as_str))
+                    .map_err(|e| anyhow::anyhow!("policy.runtimes: {e}"))?;
+                match runtimes {
+                    None => Some(allowed),
+                    Some(offered) => {
+                        let kept: Vec<Runtime> = offered
+                            .into_iter()
+                            .filter(|r| allowed.contains(r))
+                            .collect();
+                        if kept.is_empty() {
+                            bail!("policy.runtimes allows none of the runtimes --runtimes names");
+                        }
+                        Some(kept)
+                    }
+                }
+            }
+        };
 
         let domain = args
             .domain
@@ -229,10 +314,12 @@ impl NodeConfig {
         Ok(Self {
             data_dir,
             listen,
+            listen_given,
             api,
             api_requires_token,
             gateway,
             bootstrap,
+            open,
             name,
             labels,
             runtimes,
@@ -249,6 +336,7 @@ impl NodeConfig {
                 Some(0) => bail!("runtime.request_timeout_ms must be above 0"),
                 Some(ms) => Duration::from_millis(ms),
             },
+            api_rate_limit: file.api_rate_limit.resolve()?,
         })
     }
 }
@@ -440,7 +528,9 @@ mod tests {
         let mut a = args();
         a.config = Some(package_dir().join("../bootstrap/mycel.toml"));
         let c = NodeConfig::resolve(a).unwrap();
-        assert_eq!(c.listen.len(), 2);
+        // TCP only: a private mesh (the default) refuses a QUIC address it is asked for.
+        assert_eq!(c.listen.len(), 1);
+        assert!(c.listen_given);
         assert_eq!(c.api.to_string(), DEFAULT_API);
     }
 
@@ -505,6 +595,119 @@ mod tests {
             resolve("[policy]\nmax_instance = 4\n").is_err(),
             "a typo is an error"
         );
+    }
+
+    #[test]
+    fn the_policys_runtimes_narrow_what_the_node_offers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mycel.toml");
+        let resolve = |text: &str, flag: Option<&str>| {
+            std::fs::write(&path, text).unwrap();
+            let mut a = args();
+            a.config = Some(path.clone());
+            a.runtimes = flag.map(String::from);
+            NodeConfig::resolve(a)
+        };
+        let wasm_only = "[policy]\nruntimes = [\"wasm\"]\n";
+        assert_eq!(
+            resolve(wasm_only, None).unwrap().runtimes,
+            Some(vec![Runtime::Wasm])
+        );
+        assert_eq!(
+            resolve(wasm_only, Some("wasm,docker")).unwrap().runtimes,
+            Some(vec![Runtime::Wasm])
+        );
+        let none_left = resolve(wasm_only, Some("docker")).unwrap_err();
+        assert!(
+            none_left.to_string().contains("policy.runtimes"),
+            "{none_left}"
+        );
+        assert!(resolve("[policy]\nruntimes = [\"vm\"]\n", None).is_err());
+        assert_eq!(resolve("", None).unwrap().runtimes, None);
+    }
+
+    #[test]
+    fn tickets_and_open_come_from_flags_or_the_file() {
+        let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+            .parse()
+            .unwrap();
+        let addr: Multiaddr = "/ip4/192.0.2.10/tcp/7400".parse().unwrap();
+        let private = mycel_mesh::JoinTicket::new(
+            peer,
+            std::slice::from_ref(&addr),
+            Some(mycel_mesh::MeshSecret::from_bytes([5; 32])),
+        );
+        let open_ticket = mycel_mesh::JoinTicket::new(peer, std::slice::from_ref(&addr), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mycel.toml");
+        let resolve = |text: &str, edit: &dyn Fn(&mut UpArgs)| {
+            std::fs::write(&path, text).unwrap();
+            let mut a = args();
+            a.config = Some(path.clone());
+            edit(&mut a);
+            NodeConfig::resolve(a)
+        };
+        let c = resolve(&format!("join = [\"{private}\"]\n"), &|_| {}).unwrap();
+        assert_eq!(c.bootstrap, vec![Bootstrap::Ticket(private.clone())]);
+        assert!(!c.open);
+        assert!(!c.listen_given);
+        let c = resolve(
+            &format!("bootstrap = [\"{open_ticket}\", \"{addr}/p2p/{peer}\"]\nopen = true\n"),
+            &|_| {},
+        )
+        .unwrap();
+        assert!(c.open);
+        assert_eq!(c.bootstrap.len(), 2);
+        // Flags win: the file's bootstrap is not added to --join's.
+        let c = resolve(&format!("join = [\"{private}\"]\n"), &|a| {
+            a.join = vec![open_ticket.clone()]
+        })
+        .unwrap();
+        assert_eq!(c.bootstrap, vec![Bootstrap::Ticket(open_ticket.clone())]);
+        // --open with a private mesh's ticket is a contradiction.
+        let error = resolve("", &|a| {
+            a.open = true;
+            a.join = vec![private.clone()];
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("drop --open"), "{error}");
+        assert!(resolve("join = [\"mycelbroken\"]\n", &|_| {}).is_err());
+        let c = resolve("listen = [\"/ip4/0.0.0.0/tcp/7400\"]\n", &|_| {}).unwrap();
+        assert!(c.listen_given);
+    }
+
+    #[test]
+    fn the_api_rate_limit_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mycel.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let mut a = args();
+            a.config = Some(path.clone());
+            NodeConfig::resolve(a).map(|c| c.api_rate_limit)
+        };
+        let limit = |per_second, burst| mycel_api::RateLimit { per_second, burst };
+        assert_eq!(resolve("").unwrap(), mycel_api::RateLimit::DEFAULT);
+        assert_eq!(
+            resolve("[api_rate_limit]\nper_second = 5\n").unwrap(),
+            limit(5, 10)
+        );
+        assert_eq!(
+            resolve("[api_rate_limit]\nper_second = 5\nburst = 1\n").unwrap(),
+            limit(5, 1)
+        );
+        assert_eq!(
+            resolve("[api_rate_limit]\nburst = 1000\n").unwrap(),
+            limit(200, 1000)
+        );
+        assert!(
+            resolve("[api_rate_limit]\nper_second = 0\n")
+                .unwrap()
+                .is_off()
+        );
+        assert!(resolve("[api_rate_limit]\nper_second = 5\nburst = 0\n").is_err());
+        assert!(resolve("[api_rate_limit]\nper_second = -1\n").is_err());
+        assert!(resolve("[api_rate_limit]\nrate = 5\n").is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The node's data dir: its identity key, the API token and the `node.json` readiness file.
+//! The node's data dir: its identity key, the API token and the `node.json` readiness file (the
+//! mesh's secret is `mesh_mode`'s).
 
 use std::{
     fs,
@@ -10,10 +11,9 @@ use std::{
 use anyhow::Context;
 use libp2p::identity::Keypair;
 use mycel_api::ApiToken;
-use mycel_mesh::peer_store::write_atomically;
 use serde::{Deserialize, Serialize};
 
-const KEY_FILE: &str = "node.key";
+pub(crate) const KEY_FILE: &str = "node.key";
 /// The API's bearer token, owner-only; never in `node.json`, never logged.
 pub(crate) const API_TOKEN_FILE: &str = "api.token";
 pub(crate) const NODE_FILE: &str = "node.json";
@@ -100,7 +100,7 @@ pub(crate) fn read_api_token(dir: &Path) -> Option<String> {
 }
 
 /// Writes a file only its owner can read, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -114,7 +114,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
-/// What `node.json` says: written when the node is ready, removed when it stops.
+/// What `node.json` says: written when the node is ready, removed when it stops. Owner-only: a
+/// private mesh's join ticket holds the mesh's secret.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct NodeFile {
     pub(crate) peer_id: String,
@@ -122,6 +123,12 @@ pub(crate) struct NodeFile {
     pub(crate) listen_addrs: Vec<String>,
     pub(crate) api: String,
     pub(crate) gateway: String,
+    /// Whether the mesh is private.
+    #[serde(default)]
+    pub(crate) private: bool,
+    /// The join ticket (`mycel up --join`): this node's addresses, and a private mesh's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) join: Option<String>,
 }
 
 pub(crate) fn node_file(dir: &Path) -> PathBuf {
@@ -130,7 +137,7 @@ pub(crate) fn node_file(dir: &Path) -> PathBuf {
 
 pub(crate) fn write_node_file(dir: &Path, node: &NodeFile) -> anyhow::Result<()> {
     let json = serde_json::to_vec_pretty(node).context("encoding node.json")?;
-    write_atomically(&node_file(dir), &json).context("writing node.json")
+    write_private(&node_file(dir), &json).context("writing node.json")
 }
 
 /// The `node.json` of a node running from `dir`; `None` when there is none.

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod datadir;
+mod mesh_mode;
 mod up;
 
 use std::{process::ExitCode, time::Duration};
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     };
     if !matches!(cli.command, cli::Command::Up(_)) {
         client::choose_token(&cli.node, cli.token.clone());
+        client::choose_user_key(cli.user_key.clone());
     }
     let result = match cli.command {
         cli::Command::Up(args) => {
@@ -64,6 +66,10 @@ fn main() -> ExitCode {
         }
         cli::Command::Push(args) => {
             runtime.block_on(client::push(&cli.node, &args.file, args.json))
+        }
+        cli::Command::Whoami => client::whoami(),
+        cli::Command::JoinTicket(args) => {
+            runtime.block_on(client::join_ticket(&cli.node, args.json))
         }
     };
     match result {

@@ -12,7 +12,12 @@ use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, signal::unix::SignalKind};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::NodeConfig, datadir};
+use crate::{
+    cli::Bootstrap,
+    config::NodeConfig,
+    datadir,
+    mesh_mode::{self, MeshMode},
+};
 
 /// How often the node re-measures what it has free.
 const MEASURE_INTERVAL: Duration = Duration::from_secs(5);
@@ -30,13 +35,17 @@ pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> 
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     datadir::prepare(&config.data_dir)?;
     datadir::remove_node_file(&config.data_dir);
+    // Before the key: a data dir with a key but no mode is from before private meshes.
+    let mode = mesh_mode::resolve(&config.data_dir, config.open, &config.bootstrap)?;
+    let listen = listen_addrs(&config, &mode)?;
     let keypair = datadir::load_or_create_key(&config.data_dir)?;
     let peer_id = keypair.public().to_peer_id();
-    // Off loopback (or when asked), API clients must send the token kept in the data dir.
-    let api_token = config
-        .api_requires_token
-        .then(|| datadir::load_or_create_api_token(&config.data_dir))
-        .transpose()?;
+    // Off loopback (or when asked), API clients must send the token kept in the data dir; the
+    // join ticket needs it everywhere (it may hold the mesh's secret), so there always is one.
+    let api_access = mycel_api::Access {
+        token: Some(datadir::load_or_create_api_token(&config.data_dir)?),
+        everywhere: config.api_requires_token,
+    };
 
     let api_listener = TcpListener::bind(config.api)
         .await
@@ -63,6 +72,7 @@ pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> 
     };
 
     let mut registry = Registry::default();
+    let api_metrics = mycel_api::ApiMetrics::register(&mut registry);
     let blob_metrics = mycel_blobs::BlobMetrics::register(&mut registry);
     let blobs = mycel_blobs::BlobStore::open(
         &config.data_dir.join("blobs"),
@@ -74,12 +84,18 @@ pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> 
     let peers_file = config.data_dir.join(datadir::PEERS_FILE);
     let founds_mesh =
         config.bootstrap.is_empty() && mycel_mesh::peer_store::load(&peers_file).is_empty();
+    let mesh_secret = mode.secret().cloned();
     let (placement_inbox, placement_requests) = tokio::sync::mpsc::channel(PLACEMENT_INBOX);
     let discovery_ttl = discovery_ttl.unwrap_or(mycel_discovery::DiscoveryConfig::DEFAULT_LIFETIME);
-    let mut mesh_config = MeshConfig::new(keypair.clone(), config.listen.clone());
+    let mut mesh_config = MeshConfig::new(keypair.clone(), listen);
     mesh_config.app_provider_ttl = discovery_ttl;
     mesh_config.placement_inbox = Some(placement_inbox);
-    mesh_config.bootstrap = config.bootstrap.clone();
+    mesh_config.bootstrap = config
+        .bootstrap
+        .iter()
+        .flat_map(Bootstrap::dial_addrs)
+        .collect();
+    mesh_config.secret = mesh_secret.clone();
     mesh_config.peer_store = Some(peers_file);
     mesh_config.timing = config.timing;
     mesh_config.blob_server = Some(Arc::new(mycel_blobs::StoreServer {
@@ -119,6 +135,8 @@ pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> 
         },
     });
 
+    // The API signs the app requests it takes unsigned with the node's key: the node owns them.
+    let signer = mycel_api::NodeSigner::new(keypair.clone());
     let discovery = start_discovery(&mesh.handle, keypair, discovery_ttl, &agent, &placement);
 
     let shutdown = CancellationToken::new();
@@ -130,10 +148,20 @@ pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> 
         registry,
         agent: agent.clone(),
         discovery: discovery.clone(),
+        signer,
     };
     tasks.spawn(log_exit(
         "API",
-        mycel_api::serve_with_token(api_listener, api_state, api_token, shutdown.clone()),
+        mycel_api::serve_with(
+            api_listener,
+            api_state,
+            mycel_api::ServeOptions {
+                access: api_access,
+                rate_limit: config.api_rate_limit,
+                metrics: api_metrics,
+            },
+            shutdown.clone(),
+        ),
     ));
     let gateway_config = mycel_gateway::GatewayConfig {
         domain: config.domain.clone(),
@@ -155,18 +183,29 @@ pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> 
     ));
     tasks.close();
 
+    let ticket = mesh.handle.join_ticket().await?;
     let node_file = datadir::NodeFile {
         peer_id: peer_id.to_string(),
         name: name.clone(),
         listen_addrs: mesh.listen_addrs.iter().map(|a| a.to_string()).collect(),
         api: format!("http://{api_addr}"),
         gateway: format!("http://{gateway_addr}"),
+        private: ticket.is_private(),
+        join: Some(ticket.to_string()),
+    };
+    let mesh_kind = match &mesh_secret {
+        Some(secret) => format!(
+            "private (secret {})",
+            mycel_mesh::transport::secret_fingerprint(secret)
+        ),
+        None => "open".to_string(),
     };
     datadir::write_node_file(&config.data_dir, &node_file)?;
     tracing::info!(
         peer_id = %peer_id,
         name = %name,
         p2p = %node_file.listen_addrs.join(","),
+        mesh = %mesh_kind,
         api = %node_file.api,
         api_token_required = config.api_requires_token,
         gateway = %node_file.gateway,
@@ -191,6 +230,28 @@ pub(crate) async fn run(config: NodeConfig, discovery_ttl: Option<Duration>) -> 
         tracing::warn!("some requests did not finish in time");
     }
     Ok(())
+}
+
+/// The addresses to listen on. QUIC cannot carry a private mesh's secret: a private node drops
+/// the default's QUIC address, and refuses one it was asked for.
+fn listen_addrs(config: &NodeConfig, mode: &MeshMode) -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+    let quic = mycel_mesh::transport::is_quic;
+    if mode == &MeshMode::Open {
+        return Ok(config.listen.clone());
+    }
+    if config.listen_given
+        && let Some(addr) = config.listen.iter().find(|a| quic(a))
+    {
+        anyhow::bail!(
+            "--listen {addr}: a private mesh runs over TCP only (QUIC cannot carry its secret); \
+             listen on a /tcp/ address, or start an open mesh (--open, with a new --data-dir)"
+        );
+    }
+    let tcp: Vec<_> = config.listen.iter().filter(|a| !quic(a)).cloned().collect();
+    if tcp.is_empty() {
+        anyhow::bail!("a private mesh runs over TCP only, and no --listen address is TCP");
+    }
+    Ok(tcp)
 }
 
 /// The runtime drivers this node runs instances with.

@@ -77,6 +77,18 @@ pub struct Nodes {
     pub nodes: Vec<NodeInfo>,
 }
 
+/// `GET /v1/join-ticket`: what a new node joins this node's mesh with (`mycel up --join`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTicketInfo {
+    /// The ticket, one line (see [`crate::ticket`]); a private mesh's carries its secret.
+    pub ticket: String,
+    /// Whether the mesh is private (the ticket holds its secret) or open.
+    pub private: bool,
+    pub peer_id: String,
+    /// The addresses the ticket names, each ending in `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+}
+
 /// Every API error body: a sentence for a person and a stable code for a program.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -164,6 +176,9 @@ pub struct InstanceInfo {
     pub state: InstanceState,
     /// The runtime running it: "wasm" or "docker".
     pub runtime: String,
+    /// Why its node last failed to start or keep it; absent once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One entry of `GET /v1/apps`.
@@ -194,6 +209,10 @@ pub struct AppStatus {
     pub instances: Vec<InstanceInfo>,
     /// The peer id of the node that accepted the deploy.
     pub deployed_by: String,
+    /// The key that owns the app: only requests it signs change the app (see
+    /// [`crate::ownership`]). Absent for an app nobody owns yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::ownership::OwnerKey>,
     /// Why some replicas have no node (no node matches, none has room), for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unplaced: Option<String>,
@@ -398,8 +417,10 @@ mod tests {
                 node: "12D3KooW".into(),
                 state: InstanceState::Running,
                 runtime: "wasm".into(),
+                error: None,
             }],
             deployed_by: "12D3KooW".into(),
+            owner: None,
             unplaced: None,
             manifest,
         };

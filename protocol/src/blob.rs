@@ -77,7 +77,8 @@ pub const MAX_BLOB_RESPONSE_BYTES: usize = MAX_RANGE_BYTES as usize + 64 * 1024;
 pub enum BlobRequest {
     /// "Do you hold this blob whole, and how large is it?"
     Have { hash: BlobHash },
-    /// "Send `[offset, offset + len)` with its proof."
+    /// "Send `[offset, offset + len)` with its proof." Still answered, for peers that predate
+    /// range streams; fetches now ask on a range stream (see [`RangeStreamOpen`]).
     Range {
         hash: BlobHash,
         offset: u64,
@@ -105,6 +106,133 @@ pub enum BlobResponse {
     },
     /// Not held (or not that range).
     Missing,
+}
+
+/// The version byte that opens every range stream (see [`RangeStreamOpen`]).
+pub const RANGE_STREAM_VERSION: u8 = 1;
+
+/// Why a range-stream frame was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RangeFrameError {
+    #[error(
+        "range stream version {0} is not spoken here (this node speaks {RANGE_STREAM_VERSION})"
+    )]
+    Version(u8),
+    #[error("a range of {0} bytes: ranges are 1 to {MAX_RANGE_BYTES} bytes")]
+    RangeLength(u64),
+    #[error("an answer of {0} bytes: answers are at most {MAX_BLOB_RESPONSE_BYTES} bytes")]
+    AnswerLength(u64),
+    #[error("unknown answer status {0}")]
+    Status(u8),
+}
+
+/// What a fetcher writes first on a range stream (`names::BLOB_RANGES_PROTOCOL`): the version and
+/// the blob every request on the stream is about. Then it writes [`RangeAsk`]s, as many as it
+/// likes without waiting; the provider answers each, in order, with a [`RangeAnswer`] head and
+/// (for a range) that many bytes: the range bao-encoded, as in [`BlobResponse::Range`].
+///
+/// The frames are fixed-size binary: a megabyte of range data is never wrapped in CBOR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeStreamOpen {
+    pub hash: BlobHash,
+}
+
+impl RangeStreamOpen {
+    pub const BYTES: usize = 33;
+
+    pub fn encode(&self) -> [u8; Self::BYTES] {
+        let mut out = [0u8; Self::BYTES];
+        out[0] = RANGE_STREAM_VERSION;
+        out[1..].copy_from_slice(&self.hash.0);
+        out
+    }
+
+    pub fn decode(bytes: &[u8; Self::BYTES]) -> Result<Self, RangeFrameError> {
+        if bytes[0] != RANGE_STREAM_VERSION {
+            return Err(RangeFrameError::Version(bytes[0]));
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&bytes[1..]);
+        Ok(Self {
+            hash: BlobHash(hash),
+        })
+    }
+}
+
+/// "Send `[offset, offset + len)` of the stream's blob with its proof": 8 + 4 bytes, big-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeAsk {
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl RangeAsk {
+    pub const BYTES: usize = 12;
+
+    /// Fails for a length outside `1..=MAX_RANGE_BYTES` (which could not be asked for anyway).
+    pub fn encode(&self) -> Result<[u8; Self::BYTES], RangeFrameError> {
+        if self.len == 0 || self.len > MAX_RANGE_BYTES {
+            return Err(RangeFrameError::RangeLength(self.len));
+        }
+        let mut out = [0u8; Self::BYTES];
+        out[..8].copy_from_slice(&self.offset.to_be_bytes());
+        out[8..].copy_from_slice(&(self.len as u32).to_be_bytes());
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8; Self::BYTES]) -> Result<Self, RangeFrameError> {
+        let mut offset = [0u8; 8];
+        offset.copy_from_slice(&bytes[..8]);
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&bytes[8..]);
+        let len = u64::from(u32::from_be_bytes(len));
+        if len == 0 || len > MAX_RANGE_BYTES {
+            return Err(RangeFrameError::RangeLength(len));
+        }
+        Ok(Self {
+            offset: u64::from_be_bytes(offset),
+            len,
+        })
+    }
+}
+
+/// The head of a provider's answer to one [`RangeAsk`]: a status byte and a big-endian length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// `len` bytes follow: the range, bao-encoded.
+    Range { len: u32 },
+    /// Not held (or not that range); nothing follows.
+    Missing,
+}
+
+impl RangeAnswer {
+    pub const BYTES: usize = 5;
+
+    pub fn encode(&self) -> [u8; Self::BYTES] {
+        let (status, len) = match self {
+            Self::Range { len } => (0, *len),
+            Self::Missing => (1, 0),
+        };
+        let mut out = [0u8; Self::BYTES];
+        out[0] = status;
+        out[1..].copy_from_slice(&len.to_be_bytes());
+        out
+    }
+
+    /// Refuses an answer longer than [`MAX_BLOB_RESPONSE_BYTES`] before a byte of it is read.
+    pub fn decode(bytes: &[u8; Self::BYTES]) -> Result<Self, RangeFrameError> {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&bytes[1..]);
+        let len = u32::from_be_bytes(len);
+        match bytes[0] {
+            0 if len as usize > MAX_BLOB_RESPONSE_BYTES => {
+                Err(RangeFrameError::AnswerLength(len.into()))
+            }
+            0 => Ok(Self::Range { len }),
+            1 => Ok(Self::Missing),
+            status => Err(RangeFrameError::Status(status)),
+        }
+    }
 }
 
 /// Packs one flag per range into the bitmap of [`BlobResponse::Partial`].
@@ -145,6 +273,49 @@ mod tests {
         assert_eq!(bits.len(), 2);
         assert_eq!(unpack_ranges(&bits, flags.len()), flags);
         assert_eq!(unpack_ranges(&[], 3), [false; 3]);
+    }
+
+    #[test]
+    fn range_stream_frames_round_trip_and_refuse_what_is_out_of_bounds() {
+        let open = RangeStreamOpen {
+            hash: BlobHash([7; 32]),
+        };
+        assert_eq!(RangeStreamOpen::decode(&open.encode()), Ok(open));
+        let mut other = open.encode();
+        other[0] = 2;
+        assert_eq!(
+            RangeStreamOpen::decode(&other),
+            Err(RangeFrameError::Version(2))
+        );
+
+        let ask = RangeAsk {
+            offset: u64::MAX - 5,
+            len: MAX_RANGE_BYTES,
+        };
+        assert_eq!(RangeAsk::decode(&ask.encode().unwrap()), Ok(ask));
+        for len in [0, MAX_RANGE_BYTES + 1, u64::MAX] {
+            assert!(RangeAsk { offset: 0, len }.encode().is_err());
+        }
+        let mut too_long = ask.encode().unwrap();
+        too_long[8..].copy_from_slice(&(MAX_RANGE_BYTES as u32 + 1).to_be_bytes());
+        assert!(RangeAsk::decode(&too_long).is_err());
+        assert!(RangeAsk::decode(&[0; RangeAsk::BYTES]).is_err());
+
+        for answer in [RangeAnswer::Range { len: 0 }, RangeAnswer::Missing] {
+            assert_eq!(RangeAnswer::decode(&answer.encode()), Ok(answer));
+        }
+        let largest = RangeAnswer::Range {
+            len: MAX_BLOB_RESPONSE_BYTES as u32,
+        };
+        assert_eq!(RangeAnswer::decode(&largest.encode()), Ok(largest));
+        let oversized = RangeAnswer::Range {
+            len: MAX_BLOB_RESPONSE_BYTES as u32 + 1,
+        };
+        assert!(RangeAnswer::decode(&oversized.encode()).is_err());
+        assert_eq!(
+            RangeAnswer::decode(&[9, 0, 0, 0, 0]),
+            Err(RangeFrameError::Status(9))
+        );
     }
 
     #[test]

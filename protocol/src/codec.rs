@@ -4,7 +4,10 @@
 //! caller's limit before it parses anything, so an oversized frame costs nothing but its length
 //! check, and rejects versions it does not speak instead of guessing.
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{
+    Serialize,
+    de::{DeserializeOwned, IgnoredAny},
+};
 
 /// The version of every frame this build writes and the only one it reads.
 pub const WIRE_VERSION: u16 = 1;
@@ -38,8 +41,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
         });
     }
     // Read the version alone first, so a newer peer's message gives a clear error rather than
-    // a confusing field mismatch.
-    let (version, _): (u16, ciborium::value::Value) =
+    // a confusing field mismatch. The message is skipped, not built: as a CBOR value tree a
+    // frame of small items costs some thirty times its size in memory.
+    let (version, IgnoredAny): (u16, IgnoredAny) =
         ciborium::from_reader(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if version != WIRE_VERSION {
         return Err(CodecError::UnsupportedVersion { found: version });
@@ -111,6 +115,17 @@ mod tests {
                 Err(CodecError::Malformed(_))
             ));
         }
+    }
+
+    #[test]
+    fn checking_the_version_costs_no_more_than_the_frame() {
+        // A frame of 2^20 one-byte items: as a value tree, tens of MiB; skipped, nothing.
+        let items = 1 << 20;
+        let mut frame = vec![0x82, 0x01, 0x9a];
+        frame.extend_from_slice(&(items as u32).to_be_bytes());
+        frame.resize(frame.len() + items, 0);
+        let error = decode::<Sample>(&frame, 2 << 20).unwrap_err();
+        assert!(matches!(error, CodecError::Malformed(_)), "{error}");
     }
 
     proptest::proptest! {

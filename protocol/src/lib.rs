@@ -11,6 +11,8 @@
 //! - [`image`]: container images as the mesh stores them: a record naming config and layer blobs.
 //! - [`names`]: protocol ids and topic names, each versioned.
 //! - [`placement`]: what the placement group agrees on: app records, instances, log entries.
+//! - [`ticket`]: join tickets (a member's addresses and a private mesh's secret, on one line).
+//! - [`ownership`]: signed app requests (deploy, scale, stop) and the keys that own apps.
 //!
 //! Everything here is deterministic and unit-testable; the network lives in `mycel-mesh`.
 
@@ -24,7 +26,9 @@ pub mod image;
 pub mod logs;
 pub mod membership;
 pub mod names;
+pub mod ownership;
 pub mod placement;
+pub mod ticket;
 
 pub use app::{Manifest, ManifestError};
 pub use blob::BlobHash;

@@ -9,13 +9,17 @@
 //! Nodes derive `seq` from their wall clock in milliseconds (strictly increasing within a run), so a
 //! node restarted with the same key is never taken for a replay of its former self.
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    str::FromStr,
+};
 
 use serde::{Deserialize, Serialize};
 
 use libp2p_identity::PeerId;
 
-use crate::{app::Relaxation, envelope::SignedKind};
+use crate::{app::Relaxation, envelope::SignedKind, ownership::OwnerKey};
 
 /// Largest announcement payload accepted. A real advert is a few hundred bytes.
 pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 * 1024;
@@ -95,8 +99,9 @@ pub struct NodePolicy {
     /// The most CPU the mesh's apps may use here, in thousandths of a core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_millis: Option<u64>,
-    /// Whose apps this node runs (app owners; today the peer id of the node that took the
-    /// deploy). `None`: anyone's.
+    /// Whose apps this node runs: owner keys (`ed25519:<hex>`, as `mycel whoami` prints), or
+    /// peer ids, each standing for its node's key (which owns what was deployed unsigned through
+    /// that node). `None`: anyone's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_owners: Option<Vec<String>>,
     /// Which relaxations of the container hardening this node's owner allows, by the names of
@@ -128,6 +133,31 @@ impl NodePolicy {
             .iter()
             .flatten()
             .any(|name| name == relaxation.as_str())
+    }
+
+    /// The owners this node runs apps of, as owner keys (`ed25519:<hex>`): a peer id in the list
+    /// stands for the key inside it (a node's key owns what was deployed unsigned through it).
+    /// `None`: anyone's.
+    pub fn allowed_owner_keys(&self) -> Option<BTreeSet<String>> {
+        let owners = self.allowed_owners.as_ref()?;
+        Some(
+            owners
+                .iter()
+                .map(|owner| {
+                    owner
+                        .parse::<PeerId>()
+                        .ok()
+                        .and_then(|peer| OwnerKey::from_peer_id(&peer))
+                        .map_or_else(|| owner.clone(), |key| key.to_string())
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether this node runs the apps of `owner`.
+    pub fn allows_owner(&self, owner: &OwnerKey) -> bool {
+        self.allowed_owner_keys()
+            .is_none_or(|keys| keys.contains(&owner.to_string()))
     }
 
     /// Whether this node may pull images from registry `host` (compared without case, as host

@@ -10,6 +10,9 @@ pub const KADEMLIA_PROTOCOL: &str = "/mycel/kad/1";
 pub const IDENTIFY_PROTOCOL: &str = "/mycel/id/1";
 /// Request-response protocol for blob ranges (`BlobRequest` / `BlobResponse`).
 pub const BLOB_PROTOCOL: &str = "/mycel/blob/1";
+/// Raw-stream protocol carrying blob ranges: one stream per blob per provider, many ranges on it
+/// (see `blob::RangeStreamOpen`).
+pub const BLOB_RANGES_PROTOCOL: &str = "/mycel/blob-ranges/1";
 /// Request-response protocol of the placement group (Raft messages and forwarded writes).
 pub const PLACEMENT_PROTOCOL: &str = "/mycel/placement/1";
 /// Raw-stream protocol of the gateway: HTTP/1.1 to an instance on the answering node, named by

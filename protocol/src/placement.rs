@@ -4,7 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BlobHash, api::InstanceState, app::Manifest, image::ImageRecord};
+use crate::{
+    BlobHash,
+    api::InstanceState,
+    app::Manifest,
+    image::ImageRecord,
+    ownership::{OwnerKey, SignedRequest},
+};
 
 /// A deployed app, as the group holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,7 +38,14 @@ pub struct Instance {
     pub state: InstanceState,
     /// Wall-clock milliseconds of the last state change.
     pub since_ms: u64,
+    /// Why its node last failed to start or keep it (the owner's policy refused it, its image
+    /// could not be loaded, it failed its health checks); cleared once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
+
+/// The longest failure reason an instance report carries; longer ones are cut.
+pub const MAX_INSTANCE_ERROR_BYTES: usize = 512;
 
 impl Instance {
     pub fn id_for(app: &str, generation: u64, replica: u32) -> String {
@@ -59,6 +72,9 @@ pub enum Command {
     PutApp {
         app: Box<AppRecord>,
         instances: Vec<Instance>,
+        /// The signed request this carries out (absent in entries written before ownership).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<Box<Authorized>>,
     },
     /// Moves an app's instances (a node died, or room appeared for unplaced replicas).
     Place {
@@ -68,37 +84,58 @@ pub enum Command {
     },
     RemoveApp {
         name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<Box<Authorized>>,
     },
     /// A node reports the states of the instances it runs.
     Report {
         node: String,
         at_ms: u64,
         states: Vec<(String, InstanceState)>,
+        /// Why failed instances among `states` failed (absent in entries from older nodes).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<(String, String)>,
     },
     /// Names an image pushed to the mesh (a later push of the same `name:tag` replaces it).
-    PutImage {
-        image: Box<ImageEntry>,
-    },
+    PutImage { image: Box<ImageEntry> },
+}
+
+/// A signed app request as the leader accepted it: every replica checks it again when it applies
+/// the entry (signature, freshness against `accepted_at_ms`, owner, replay), so an entry that
+/// does not hold up changes nothing anywhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorized {
+    pub request: SignedRequest,
+    /// The leader's wall clock when it planned the entry: the "now" that freshness is checked
+    /// against, carried in the entry so that applying it never reads a clock.
+    pub accepted_at_ms: u64,
 }
 
 /// A write a client asks for, as one node forwards it to the leader. The leader turns it into
 /// [`Command`]s (it runs the scheduler); followers never decide anything.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum WriteRequest {
+    /// `signed` asks for exactly this: the deploy of this manifest, the scale of this app to
+    /// these replicas, the removal of this app.
     Deploy {
         manifest: Box<Manifest>,
         by: String,
+        signed: Box<SignedRequest>,
     },
     Scale {
         name: String,
         replicas: u32,
+        signed: Box<SignedRequest>,
     },
     Remove {
         name: String,
+        signed: Box<SignedRequest>,
     },
     Report {
         node: String,
         states: Vec<(String, InstanceState)>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<(String, String)>,
     },
     PutImage {
         record: Box<ImageRecord>,
@@ -123,6 +160,20 @@ pub enum WriteError {
     UnknownApp(String),
     #[error("{0}")]
     Rejected(String),
+    /// The app belongs to another key.
+    #[error("app '{app}' is owned by {owner}; this request is signed by {signer}")]
+    NotOwner {
+        app: String,
+        owner: OwnerKey,
+        signer: OwnerKey,
+    },
+    /// The request's signature does not hold (or does not sign what the request asks for).
+    #[error("{0}")]
+    BadSignature(String),
+    /// The request was signed too long ago (or too far ahead), or it is a replay: a request as
+    /// new or newer from the same key for the same app was accepted already.
+    #[error("{0}")]
+    Stale(String),
     /// The node asked is not the leader (any more): ask again.
     #[error("not the leader")]
     NotLeader,
@@ -135,6 +186,9 @@ impl WriteError {
             WriteError::NoQuorum(_) | WriteError::NotLeader => "no_quorum",
             WriteError::UnknownApp(_) => "app_not_found",
             WriteError::Rejected(_) => "rejected",
+            WriteError::NotOwner { .. } => "not_owner",
+            WriteError::BadSignature(_) => "bad_signature",
+            WriteError::Stale(_) => "stale_request",
         }
     }
 }

@@ -162,6 +162,8 @@ where
 }
 
 /// As [`mycel_cli`], with the variables `envs` set (after the `MYCEL_*` ones were cleared).
+/// Commands sign with this test process's own user key ([`test_user_key`]) unless `envs` names
+/// another in `MYCEL_USER_KEY`.
 pub async fn mycel_cli_env<I, S>(args: I, envs: &[(&str, &str)]) -> Result<Output>
 where
     I: IntoIterator<Item = S>,
@@ -175,10 +177,20 @@ where
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     clear_mycel_env(command.as_std_mut());
+    command.env("MYCEL_USER_KEY", test_user_key());
     command.envs(envs.iter().copied());
     within("mycel command", Duration::from_secs(20), command.output())
         .await?
         .context("running mycel")
+}
+
+/// The user key file the CLI signs with in this test process (made by the CLI on first use), in a
+/// temporary directory of the process's own: tests never share `~/.config/mycel/user.key`.
+pub fn test_user_key() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("making a temporary directory"))
+        .path()
+        .join("user.key")
 }
 
 /// Removes every `MYCEL_*` variable (but `MYCEL_BIN`) a child would inherit, so the developer's

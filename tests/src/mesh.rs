@@ -18,26 +18,27 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// `n` nodes where node `i` bootstraps off node `i - 1`, each started once the previous one
-    /// is ready. Returns as soon as every node is ready; see [`Mesh::wait_converged`].
+    /// `n` nodes where node `i` joins with node `i - 1`'s ticket, each started once the previous
+    /// one is ready: a private mesh. Returns as soon as every node is ready; see
+    /// [`Mesh::wait_converged`].
     pub async fn chain(n: usize) -> Result<Self> {
         let mut mesh = Self::default();
         for i in 0..n {
-            let previous = mesh.nodes.last().map(|p| p.listen_addr().to_owned());
+            let previous = mesh.nodes.last().map(|p| p.join_ticket().to_owned());
             let node = NodeProcess::start(format!("n{i}"), previous.as_deref()).await?;
             mesh.nodes.push(node);
         }
         Ok(mesh)
     }
 
-    /// Node `n0`, then the other `n - 1` spawned at once, each bootstrapping off `n0`.
+    /// Node `n0`, then the other `n - 1` spawned at once, each joining with `n0`'s ticket.
     pub async fn star(n: usize) -> Result<Self> {
         let mut mesh = Self::default();
         if n == 0 {
             return Ok(mesh);
         }
         let hub = NodeProcess::start("n0", None).await?;
-        let hub_addr = hub.listen_addr().to_owned();
+        let hub_addr = hub.join_ticket().to_owned();
         mesh.nodes.push(hub);
         let spokes = (1..n).map(|i| NodeProcess::start(format!("n{i}"), Some(&hub_addr)));
         mesh.nodes.extend(try_join_all(spokes).await?);
@@ -49,7 +50,7 @@ impl Mesh {
     pub async fn hub_and_runner() -> Result<Self> {
         let hub = NodeProcess::start("n0", None).await?;
         let runner = NodeProcess::builder("n1")
-            .bootstrap(hub.listen_addr())
+            .join(&hub)
             .arg("--label")
             .arg("role=runner")
             .start()

@@ -32,6 +32,12 @@ pub struct NodeJson {
     pub listen_addrs: Vec<String>,
     pub api: String,
     pub gateway: String,
+    /// Whether the node's mesh is private.
+    #[serde(default)]
+    pub private: bool,
+    /// The join ticket: `mycel up --join` with it joins this node's mesh.
+    #[serde(default)]
+    pub join: Option<String>,
 }
 
 /// A node's data dir: a temporary one, removed when the last handle goes, or a given path.
@@ -99,10 +105,20 @@ impl NodeBuilder {
         self
     }
 
-    /// Adds a `--bootstrap` multiaddr (which must end in `/p2p/<peer id>`).
+    /// Adds a `--bootstrap` multiaddr (which must end in `/p2p/<peer id>`) or join ticket.
     pub fn bootstrap(mut self, addr: impl Into<String>) -> Self {
         self.bootstrap.push(addr.into());
         self
+    }
+
+    /// Joins `node`'s mesh through it, with its join ticket (`--join`).
+    pub fn join(self, node: &NodeProcess) -> Self {
+        self.arg("--join").arg(node.join_ticket())
+    }
+
+    /// Starts (or joins) a deliberately open mesh: `--open`.
+    pub fn open(self) -> Self {
+        self.arg("--open")
     }
 
     /// Adds an extra command-line argument after the harness's own.
@@ -246,8 +262,8 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// A node named `name` in a fresh temporary data dir, starting a new mesh unless given
-    /// bootstrap addresses.
+    /// A node named `name` in a fresh temporary data dir, starting a new (private) mesh unless
+    /// given bootstrap addresses or a ticket.
     pub fn builder(name: impl Into<String>) -> NodeBuilder {
         NodeBuilder {
             name: name.into(),
@@ -261,7 +277,8 @@ impl NodeProcess {
         }
     }
 
-    /// Starts a fresh node, optionally bootstrapping off `bootstrap`.
+    /// Starts a fresh node, optionally bootstrapping off `bootstrap` (a multiaddr, which joins
+    /// an open mesh, or a join ticket: see [`Self::join_ticket`]).
     pub async fn start(name: impl Into<String>, bootstrap: Option<&str>) -> Result<Self> {
         let mut builder = Self::builder(name);
         if let Some(addr) = bootstrap {
@@ -335,6 +352,23 @@ impl NodeProcess {
             .first()
             .map(String::as_str)
             .expect("node.json lists at least one listen address")
+    }
+
+    /// The join ticket of `node.json`: `--join` or `--bootstrap` with it joins this node's mesh.
+    pub fn join_ticket(&self) -> &str {
+        self.info()
+            .join
+            .as_deref()
+            .expect("node.json has a join ticket")
+    }
+
+    /// The mesh's secret, from the join ticket; `None` for an open mesh.
+    pub fn mesh_secret(&self) -> Option<mycel_mesh::MeshSecret> {
+        let ticket: mycel_mesh::JoinTicket = self
+            .join_ticket()
+            .parse()
+            .expect("node.json's join ticket parses");
+        ticket.secret
     }
 
     pub fn data_dir(&self) -> &DataDir {

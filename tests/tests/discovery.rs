@@ -21,7 +21,8 @@ use mycel_protocol::{
     names::{DISCOVER_PROTOCOL, IDENTIFY_PROTOCOL, KADEMLIA_PROTOCOL},
 };
 use mycel_tests::{
-    Mesh, NodeProcess, apps::deploy_hello_as, metrics, mycel_cli, peer::tcp_swarm, wait_until,
+    Mesh, NodeProcess, apps::deploy_hello_as, metrics, mycel_cli, mycel_cli_env, peer::tcp_swarm,
+    wait_until,
 };
 
 /// Listing lifetime for these tests' nodes, so "gone within the lifetime" runs in seconds.
@@ -33,12 +34,12 @@ async fn node(name: &str, bootstrap: Option<&NodeProcess>) -> Result<NodeProcess
         .arg("--discovery-ttl")
         .arg(TTL_SECS.to_string());
     if let Some(peer) = bootstrap {
-        builder = builder.bootstrap(peer.listen_addr());
+        builder = builder.join(peer);
     }
     builder.start().await
 }
 
-/// `n` nodes, each bootstrapping off the first.
+/// `n` nodes, each joining with the first's ticket.
 async fn star(n: usize) -> Result<Mesh> {
     let hub = node("n0", None).await?;
     let mut nodes = Vec::new();
@@ -104,7 +105,14 @@ async fn a_late_joiner_finds_an_app_which_leaves_when_stopped() -> Result<()> {
         ensure!(parsed.apps.iter().any(|a| a.name == "hello"), "{parsed:?}");
 
         // Stopped: gone from every node's browse and lookups within the listing lifetime.
-        let out = mycel_cli(["stop", "--node", mesh[0].api(), "hello"]).await?;
+        // Deployed unsigned through n0, hello is n0's: the CLI acts as n0 with its key file.
+        let n0_key = mesh[0].data_dir().path().join("node.key");
+        let n0_key = n0_key.to_str().context("a UTF-8 path")?;
+        let out = mycel_cli_env(
+            ["stop", "--node", mesh[0].api(), "hello"],
+            &[("MYCEL_USER_KEY", n0_key)],
+        )
+        .await?;
         ensure!(out.status.success(), "mycel stop: {out:?}");
         let stopped = std::time::Instant::now();
         let observers: Vec<&NodeProcess> = mesh.iter().chain([&late]).collect();
@@ -167,9 +175,10 @@ struct Rogue {
 }
 
 impl Rogue {
-    async fn new() -> Result<Self> {
+    /// A rogue that holds `mesh`'s secret: an insider.
+    async fn new(mesh: &Mesh) -> Result<Self> {
         let key = Keypair::generate_ed25519();
-        let mut swarm = tcp_swarm(&key, |key| {
+        let mut swarm = tcp_swarm(&key, mesh[0].mesh_secret().as_ref(), |key| {
             let local = key.public().to_peer_id();
             let config = kad::Config::new(libp2p::StreamProtocol::new(KADEMLIA_PROTOCOL));
             let mut kad =
@@ -274,7 +283,7 @@ async fn forged_and_oversized_records_are_never_returned() -> Result<()> {
     let mesh = star(3).await?;
     let result = async {
         mesh.wait_converged(CONVERGE).await?;
-        let mut rogue = Rogue::new().await?;
+        let mut rogue = Rogue::new(&mesh).await?;
         let mut peers = Vec::new();
         for node in mesh.iter() {
             peers.push(rogue.know(node)?);

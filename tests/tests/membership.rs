@@ -214,8 +214,13 @@ async fn a_frozen_node_is_dead_then_alive_again_when_it_wakes() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_that_only_speak_quic_form_a_mesh() -> Result<()> {
+    // QUIC cannot carry a private mesh's secret: only an open mesh speaks it.
     let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
-    let first = NodeProcess::builder("q0").listen(quic).start().await?;
+    let first = NodeProcess::builder("q0")
+        .listen(quic)
+        .open()
+        .start()
+        .await?;
     ensure!(
         first.listen_addr().contains("/quic-v1/"),
         "{}",

@@ -72,7 +72,7 @@ async fn a_healed_partition_rejoins_by_itself() -> Result<()> {
         .in_netns(&ns_a, net.addr("a"))
         .start()
         .await?;
-    let join = a1.listen_addr().to_string();
+    let join = a1.join_ticket().to_string();
     let a2 = NodeProcess::builder("a2")
         .in_netns(&ns_a, net.addr("a"))
         .bootstrap(&join)

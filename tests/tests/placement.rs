@@ -158,7 +158,8 @@ async fn apps_survive_a_full_restart() -> Result<()> {
                 "deploy {name}: {status} {body}"
             );
         }
-        let (status, body) = mesh[2]
+        // Unsigned, through the node that took the deploy: its key owns the app.
+        let (status, body) = mesh[1]
             .send_json(Method::POST, "/v1/apps/beta/scale", &json!({"replicas": 3}))
             .await?;
         ensure!(status == StatusCode::OK, "scale: {status} {body}");
@@ -270,7 +271,7 @@ async fn a_minority_answers_no_quorum_fast_and_the_majority_keeps_working() -> R
         .in_netns(&ns_a, net.addr("a"))
         .start()
         .await?;
-    let join = a0.listen_addr().to_string();
+    let join = a0.join_ticket().to_string();
     let mut nodes = vec![a0];
     for (name, ns, side) in [
         ("a1", &ns_a, "a"),
@@ -352,7 +353,7 @@ async fn a_nodes_owner_policy_is_advertised_and_honoured() -> Result<()> {
     let path = config.path().join("mycel.toml");
     std::fs::write(&path, "[policy]\nmax_instances = 0\n")?;
     let n0 = NodeProcess::start("n0", None).await?;
-    let join = n0.listen_addr().to_string();
+    let join = n0.join_ticket().to_string();
     let n1 = NodeProcess::start("n1", Some(&join)).await?;
     let closed = NodeProcess::builder("closed")
         .bootstrap(&join)

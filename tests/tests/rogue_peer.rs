@@ -43,9 +43,11 @@ struct Rogue {
 }
 
 impl Rogue {
-    fn new() -> Result<Self> {
+    /// A rogue that holds `mesh`'s secret (an insider: the secret keeps outsiders out, not
+    /// members that misbehave).
+    fn new(mesh: &Mesh) -> Result<Self> {
         let key = Keypair::generate_ed25519();
-        let mut swarm = tcp_swarm(&key, |key| {
+        let mut swarm = tcp_swarm(&key, mesh[0].mesh_secret().as_ref(), |key| {
             let config = gossipsub::ConfigBuilder::default()
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .max_transmit_size(1 << 20)
@@ -214,7 +216,7 @@ async fn forged_adverts_are_dropped_and_the_forger_cut_off() -> Result<()> {
         let before = dropped(target, "forged").await?;
 
         // A stranger's key on an advert signed by the rogue.
-        let mut rogue = Rogue::new()?;
+        let mut rogue = Rogue::new(&mesh)?;
         let (node_peer, node_addr) = rogue.join(target).await?;
         let victim = Keypair::generate_ed25519().public();
         let victim_id = victim.to_peer_id().to_string();
@@ -258,7 +260,7 @@ async fn forged_adverts_are_dropped_and_the_forger_cut_off() -> Result<()> {
             PublicKey::try_decode_protobuf(real.peer_id().parse::<PeerId>()?.as_ref().digest())
                 .context("a real node's peer id holds its public key")?;
         let before = dropped(target, "forged").await?;
-        let mut impostor = Rogue::new()?;
+        let mut impostor = Rogue::new(&mesh)?;
         impostor.join(target).await?;
         impostor
             .publish(forged(&real_key, &impostor.key, "impostor")?)
@@ -288,13 +290,13 @@ async fn oversized_frames_are_dropped() -> Result<()> {
         let before = target.metrics().await?;
 
         // 200 KiB: above the node's gossipsub limit (64 KiB), so membership never sees it.
-        let mut flooder = Rogue::new()?;
+        let mut flooder = Rogue::new(&mesh)?;
         flooder.join(target).await?;
         flooder.publish(vec![0xab; 200 * 1024]).await?;
         flooder.drive_until(Duration::from_secs(1), |_| false).await;
 
         // A well-formed advert, properly signed by its sender, padded past the announcement limit.
-        let mut padder = Rogue::new()?;
+        let mut padder = Rogue::new(&mesh)?;
         padder.join(target).await?;
         let mut padded = advert("padded");
         padded.labels = (0..32)

@@ -21,6 +21,7 @@ use mycel_runtime::{Body, DockerDriver, Driver, Instance, InstanceSpec, Workload
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use crate::{
+    admission,
     images::ImageLoader,
     reconcile::{self, Action, Local, Phase},
 };
@@ -235,11 +236,20 @@ impl Agent {
         let replica = self.config.placement.replica();
         let placed = self.placed_here(&replica);
         let desired: BTreeSet<String> = placed.keys().cloned().collect();
-        for action in reconcile::plan(&desired, &self.local, Instant::now()) {
+        let (stops, starts): (Vec<Action>, Vec<Action>) =
+            reconcile::plan(&desired, &self.local, Instant::now())
+                .into_iter()
+                .partition(|a| matches!(a, Action::Stop(_)));
+        // Stops first: what they free counts for the owner's limits on the starts.
+        for action in stops.into_iter().chain(starts) {
             match action {
                 Action::Start(id) => {
-                    if let Some((app, _)) = placed.get(&id) {
-                        self.start_instance(id, app.clone());
+                    let Some((app, _)) = placed.get(&id) else {
+                        continue;
+                    };
+                    match self.admit(&id, app, &placed, &replica) {
+                        Ok(()) => self.start_instance(id, app.clone()),
+                        Err(why) => self.refuse(id, why),
                     }
                 }
                 Action::Stop(id) => self.stop_instance(&id).await,
@@ -247,12 +257,45 @@ impl Agent {
         }
     }
 
+    /// Checks the owner's policy against `app` and the instances starting or running here.
+    fn admit(
+        &self,
+        id: &str,
+        app: &AppRecord,
+        placed: &BTreeMap<String, (AppRecord, InstanceState)>,
+        replica: &Replica,
+    ) -> Result<(), String> {
+        let others = self
+            .local
+            .iter()
+            .filter(|(other, local)| {
+                other.as_str() != id && !matches!(local.phase, Phase::Failed { .. })
+            })
+            .filter_map(|(other, _)| placed.get(other).map(|(app, _)| app));
+        let owner = mycel_placement::owners::owner_of(&replica.state, &app.manifest.name);
+        admission::admit(&self.config.policy, app, owner.as_ref(), others)
+    }
+
+    /// Records that the owner's policy refused instance `id`: it is reported failed, and tried
+    /// again after a backoff (room may appear here, or the group may move it elsewhere).
+    fn refuse(&mut self, id: String, why: String) {
+        let local = self.local.entry(id.clone()).or_insert_with(Local::starting);
+        let wait = local.fail(Instant::now(), self.config.timing.max_backoff, why.clone());
+        tracing::warn!(instance = %id, %why, retry_in = ?wait, "the owner's policy refuses the instance");
+        self.report();
+    }
+
     fn start_instance(&mut self, id: String, app: AppRecord) {
-        let failures = self.local.get(&id).map_or(0, |l| l.failures);
+        // A retry keeps the count of failures in a row, and the last one's reason until it runs.
+        let (failures, error) = self
+            .local
+            .get(&id)
+            .map_or((0, None), |l| (l.failures, l.error.clone()));
         self.local.insert(
             id.clone(),
             Local {
                 failures,
+                error,
                 ..Local::starting()
             },
         );
@@ -404,6 +447,7 @@ impl Agent {
                     Ok(instance) => {
                         local.phase = Phase::Running { healthy: false };
                         local.failed_checks = 0;
+                        local.error = None;
                         if let Ok(mut running) = self.running.write() {
                             running.insert(
                                 id.clone(),
@@ -419,7 +463,8 @@ impl Agent {
                         self.check_health();
                     }
                     Err(why) => {
-                        let wait = local.fail(Instant::now(), self.config.timing.max_backoff);
+                        let wait =
+                            local.fail(Instant::now(), self.config.timing.max_backoff, why.clone());
                         tracing::warn!(instance = %id, %why, retry_in = ?wait, "instance failed to start");
                     }
                 }
@@ -448,7 +493,8 @@ impl Agent {
                     entry.healthy = healthy;
                 }
                 if failed {
-                    let wait = local.fail(Instant::now(), self.config.timing.max_backoff);
+                    let why = format!("it failed {restart_after} health checks in a row");
+                    let wait = local.fail(Instant::now(), self.config.timing.max_backoff, why);
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
                     let entry = self.running.write().ok().and_then(|mut r| r.remove(&id));
                     if let Some(entry) = entry {
@@ -513,22 +559,34 @@ impl Agent {
             return;
         }
         let replica = self.config.placement.replica();
-        let known: BTreeMap<String, InstanceState> = self
-            .placed_here(&replica)
-            .into_iter()
-            .map(|(id, (_, state))| (id, state))
+        let known: BTreeMap<String, reconcile::Known> = replica
+            .state
+            .instances_on(&self.me)
+            .map(|i| (i.id.clone(), (i.state, i.error.clone())))
             .collect();
-        let states = reconcile::reports(&known, &self.local);
-        if states.is_empty() {
+        let changed = reconcile::reports(&known, &self.local);
+        if changed.is_empty() {
             return;
         }
+        let errors = changed
+            .iter()
+            .filter_map(|(id, _, error)| Some((id.clone(), error.clone()?)))
+            .collect();
+        let states = changed
+            .into_iter()
+            .map(|(id, state, _)| (id, state))
+            .collect();
         self.reporting = true;
         let placement = self.config.placement.clone();
         let events = self.events.clone();
         let node = self.me.clone();
         tokio::spawn(async move {
             let ok = placement
-                .write(WriteRequest::Report { node, states })
+                .write(WriteRequest::Report {
+                    node,
+                    states,
+                    errors,
+                })
                 .await
                 .is_ok();
             let _ = events.send(Event::Reported { ok }).await;

@@ -17,6 +17,7 @@
 //! [`logs`](AgentHandle::log_events) serves the local instances' log lines, to the API and to
 //! other nodes through the logs protocol ([`serve_logs`], [`remote_logs`]).
 
+pub mod admission;
 mod agent;
 mod images;
 mod logs;

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use mycel_protocol::api::InstanceState;
+use mycel_protocol::{api::InstanceState, placement::MAX_INSTANCE_ERROR_BYTES};
 use tokio::time::Instant;
 
 /// Where a local instance is in its life.
@@ -29,6 +29,8 @@ pub struct Local {
     pub failures: u32,
     /// Health checks failed in a row while running.
     pub failed_checks: u32,
+    /// Why it last failed; kept through its retries, cleared once it runs.
+    pub error: Option<String>,
 }
 
 impl Local {
@@ -37,13 +39,15 @@ impl Local {
             phase: Phase::Starting,
             failures: 0,
             failed_checks: 0,
+            error: None,
         }
     }
 
-    /// Records a failure: it is tried again after a backoff that grows with failures in a row.
-    /// Returns the wait.
-    pub fn fail(&mut self, now: Instant, max_backoff: Duration) -> Duration {
+    /// Records a failure and why: it is tried again after a backoff that grows with failures in
+    /// a row. Returns the wait.
+    pub fn fail(&mut self, now: Instant, max_backoff: Duration, why: String) -> Duration {
         self.failures += 1;
+        self.error = Some(why);
         let wait = backoff(self.failures, max_backoff);
         self.phase = Phase::Failed {
             retry_at: now + wait,
@@ -103,19 +107,34 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64 << exponent).min(max)
 }
 
-/// The states to report: each local instance whose state differs from what the replica says.
+/// What the replica says of an instance: its state and why it failed.
+pub type Known = (InstanceState, Option<String>);
+
+/// The states (and failure reasons) to report: each local instance whose state or reason differs
+/// from what the replica says.
 pub fn reports(
-    replica: &BTreeMap<String, InstanceState>,
+    replica: &BTreeMap<String, Known>,
     local: &BTreeMap<String, Local>,
-) -> Vec<(String, InstanceState)> {
+) -> Vec<(String, InstanceState, Option<String>)> {
     local
         .iter()
         .filter_map(|(id, l)| {
             let state = l.reported();
-            let known = replica.get(id)?;
-            (*known != state).then(|| (id.clone(), state))
+            let (known_state, known_error) = replica.get(id)?;
+            let error = l.error.as_ref().map(|e| cut(e));
+            (*known_state != state || *known_error != error).then(|| (id.clone(), state, error))
         })
         .collect()
+}
+
+/// `why` as the placement state keeps it: at most [`MAX_INSTANCE_ERROR_BYTES`], so that a report
+/// of an unchanged reason compares equal.
+fn cut(why: &str) -> String {
+    let mut end = why.len().min(MAX_INSTANCE_ERROR_BYTES);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why[..end].to_string()
 }
 
 #[cfg(test)]
@@ -137,6 +156,7 @@ mod tests {
                 phase: Phase::Running { healthy: true },
                 failures: 0,
                 failed_checks: 0,
+                error: None,
             },
         );
         let actions = plan(&ids(&["kept", "new"]), &local, now);
@@ -157,6 +177,7 @@ mod tests {
             phase: Phase::Failed { retry_at },
             failures: 2,
             failed_checks: 0,
+            error: Some("it crashed".into()),
         };
         let mut local = BTreeMap::new();
         local.insert("a".to_string(), failed(now + Duration::from_secs(1)));
@@ -179,23 +200,54 @@ mod tests {
     #[test]
     fn only_changes_are_reported() {
         let replica = BTreeMap::from([
-            ("a".to_string(), InstanceState::Pending),
-            ("b".to_string(), InstanceState::Running),
+            ("a".to_string(), (InstanceState::Pending, None)),
+            ("b".to_string(), (InstanceState::Running, None)),
+            ("d".to_string(), (InstanceState::Starting, None)),
         ]);
         let running = Local {
             phase: Phase::Running { healthy: true },
             failures: 0,
             failed_checks: 0,
+            error: None,
         };
+        let mut failed = Local::starting();
+        failed.fail(Instant::now(), Duration::from_secs(30), "refused".into());
         let local = BTreeMap::from([
             ("a".to_string(), Local::starting()),
             ("b".to_string(), running.clone()),
             // Not in the replica (removed meanwhile): nothing to report.
             ("c".to_string(), running),
+            ("d".to_string(), failed),
         ]);
         assert_eq!(
             reports(&replica, &local),
-            vec![("a".to_string(), InstanceState::Starting)]
+            vec![
+                ("a".to_string(), InstanceState::Starting, None),
+                (
+                    "d".to_string(),
+                    InstanceState::Failed,
+                    Some("refused".to_string())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reason_is_reported_once_whatever_its_length() {
+        let long = "é".repeat(1000);
+        let mut local = Local::starting();
+        local.fail(Instant::now(), Duration::from_secs(30), long.clone());
+        let local = BTreeMap::from([("a".to_string(), local)]);
+        let sent = reports(
+            &BTreeMap::from([("a".to_string(), (InstanceState::Starting, None))]),
+            &local,
+        );
+        let cut = sent[0].2.clone().unwrap();
+        assert!(cut.len() <= MAX_INSTANCE_ERROR_BYTES && long.starts_with(&cut));
+        let replica = BTreeMap::from([("a".to_string(), (InstanceState::Failed, Some(cut)))]);
+        assert!(
+            reports(&replica, &local).is_empty(),
+            "the state holds it already"
         );
     }
 }

@@ -20,6 +20,7 @@ use mycel_protocol::{
     api::{AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState, MemberStatus},
     app::{MAX_MANIFEST_BYTES, MAX_REPLICAS},
     blob::{BlobRequest, BlobResponse},
+    ownership::AppAction,
     placement::{AppRecord, WriteError, WriteRequest},
 };
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ApiError, ApiState,
     extract::{AppName, JsonBody, read_limited, starts_an_object},
+    signing::{signed_request, write_error},
 };
 
 /// How long a deploy looks for a node that holds a blob the manifest names.
@@ -63,6 +65,7 @@ pub(crate) async fn deploy_manifest(
     }
     let manifest = Manifest::from_json(&bytes)?;
     manifest.validate_for_api()?;
+    let signed = signed_request(state, headers, AppAction::deploy(&manifest))?;
     for hash in manifest.blobs() {
         ensure_held(state, hash).await?;
     }
@@ -70,14 +73,14 @@ pub(crate) async fn deploy_manifest(
         name: manifest.name.clone(),
         version: manifest.version.clone(),
     };
-    state
-        .placement
-        .write(WriteRequest::Deploy {
-            manifest: Box::new(manifest),
-            by: state.mesh.peer_id().to_string(),
-        })
-        .await?;
-    tracing::info!(app = %deployed.name, version = %deployed.version, "app deployed");
+    let key = signed.key;
+    let write = WriteRequest::Deploy {
+        manifest: Box::new(manifest),
+        by: state.mesh.peer_id().to_string(),
+        signed: Box::new(signed),
+    };
+    commit(state, write).await?;
+    tracing::info!(app = %deployed.name, version = %deployed.version, %key, "app deployed");
     Ok(deployed)
 }
 
@@ -102,9 +105,10 @@ pub(crate) async fn status(
 pub(crate) async fn scale(
     State(state): State<ApiState>,
     AppName(name): AppName,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<mycel_protocol::api::ScaleRequest>,
 ) -> Result<Json<AppStatus>, ApiError> {
-    scale_app(&state, &name, request.replicas).await?;
+    scale_app(&state, &headers, &name, request.replicas).await?;
     status_of(&state.placement.replica().state, &name)
         .map(Json)
         .ok_or_else(|| app_not_found(&name))
@@ -114,12 +118,24 @@ pub(crate) async fn scale(
 pub(crate) async fn remove(
     State(state): State<ApiState>,
     AppName(name): AppName,
+    headers: HeaderMap,
 ) -> Result<Json<Removed>, ApiError> {
-    remove_app(&state, &name).await?;
+    remove_app(&state, &headers, &name).await?;
     Ok(Json(Removed { name }))
 }
 
-pub(crate) async fn scale_app(state: &ApiState, name: &str, replicas: u32) -> Result<(), ApiError> {
+/// Scales `name` (also behind the seed's `scale_app`), signed by the client or by this node.
+pub(crate) async fn scale_app(
+    state: &ApiState,
+    headers: &HeaderMap,
+    name: &str,
+    replicas: u32,
+) -> Result<(), ApiError> {
+    let action = AppAction::Scale {
+        app: name.to_string(),
+        replicas,
+    };
+    let signed = signed_request(state, headers, action)?;
     // The leader refuses this too; refusing here spares the group a round trip.
     if replicas > MAX_REPLICAS {
         return Err(WriteError::Rejected(format!(
@@ -127,26 +143,40 @@ pub(crate) async fn scale_app(state: &ApiState, name: &str, replicas: u32) -> Re
         ))
         .into());
     }
-    state
-        .placement
-        .write(WriteRequest::Scale {
-            name: name.to_string(),
-            replicas,
-        })
-        .await?;
-    tracing::info!(app = %name, replicas, "app scaled");
+    let key = signed.key;
+    let write = WriteRequest::Scale {
+        name: name.to_string(),
+        replicas,
+        signed: Box::new(signed),
+    };
+    commit(state, write).await?;
+    tracing::info!(app = %name, replicas, %key, "app scaled");
     Ok(())
 }
 
-pub(crate) async fn remove_app(state: &ApiState, name: &str) -> Result<(), ApiError> {
-    state
-        .placement
-        .write(WriteRequest::Remove {
-            name: name.to_string(),
-        })
-        .await?;
-    tracing::info!(app = %name, "app removed");
+/// Removes `name` (also behind the seed's `stop_app`), signed by the client or by this node.
+pub(crate) async fn remove_app(
+    state: &ApiState,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<(), ApiError> {
+    let signed = signed_request(state, headers, AppAction::Stop { app: name.into() })?;
+    let key = signed.key;
+    let write = WriteRequest::Remove {
+        name: name.to_string(),
+        signed: Box::new(signed),
+    };
+    commit(state, write).await?;
+    tracing::info!(app = %name, %key, "app removed");
     Ok(())
+}
+
+/// Commits `write` through the leader.
+async fn commit(state: &ApiState, write: WriteRequest) -> Result<(), ApiError> {
+    match state.placement.write(write).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(write_error(state, e).await),
+    }
 }
 
 pub(crate) fn app_not_found(name: &str) -> ApiError {
@@ -187,6 +217,7 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
             node: i.node.clone(),
             state: i.state,
             runtime: runtime.to_string(),
+            error: i.error.clone(),
         })
         .collect();
     instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -197,6 +228,7 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
         replicas: record.manifest.replicas,
         instances,
         deployed_by: record.deployed_by.clone(),
+        owner: mycel_placement::owners::owner_of(state, name),
         unplaced: record.unplaced.clone(),
         manifest: record.manifest.clone(),
     })
@@ -291,6 +323,7 @@ mod tests {
             node: "n0".into(),
             state,
             since_ms: 1,
+            error: None,
         }
     }
 
@@ -303,10 +336,12 @@ mod tests {
                 instance("web", 1, InstanceState::Running),
                 instance("web", 0, InstanceState::Pending),
             ],
+            auth: None,
         });
         state.apply(&Command::PutApp {
             app: record("api", 1),
             instances: vec![instance("api", 0, InstanceState::Running)],
+            auth: None,
         });
 
         let apps = summaries(&state);

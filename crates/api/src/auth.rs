@@ -1,10 +1,13 @@
 //! Bearer-token access to the API.
 //!
-//! An API bound to loopback needs no token; bound anywhere else, the node hands the router an
-//! [`ApiToken`] and every request but `GET /v1/health` (so probes work) must carry it as
-//! `Authorization: Bearer <token>`. The check runs before routing, so a refused request reaches
-//! no handler, reads no body and changes nothing: it gets `401 unauthorized` and
-//! `WWW-Authenticate: Bearer`.
+//! An API bound to loopback needs no token; bound anywhere else, every request but
+//! `GET /v1/health` (so probes work) must carry the node's [`ApiToken`] as
+//! `Authorization: Bearer <token>`. The paths that hand out a secret (`GET /v1/join-ticket`: a
+//! private mesh's ticket) need it everywhere, loopback included, because any local user reaches
+//! loopback. The check runs before routing, so a refused request reaches no handler, reads no
+//! body and changes nothing: it gets `401 unauthorized` and `WWW-Authenticate: Bearer`.
+
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -19,6 +22,18 @@ use crate::ApiError;
 
 /// The one path a request may take without the token.
 const HEALTH_PATH: &str = "/v1/health";
+/// The paths that hand out a secret: they need the token even where nothing else does.
+const SECRET_PATHS: &[&str] = &["/v1/join-ticket"];
+
+/// Who may call the API.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// The node's token. Without one, the paths that hand out a secret refuse everybody.
+    pub token: Option<ApiToken>,
+    /// Whether every request but the health probe needs the token (an API off loopback, or
+    /// `--api-token-required`), or only those that hand out a secret.
+    pub everywhere: bool,
+}
 
 /// The secret an API client must present. Its `Debug` never shows it, so it cannot be logged by
 /// accident.
@@ -85,17 +100,21 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
-/// `router` behind the token check when there is a token; unchanged when there is none.
-pub(crate) fn protect(router: Router, token: Option<ApiToken>) -> Router {
-    match token {
-        Some(token) => router.layer(middleware::from_fn_with_state(token, require_token)),
-        None => router,
-    }
+/// `router` behind the token check that `access` asks for.
+pub(crate) fn protect(router: Router, access: Access) -> Router {
+    router.layer(middleware::from_fn_with_state(
+        Arc::new(access),
+        require_token,
+    ))
 }
 
-async fn require_token(State(token): State<ApiToken>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if allowed(
-        &token,
+        &access,
         request.method(),
         request.uri().path(),
         request.headers(),
@@ -115,11 +134,18 @@ async fn require_token(State(token): State<ApiToken>, request: Request, next: Ne
     response
 }
 
-/// Whether a request may go on: the health probe always, anything else with the token.
-fn allowed(token: &ApiToken, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+/// Whether a request may go on: the health probe always; a secret only with the token;
+/// anything else with the token when `access` asks for it everywhere.
+fn allowed(access: &Access, method: &Method, path: &str, headers: &HeaderMap) -> bool {
     if path == HEALTH_PATH && (method == Method::GET || method == Method::HEAD) {
         return true;
     }
+    if !access.everywhere && !SECRET_PATHS.contains(&path) {
+        return true;
+    }
+    let Some(token) = &access.token else {
+        return false;
+    };
     bearer(headers).is_some_and(|presented| token.matches(presented))
 }
 
@@ -146,6 +172,13 @@ mod tests {
 
     fn token() -> ApiToken {
         ApiToken::parse(&"a".repeat(64)).unwrap()
+    }
+
+    fn everywhere() -> Access {
+        Access {
+            token: Some(token()),
+            everywhere: true,
+        }
     }
 
     fn authorization(value: &str) -> HeaderMap {
@@ -203,7 +236,7 @@ mod tests {
 
     #[test]
     fn health_is_open_and_everything_else_needs_the_token() {
-        let token = token();
+        let token = everywhere();
         let none = HeaderMap::new();
         let good = authorization(&format!("Bearer {}", "a".repeat(64)));
         let wrong = authorization(&format!("Bearer {}", "e".repeat(64)));
@@ -211,11 +244,39 @@ mod tests {
         assert!(allowed(&token, &Method::HEAD, "/v1/health", &none));
         assert!(!allowed(&token, &Method::POST, "/v1/health", &none));
         assert!(!allowed(&token, &Method::GET, "/v1/health/", &none));
-        for path in ["/v1/apps", "/v1/openapi.json", "/metrics", "/no-such-thing"] {
+        for path in [
+            "/v1/apps",
+            "/v1/openapi.json",
+            "/metrics",
+            "/no-such-thing",
+            "/v1/join-ticket",
+        ] {
             assert!(!allowed(&token, &Method::GET, path, &none), "{path}");
             assert!(!allowed(&token, &Method::GET, path, &wrong), "{path}");
             assert!(allowed(&token, &Method::GET, path, &good), "{path}");
         }
+    }
+
+    #[test]
+    fn on_loopback_only_the_join_ticket_needs_the_token() {
+        let none = HeaderMap::new();
+        let good = authorization(&format!("Bearer {}", "a".repeat(64)));
+        let wrong = authorization(&format!("Bearer {}", "e".repeat(64)));
+        let loopback = Access {
+            token: Some(token()),
+            everywhere: false,
+        };
+        for path in ["/v1/apps", "/metrics", "/v1/health", "/v1/join-ticket/"] {
+            assert!(allowed(&loopback, &Method::GET, path, &none), "{path}");
+        }
+        assert!(!allowed(&loopback, &Method::GET, "/v1/join-ticket", &none));
+        assert!(!allowed(&loopback, &Method::GET, "/v1/join-ticket", &wrong));
+        assert!(allowed(&loopback, &Method::GET, "/v1/join-ticket", &good));
+        // A node with no token at all gives its ticket to nobody.
+        let tokenless = Access::default();
+        assert!(allowed(&tokenless, &Method::GET, "/v1/apps", &none));
+        assert!(!allowed(&tokenless, &Method::GET, "/v1/join-ticket", &none));
+        assert!(!allowed(&tokenless, &Method::GET, "/v1/join-ticket", &good));
     }
 
     /// The layer over a real router: a refused request reaches no handler.
@@ -232,7 +293,7 @@ mod tests {
         let router = Router::new()
             .route(HEALTH_PATH, get(|| async { "ok" }))
             .route("/v1/apps", post(counted));
-        let router = protect(router, Some(token()));
+        let router = protect(router, everywhere());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, router).await });

@@ -33,6 +33,15 @@ impl ApiError {
     pub fn internal(message: &str) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable machine code, e.g. `not_owner`.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -98,6 +107,10 @@ impl From<mycel_protocol::placement::WriteError> for ApiError {
             ),
             WriteError::UnknownApp(_) => (StatusCode::NOT_FOUND, error.to_string()),
             WriteError::Rejected(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+            WriteError::NotOwner { .. } => (StatusCode::FORBIDDEN, error.to_string()),
+            WriteError::BadSignature(_) | WriteError::Stale(_) => {
+                (StatusCode::UNAUTHORIZED, error.to_string())
+            }
         };
         Self::new(status, error.code(), message)
     }
@@ -107,6 +120,11 @@ impl From<mycel_protocol::placement::WriteError> for ApiError {
 mod tests {
     use super::*;
     use mycel_protocol::placement::WriteError;
+
+    fn key(seed: u8) -> mycel_protocol::ownership::OwnerKey {
+        let keypair = mycel_protocol::Keypair::ed25519_from_bytes([seed; 32]).unwrap();
+        mycel_protocol::ownership::OwnerKey::of(&keypair).unwrap()
+    }
 
     #[test]
     fn write_errors_map_to_statuses_and_codes() {
@@ -130,6 +148,25 @@ mod tests {
                 WriteError::Rejected("replicas: too many".into()),
                 StatusCode::BAD_REQUEST,
                 "rejected",
+            ),
+            (
+                WriteError::NotOwner {
+                    app: "web".into(),
+                    owner: key(1),
+                    signer: key(2),
+                },
+                StatusCode::FORBIDDEN,
+                "not_owner",
+            ),
+            (
+                WriteError::BadSignature("x".into()),
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+            ),
+            (
+                WriteError::Stale("x".into()),
+                StatusCode::UNAUTHORIZED,
+                "stale_request",
             ),
         ] {
             let mapped = ApiError::from(error);

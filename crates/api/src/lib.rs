@@ -12,11 +12,14 @@ mod discover;
 mod error;
 mod extract;
 mod images;
+mod join;
+mod limit;
 mod logs;
 pub mod openapi;
 mod seed;
+mod signing;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -31,8 +34,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{ApiToken, InvalidToken};
+pub use auth::{Access, ApiToken, InvalidToken};
 pub use error::ApiError;
+pub use limit::{ApiMetrics, RateLimit};
+pub use signing::NodeSigner;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,6 +51,8 @@ pub struct ApiState {
     pub agent: mycel_agent::AgentHandle,
     /// App discovery through the DHT.
     pub discovery: mycel_discovery::DiscoveryHandle,
+    /// Signs the app requests that arrive unsigned, with the node's identity key.
+    pub signer: NodeSigner,
 }
 
 /// The API's routes.
@@ -60,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{name}/logs", get(logs::logs))
         .route("/v1/discover/apps", get(discover::list))
         .route("/v1/discover/apps/{name}", get(discover::app))
+        .route("/v1/join-ticket", get(join::ticket))
         .route("/api/apps/deploy_app", post(seed::deploy_app))
         .route("/api/apps/list_apps", get(seed::list_apps))
         .route("/api/apps/get_app_status", get(seed::get_app_status))
@@ -83,26 +91,57 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener`, open to every client, until `shutdown` is cancelled.
+/// How the API is served: who may call it and how often.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Who needs the token for what (see [`Access`]).
+    pub access: Access,
+    /// How many requests each client may make (see [`RateLimit`]).
+    pub rate_limit: RateLimit,
+    pub metrics: ApiMetrics,
+}
+
+/// Serves the API on `listener`, open to every client (at the default rate limit), until
+/// `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with_token(listener, state, None, shutdown).await
+    serve_with(listener, state, ServeOptions::default(), shutdown).await
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled; with a `token`, every request but
-/// `GET /v1/health` must carry it as `Authorization: Bearer` (see [`ApiToken`]).
-pub async fn serve_with_token(
+/// Serves the API on `listener` until `shutdown` is cancelled, the token required as `access`
+/// says (see [`Access`]), at the default rate limit.
+pub async fn serve_with_access(
     listener: TcpListener,
     state: ApiState,
-    token: Option<ApiToken>,
+    access: Access,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, auth::protect(router(state), token))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let options = ServeOptions {
+        access,
+        ..ServeOptions::default()
+    };
+    serve_with(listener, state, options, shutdown).await
+}
+
+/// Serves the API on `listener` with `options` until `shutdown` is cancelled. The rate limit
+/// comes first: a client that floods the API is refused before its token is even looked at.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: ApiState,
+    options: ServeOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = auth::protect(router(state), options.access);
+    let router = limit::protect(router, options.rate_limit, options.metrics);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 async fn health(State(state): State<ApiState>) -> Json<Health> {

@@ -25,6 +25,40 @@ fn json_response(description: &str, schema: &str) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    with_rate_limits(described())
+}
+
+/// Every operation but the health probe may be refused with `429 rate_limited` (see the
+/// `limit` module): the answer is added to each, and described once under
+/// `components/responses/RateLimited`.
+fn with_rate_limits(mut doc: Value) -> Value {
+    let mut limited = error_response(
+        "This client sent more requests than the node's rate limit allows (rate_limited); nothing changed. Retry after the seconds that Retry-After gives.",
+    );
+    limited["headers"] = json!({"Retry-After": {
+        "description": "Seconds to wait before the next request is served",
+        "schema": {"type": "integer", "minimum": 1}
+    }});
+    doc["components"]["responses"]["RateLimited"] = limited;
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, operations) in paths {
+            let Some(operations) = operations.as_object_mut() else {
+                continue;
+            };
+            for (method, operation) in operations {
+                if path == "/v1/health" && method == "get" {
+                    continue;
+                }
+                operation["responses"]["429"] =
+                    json!({"$ref": "#/components/responses/RateLimited"});
+            }
+        }
+    }
+    doc
+}
+
+/// The document as its operations describe it.
+fn described() -> Value {
     let name_param = json!({
         "name": "name", "in": "path", "required": true,
         "schema": {"type": "string"}, "description": "The app's name"
@@ -33,6 +67,19 @@ pub fn document() -> Value {
         "name": "hash", "in": "path", "required": true,
         "schema": {"type": "string", "pattern": "^blake3:[0-9a-f]{64}$"}
     });
+    let signed = signed_headers();
+    let with_signed = |first: &Value| -> Value {
+        std::iter::once(first)
+            .chain(signed.as_array().into_iter().flatten())
+            .cloned()
+            .collect()
+    };
+    let not_owner = error_response(
+        "The app is owned by another key than the one that signed the request, or (unsigned) this node's (not_owner); nothing changed",
+    );
+    let bad_signature = error_response(
+        "The x-mycel-* headers are malformed (400 bad_signature), or the signature does not hold (401 bad_signature), or it was signed more than 5 minutes away from now or was used already (401 stale_request); nothing changed",
+    );
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -65,10 +112,13 @@ pub fn document() -> Value {
                 "post": {
                     "summary": "Deploy an app; the same name again is a new version, rolled out",
                     "description": "Every blob the manifest names must be uploaded first (POST /v1/blobs) and held by some node.",
+                    "parameters": signed.clone(),
                     "requestBody": json_body("Manifest"),
                     "responses": {
                         "201": json_response("Committed by the placement group", "Deployed"),
-                        "400": error_response("Not a valid manifest (invalid_manifest), or refused by the group (rejected)"),
+                        "400": error_response("Not a valid manifest (invalid_manifest), refused by the group (rejected), or malformed x-mycel-* headers (bad_signature)"),
+                        "401": bad_signature.clone(),
+                        "403": not_owner.clone(),
                         "413": error_response("Larger than a manifest may be (too_large)"),
                         "422": error_response("A blob it names is held by no node in reach (blob_not_found)"),
                         "503": error_response("The placement group has no quorum (no_quorum)")
@@ -86,9 +136,12 @@ pub fn document() -> Value {
                 },
                 "delete": {
                     "summary": "Remove an app and all its instances",
-                    "parameters": [name_param.clone()],
+                    "parameters": with_signed(&name_param),
                     "responses": {
                         "200": json_response("Removed", "Removed"),
+                        "400": error_response("Malformed x-mycel-* headers (bad_signature)"),
+                        "401": bad_signature.clone(),
+                        "403": not_owner.clone(),
                         "404": error_response("No such app (app_not_found)"),
                         "503": error_response("The placement group has no quorum (no_quorum)")
                     }
@@ -96,11 +149,13 @@ pub fn document() -> Value {
             },
             "/v1/apps/{name}/scale": {"post": {
                 "summary": "Change how many instances of an app run",
-                "parameters": [name_param.clone()],
+                "parameters": with_signed(&name_param),
                 "requestBody": json_body("ScaleRequest"),
                 "responses": {
                     "200": json_response("The app after the change", "AppStatus"),
-                    "400": error_response("Not a scale request (bad_request), or refused (rejected)"),
+                    "400": error_response("Not a scale request (bad_request), refused (rejected), or malformed x-mycel-* headers (bad_signature)"),
+                    "401": bad_signature.clone(),
+                    "403": not_owner.clone(),
                     "404": error_response("No such app (app_not_found)"),
                     "503": error_response("The placement group has no quorum (no_quorum)")
                 }
@@ -136,10 +191,13 @@ pub fn document() -> Value {
             }},
             "/api/apps/deploy_app": {"post": {
                 "summary": "Seed-compatible: deploy an app (as POST /v1/apps)",
+                "parameters": signed.clone(),
                 "requestBody": json_body("Manifest"),
                 "responses": {
                     "201": json_response("Committed", "SeedDeployed"),
-                    "400": error_response("Not a valid manifest"),
+                    "400": error_response("Not a valid manifest, or malformed x-mycel-* headers"),
+                    "401": bad_signature.clone(),
+                    "403": not_owner.clone(),
                     "413": error_response("Larger than a manifest may be"),
                     "422": error_response("A blob it names is held by no node in reach"),
                     "503": error_response("The placement group has no quorum")
@@ -163,20 +221,26 @@ pub fn document() -> Value {
             }},
             "/api/apps/stop_app": {"post": {
                 "summary": "Seed-compatible: remove an app and all its instances",
+                "parameters": signed.clone(),
                 "requestBody": json_body("SeedAppRef"),
                 "responses": {
                     "200": json_response("Removed", "SeedStopped"),
-                    "400": error_response("Not the expected body"),
+                    "400": error_response("Not the expected body, or malformed x-mycel-* headers"),
+                    "401": bad_signature.clone(),
+                    "403": not_owner.clone(),
                     "404": error_response("No such app"),
                     "503": error_response("The placement group has no quorum")
                 }
             }},
             "/api/apps/scale_app": {"post": {
                 "summary": "Seed-compatible: change how many instances of an app run",
+                "parameters": signed,
                 "requestBody": json_body("SeedScale"),
                 "responses": {
                     "200": json_response("Scaled", "SeedScale"),
-                    "400": error_response("Not the expected body, or refused"),
+                    "400": error_response("Not the expected body, refused, or malformed x-mycel-* headers"),
+                    "401": bad_signature,
+                    "403": not_owner,
                     "404": error_response("No such app"),
                     "503": error_response("The placement group has no quorum")
                 }
@@ -228,6 +292,16 @@ pub fn document() -> Value {
                     "502": error_response("Every provider failed")
                 }
             }},
+            "/v1/join-ticket": {"get": {
+                "summary": "The ticket a new node joins this node's mesh with (`mycel up --join`)",
+                "description": "A private mesh's ticket holds its secret, so this endpoint always needs the API token, on loopback too (the node keeps it in <data-dir>/api.token). An open mesh's ticket holds no secret.",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": json_response("The ticket, whether the mesh is private, and the addresses it names", "JoinTicket"),
+                    "401": error_response("No token, or another (unauthorized): the ticket is only for whoever holds the node's token"),
+                    "503": error_response("The node is shutting down")
+                }
+            }},
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}
@@ -242,7 +316,7 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "An API bound to loopback needs no token. Bound elsewhere, every request but GET /v1/health must send `Authorization: Bearer <token>`, the token in the node's <data-dir>/api.token; without it, or with another, the answer is 401 (unauthorized) with `WWW-Authenticate: Bearer`, and nothing changes."
+                "description": "An API bound to loopback needs no token, but for GET /v1/join-ticket. Bound elsewhere, every request but GET /v1/health must send `Authorization: Bearer <token>`, the token in the node's <data-dir>/api.token; without it, or with another, the answer is 401 (unauthorized) with `WWW-Authenticate: Bearer`, and nothing changes."
             }},
             "responses": {
                 "Unauthorized": error_response("The API needs its token and the request lacks it or sent another (unauthorized)")
@@ -251,6 +325,28 @@ pub fn document() -> Value {
         // No token on loopback, the bearer token elsewhere.
         "security": [{}, {"bearer": []}],
     })
+}
+
+/// The headers that sign a deploy, scale or stop (see `mycel_protocol::ownership`).
+fn signed_headers() -> Value {
+    let signed_bytes = "The signature covers, in this order: the bytes `mycel app request v1` and a zero byte; the 32-byte public key; x-mycel-issued-at as a big-endian u64; one byte for the action (1 deploy, 2 scale, 3 stop); the app's name as a big-endian u32 length and its UTF-8 bytes; for a deploy, the 32-byte BLAKE3 hash of the manifest's canonical JSON (the manifest as this API parses it, serialized back compactly: fields in the Manifest schema's order, maps sorted by key, defaults filled in, empty sections left out); for a scale, the replicas as a big-endian u32. The action is what the request asks for, so one signature is good for the /v1 endpoint and the seed-compatible one alike.";
+    json!([
+        {
+            "name": "x-mycel-key", "in": "header", "required": false,
+            "schema": {"type": "string", "pattern": "^ed25519:[0-9a-f]{64}$"},
+            "description": "The ed25519 public key that signs this deploy, scale or stop. Without the three x-mycel-* headers the node signs the request with its own identity key, so an app deployed unsigned is owned by the node that took it. The first key to deploy an app owns it; a redeploy, scale or stop signed by another key is refused (403 not_owner)."
+        },
+        {
+            "name": "x-mycel-issued-at", "in": "header", "required": false,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "When the request was signed, in milliseconds since the Unix epoch: within 5 minutes of the node's clock and of the placement group's leader, and later than the last request this key made for this app that was accepted (else 401 stale_request)."
+        },
+        {
+            "name": "x-mycel-signature", "in": "header", "required": false,
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{128}$"},
+            "description": signed_bytes
+        }
+    ])
 }
 
 fn merged(parts: impl IntoIterator<Item = Value>) -> Value {
@@ -279,6 +375,12 @@ fn basic_schemas() -> Value {
             "providers": {"type": "array", "items": {"type": "string"}, "description": "Peer ids of the nodes that announce they run this version"},
             "manifest_hash": {"type": "string", "pattern": "^blake3:[0-9a-f]{64}$"},
             "description": {"type": "string"}
+        }},
+        "JoinTicket": {"type": "object", "required": ["ticket", "private", "peer_id", "addrs"], "properties": {
+            "ticket": {"type": "string", "pattern": "^mycel[a-z2-7]+$", "description": "One line: `mycel up --join <ticket>`"},
+            "private": {"type": "boolean", "description": "Whether the ticket holds the mesh's secret"},
+            "peer_id": {"type": "string"},
+            "addrs": {"type": "array", "items": {"type": "string"}, "description": "The addresses the ticket names, each ending in /p2p/<peer id>"}
         }},
         "Health": {"type": "object", "required": ["status", "peer_id"], "properties": {
             "status": {"type": "string"}, "peer_id": {"type": "string"}
@@ -397,6 +499,7 @@ fn app_schemas() -> Value {
             "replicas": {"type": "integer", "minimum": 0},
             "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}},
             "deployed_by": {"type": "string", "description": "Peer id of the node that took the deploy"},
+            "owner": {"type": "string", "pattern": "^ed25519:[0-9a-f]{64}$", "description": "The key that owns the app: only requests it signs redeploy, scale or stop it (a node's key for apps deployed unsigned through it). Absent when nobody owns it yet"},
             "unplaced": {"type": "string", "description": "Why some replicas have no node; absent when all have one"},
             "manifest": {"$ref": "#/components/schemas/Manifest"}
         }},
@@ -404,7 +507,8 @@ fn app_schemas() -> Value {
             "id": {"type": "string"},
             "node": {"type": "string", "description": "Peer id of the node it is placed on"},
             "state": {"type": "string", "enum": ["pending", "starting", "running", "failed", "stopped"]},
-            "runtime": {"type": "string", "enum": ["wasm", "docker"]}
+            "runtime": {"type": "string", "enum": ["wasm", "docker"]},
+            "error": {"type": "string", "description": "Why its node last failed to start or keep it (such as its owner's policy refusing it); absent once it runs"}
         }},
         "ScaleRequest": {"type": "object", "required": ["replicas"], "additionalProperties": false, "properties": {
             "replicas": {"type": "integer", "minimum": 0, "maximum": 1000}
@@ -481,14 +585,33 @@ mod tests {
         refs(&doc, &mut found);
         assert!(found.len() > 20, "{found:?}");
         for target in found {
-            let name = target
-                .strip_prefix("#/components/schemas/")
-                .unwrap_or_else(|| panic!("{target} is not a schema reference"));
+            let (kind, name) = target
+                .strip_prefix("#/components/")
+                .and_then(|t| t.split_once('/'))
+                .unwrap_or_else(|| panic!("{target} is not a component reference"));
             assert!(
-                doc["components"]["schemas"].get(name).is_some(),
-                "{target} names no schema"
+                doc["components"][kind].get(name).is_some(),
+                "{target} names no component"
             );
         }
+    }
+
+    #[test]
+    fn every_operation_but_health_may_be_rate_limited() {
+        let doc = document();
+        let limited = json!({"$ref": "#/components/responses/RateLimited"});
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let is_health = path == "/v1/health" && method == "get";
+                assert_eq!(
+                    operation["responses"].get("429") == Some(&limited),
+                    !is_health,
+                    "{method} {path}"
+                );
+            }
+        }
+        let response = &doc["components"]["responses"]["RateLimited"];
+        assert!(response["headers"].get("Retry-After").is_some());
     }
 
     #[test]
@@ -504,6 +627,7 @@ mod tests {
             ("/v1/apps/{name}/logs", "get"),
             ("/v1/discover/apps", "get"),
             ("/v1/discover/apps/{name}", "get"),
+            ("/v1/join-ticket", "get"),
             ("/api/apps/deploy_app", "post"),
             ("/api/apps/list_apps", "get"),
             ("/api/apps/get_app_status", "get"),
@@ -512,6 +636,41 @@ mod tests {
         ] {
             assert!(doc["paths"][path].get(method).is_some(), "{method} {path}");
         }
+    }
+
+    #[test]
+    fn every_app_write_documents_its_signature_and_the_owner_rule() {
+        let doc = document();
+        for (path, method) in [
+            ("/v1/apps", "post"),
+            ("/v1/apps/{name}", "delete"),
+            ("/v1/apps/{name}/scale", "post"),
+            ("/api/apps/deploy_app", "post"),
+            ("/api/apps/stop_app", "post"),
+            ("/api/apps/scale_app", "post"),
+        ] {
+            let operation = &doc["paths"][path][method];
+            let headers: Vec<&str> = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "header")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                headers,
+                ["x-mycel-key", "x-mycel-issued-at", "x-mycel-signature"],
+                "{method} {path}"
+            );
+            for status in ["401", "403"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+        let owner = &doc["components"]["schemas"]["AppStatus"]["properties"]["owner"];
+        assert_eq!(owner["type"], "string");
     }
 
     #[test]
@@ -528,5 +687,9 @@ mod tests {
         );
         assert_eq!(doc["security"], json!([{}, {"bearer": []}]));
         assert_eq!(doc["paths"]["/v1/health"]["get"]["security"], json!([]));
+        assert_eq!(
+            doc["paths"]["/v1/join-ticket"]["get"]["security"],
+            json!([{"bearer": []}])
+        );
     }
 }

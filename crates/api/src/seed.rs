@@ -96,9 +96,10 @@ pub(crate) async fn get_app_status(
 /// `POST /api/apps/stop_app` `{"app_id"}`: removes the app and all its instances.
 pub(crate) async fn stop_app(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<SeedAppRef>,
 ) -> Result<Json<SeedStopped>, ApiError> {
-    apps::remove_app(&state, &request.app_id).await?;
+    apps::remove_app(&state, &headers, &request.app_id).await?;
     Ok(Json(SeedStopped {
         app_id: request.app_id,
         status: "stopped".into(),
@@ -108,8 +109,9 @@ pub(crate) async fn stop_app(
 /// `POST /api/apps/scale_app` `{"app_id","replicas"}`: answers the same shape.
 pub(crate) async fn scale_app(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<SeedScale>,
 ) -> Result<Json<SeedScale>, ApiError> {
-    apps::scale_app(&state, &request.app_id, request.replicas).await?;
+    apps::scale_app(&state, &headers, &request.app_id, request.replicas).await?;
     Ok(Json(request))
 }

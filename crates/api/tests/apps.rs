@@ -117,9 +117,10 @@ impl Node {
             registry: Arc::new(registry),
             agent: agent.clone(),
             discovery: mycel_discovery::start(
-                mycel_discovery::DiscoveryConfig::new(mesh.handle.clone(), keypair),
+                mycel_discovery::DiscoveryConfig::new(mesh.handle.clone(), keypair.clone()),
                 tokio::sync::watch::channel(Vec::new()).1,
             ),
+            signer: mycel_api::NodeSigner::new(keypair),
         };
         tokio::spawn(mycel_api::serve(listener, state, shutdown.clone()));
         Node {

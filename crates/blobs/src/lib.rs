@@ -17,12 +17,12 @@
 //! checked against the hash the uploader declared, and only then renamed to its final name and
 //! indexed. A `kill -9` at any point leaves either no blob or a whole, correct one.
 //!
-//! Between nodes ([`fetch`], over the mesh's `/mycel/blob/1` protocol): a node that lacks a blob
-//! asks its peers who holds it, then asks all of them at once for different 1 MiB ranges; every
-//! range arrives with its BLAKE3 proof and is verified against the root hash before it is written,
-//! and a provider that sends anything that does not verify is dropped for the transfer. A node
-//! serves the verified ranges of a blob it is still fetching, so fetchers that start together
-//! feed each other.
+//! Between nodes ([`fetch`]): a node that lacks a blob asks its peers who holds it (`/mycel/blob/1`,
+//! request-response), then asks all of them at once for different 1 MiB ranges, on one raw
+//! stream per provider (`/mycel/blob-ranges/1`, [`serve_ranges`]); every range arrives with its
+//! BLAKE3 proof and is verified against the root hash before it is written, and a provider that
+//! sends anything that does not verify is dropped for the transfer. A node serves the verified
+//! ranges of a blob it is still fetching, so fetchers that start together feed each other.
 
 mod mesh;
 mod metrics;
@@ -30,11 +30,14 @@ mod store;
 mod transfer;
 
 pub use bao_tree::BlockSize;
-pub use mesh::{MeshBlobs, StoreServer};
+pub use mesh::{MeshBlobs, StoreServer, provider_of};
 pub use metrics::BlobMetrics;
 pub use mycel_protocol::BlobHash;
 pub use store::{BlobMeta, BlobStore, StoreError, Upload};
-pub use transfer::{BlobNetwork, FetchError, PartialBlob, Provider, RANGE_BYTES, fetch};
+pub use transfer::{
+    BlobNetwork, FetchError, PartialBlob, Provider, RANGE_BYTES, RangeIo, RangeStream, fetch,
+    serve_ranges,
+};
 
 /// Chunk groups of 16 KiB: the unit a receiver verifies (and a sender proves) at once.
 pub const BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);

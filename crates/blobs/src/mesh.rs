@@ -1,18 +1,19 @@
-//! The blob protocol on the mesh: [`MeshBlobs`] fetches through a `MeshHandle`, [`StoreServer`]
-//! answers peers from the local store.
+//! The blob protocols on the mesh: [`MeshBlobs`] fetches through a `MeshHandle`, [`StoreServer`]
+//! answers peers from the local store (`Have` questions, and range streams).
 
 use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
 use libp2p::PeerId;
-use mycel_mesh::{BlobServer, MeshHandle};
+use mycel_mesh::{BlobServer, MeshHandle, StreamProtocol};
 use mycel_protocol::{
     BlobHash,
     api::MemberStatus,
     blob::{BlobRequest, BlobResponse, pack_ranges, unpack_ranges},
+    names,
 };
 
-use crate::{BlobNetwork, BlobStore, Provider, RANGE_BYTES};
+use crate::{BlobNetwork, BlobStore, Provider, RANGE_BYTES, RangeStream};
 
 /// Most peers asked whether they hold a blob.
 const MAX_ASKED: usize = 64;
@@ -20,6 +21,8 @@ const MAX_ASKED: usize = 64;
 const DHT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a peer has to say whether it holds a blob.
 const HAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long opening a range stream to a provider (dialling it if need be) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fetches blobs from the node's peers over the mesh.
 #[derive(Clone, Debug)]
@@ -65,13 +68,8 @@ impl BlobNetwork for MeshBlobs {
                     )
                     .await;
                     match answer {
-                        Ok(Ok(BlobResponse::Have { size })) => {
-                            return Some(Provider { peer, size, ranges: None });
-                        }
-                        Ok(Ok(BlobResponse::Partial { size, ranges })) => {
-                            let count = size.div_ceil(RANGE_BYTES) as usize;
-                            let ranges = Some(unpack_ranges(&ranges, count));
-                            return Some(Provider { peer, size, ranges });
+                        Ok(Ok(answer @ (BlobResponse::Have { .. } | BlobResponse::Partial { .. }))) => {
+                            return provider_of(peer, answer);
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "asking a peer for a blob failed");
@@ -97,27 +95,47 @@ impl BlobNetwork for MeshBlobs {
         })
     }
 
-    fn range(
+    fn open_ranges(
         &self,
         peer: PeerId,
-        hash: BlobHash,
-        offset: u64,
-        len: u64,
-    ) -> BoxFuture<'_, Result<Vec<u8>, String>> {
+        _hash: BlobHash,
+    ) -> BoxFuture<'_, Result<RangeStream, String>> {
         Box::pin(async move {
-            match self
-                .mesh
-                .blob_request(peer, BlobRequest::Range { hash, offset, len })
-                .await
-            {
-                Ok(BlobResponse::Range { encoded }) => Ok(encoded),
-                Ok(BlobResponse::Missing) => Err("the peer no longer holds the blob".into()),
-                Ok(BlobResponse::Have { .. } | BlobResponse::Partial { .. }) => {
-                    Err("the peer answered the wrong question".into())
-                }
-                Err(e) => Err(e.to_string()),
+            let protocol = StreamProtocol::new(names::BLOB_RANGES_PROTOCOL);
+            // A clone of the control per opener: each has its own slot (see `MeshHandle::streams`).
+            let mut control = self.mesh.streams();
+            match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol)).await {
+                Ok(Ok(stream)) => Ok(Box::new(stream) as RangeStream),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no stream within {OPEN_TIMEOUT:?}")),
             }
         })
+    }
+}
+
+/// The provider a peer's answer to `Have` describes; `None` for an answer that is not one.
+///
+/// The size is the peer's claim, checked against the store's limit only later: the flags kept are
+/// at most as many as the bitmap it sent holds (those past its end read as "not held" anyway), so
+/// a claimed size of 2^64 bytes costs nothing here. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn provider_of<P>(peer: P, answer: BlobResponse) -> Option<Provider<P>> {
+    match answer {
+        BlobResponse::Have { size } => Some(Provider {
+            peer,
+            size,
+            ranges: None,
+        }),
+        BlobResponse::Partial { size, ranges } => {
+            let count = size.div_ceil(RANGE_BYTES).min(ranges.len() as u64 * 8);
+            let flags = unpack_ranges(&ranges, count as usize);
+            Some(Provider {
+                peer,
+                size,
+                ranges: Some(flags),
+            })
+        }
+        BlobResponse::Range { .. } | BlobResponse::Missing => None,
     }
 }
 
@@ -155,5 +173,40 @@ impl BlobServer for StoreServer {
                 }
             }
         })
+    }
+
+    fn serve_stream(&self, peer: PeerId, stream: libp2p::Stream) -> BoxFuture<'static, ()> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            if let Err(error) = crate::serve_ranges(store, stream).await {
+                tracing::debug!(%peer, %error, "a blob range stream ended");
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_size_costs_no_more_than_the_bitmap_sent() {
+        // Found by the `blob_frame` fuzz target: a peer claiming a fetch of 2^64 bytes in
+        // progress made the asker allocate one flag per MiB of the claim (16 TiB).
+        let answer = BlobResponse::Partial {
+            size: u64::MAX,
+            ranges: vec![0b101],
+        };
+        let provider = provider_of(1, answer).unwrap();
+        let flags = provider.ranges.unwrap();
+        assert_eq!(flags.len(), 8);
+        assert_eq!(&flags[..3], [true, false, true]);
+
+        let small = BlobResponse::Partial {
+            size: 3 * RANGE_BYTES - 1,
+            ranges: vec![0xff, 0xff],
+        };
+        assert_eq!(provider_of(1, small).unwrap().ranges.unwrap().len(), 3);
+        assert_eq!(provider_of(1, BlobResponse::Missing), None);
     }
 }

@@ -267,21 +267,78 @@ impl BlobStore {
         }
         let data = fs::File::open(tmp)?;
         let outboard = PreOrderOutboard::<Vec<u8>>::create(&data, BLOCK_SIZE)?;
-        // The tree's root is the BLAKE3 hash of the bytes: this is the last check every blob
-        // passes before it gets its name, whether it was uploaded or fetched.
+        // The tree's root is the BLAKE3 hash of the bytes: this is the last check every uploaded
+        // blob (and every small fetched one) passes before it gets its name.
         if outboard.root.as_bytes() != &hash.0 {
             return Err(StoreError::HashMismatch {
                 declared: hash,
                 actual: BlobHash(*outboard.root.as_bytes()),
             });
         }
-        write_durably(&self.outboard_path(&hash), &outboard.data)?;
+        self.install(tmp, hash, size, &outboard.data)
+    }
+
+    /// As [`BlobStore::commit`], for a fetch whose every chunk group was checked against `tree`
+    /// (and `tree` against the root) as it arrived: the bytes are not read and hashed again.
+    /// Instead the tree itself is checked once more, its nodes only: it must cover the whole blob
+    /// and hash up to `hash`. A blob of one range or less, whose tree proves little, and a tree
+    /// that fails the check are committed the slow way, from the bytes.
+    pub(crate) fn commit_fetched(
+        &self,
+        tmp: &Path,
+        hash: BlobHash,
+        size: u64,
+        tree: &[u8],
+    ) -> Result<BlobMeta, StoreError> {
+        if self.meta(&hash)?.is_some()
+            || size <= crate::RANGE_BYTES
+            || !tree_is_whole(&hash, size, tree)
+        {
+            return self.commit(tmp, hash, size);
+        }
+        self.install(tmp, hash, size, tree)
+    }
+
+    /// Moves verified bytes and their tree into place: outboard first, then the data, then the
+    /// index, each durable before the next.
+    fn install(
+        &self,
+        tmp: &Path,
+        hash: BlobHash,
+        size: u64,
+        tree: &[u8],
+    ) -> Result<BlobMeta, StoreError> {
+        let meta = BlobMeta { hash, size };
+        write_durably(&self.outboard_path(&hash), tree)?;
         fs::rename(tmp, self.data_path(&hash))?;
         fs::File::open(self.dir("data"))?.sync_all()?;
         self.inner.index.insert(hash.0, &size.to_be_bytes())?;
         self.inner.index.flush()?;
         Ok(meta)
     }
+}
+
+/// Whether `tree` is the complete tree of a blob of `size` bytes named `hash`: every node present
+/// and every parent hashing up to the root (the chunk groups themselves are not read).
+fn tree_is_whole(hash: &BlobHash, size: u64, tree: &[u8]) -> bool {
+    let shape = bao_tree::BaoTree::new(size, BLOCK_SIZE);
+    if tree.len() as u64 != shape.outboard_size() {
+        return false;
+    }
+    let outboard = PreOrderOutboard {
+        root: blake3::Hash::from_bytes(hash.0),
+        tree: shape,
+        data: tree,
+    };
+    let wanted = bao_tree::io::round_up_to_chunks(&bao_tree::ByteRanges::from(0..size));
+    let mut covered = bao_tree::ChunkRanges::empty();
+    for range in bao_tree::io::sync::valid_outboard_ranges(&outboard, &wanted) {
+        match range {
+            Ok(range) => covered |= bao_tree::ChunkRanges::from(range),
+            Err(_) => return false,
+        }
+    }
+    covered.is_superset(&wanted)
 }
 
 fn decode_meta(key: &[u8], value: &[u8]) -> Option<BlobMeta> {
@@ -455,6 +512,41 @@ mod tests {
         fs::remove_file(dir.path().join("data").join(kept.hash.to_hex())).unwrap();
         let store = self::store(dir.path());
         assert!(store.meta(&kept.hash).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_fetched_tree_counts_only_when_whole_and_rooted_in_the_hash() {
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let hash = hash_of(&bytes);
+        let size = bytes.len() as u64;
+        let tree = PreOrderOutboard::<Vec<u8>>::create(std::io::Cursor::new(&bytes), BLOCK_SIZE)
+            .unwrap()
+            .data;
+        assert!(tree_is_whole(&hash, size, &tree));
+
+        let mut changed = tree.clone();
+        changed[64 * 7 + 3] ^= 1;
+        assert!(!tree_is_whole(&hash, size, &changed), "a changed node");
+        assert!(
+            !tree_is_whole(&hash, size, &tree[..tree.len() - 64]),
+            "a missing node"
+        );
+        let mut zeroed = tree.clone();
+        zeroed[tree.len() - 64..].fill(0);
+        assert!(
+            !tree_is_whole(&hash, size, &zeroed),
+            "a node never received"
+        );
+        assert!(
+            !tree_is_whole(&hash_of(b"other"), size, &tree),
+            "another root"
+        );
+        // (A size off by less than a chunk group has the same tree: the last chunk group's
+        // bytes, checked as they arrive, are what prove the size.)
+        assert!(
+            !tree_is_whole(&hash, size + 64 * 1024, &tree),
+            "another shape"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,10 @@
 //! The directory pages a node keeps as a home node of some shards, and how listings become the
 //! apps a browse answers. Pure: time is an input, nothing here does I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Mutex, MutexGuard},
+};
 
 use mycel_protocol::{
     PeerId, Signed,
@@ -28,6 +31,12 @@ pub struct Directory {
     entries: BTreeMap<(String, PeerId), Entry>,
     per_signer: HashMap<PeerId, usize>,
     capacity: usize,
+}
+
+/// Locks a shared directory. A panic while holding the lock leaves plain data behind: keep using
+/// it.
+pub fn lock(directory: &Mutex<Directory>) -> MutexGuard<'_, Directory> {
+    directory.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Default for Directory {

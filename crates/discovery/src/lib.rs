@@ -42,6 +42,9 @@ use mycel_protocol::{
 use tokio::{sync::watch, task::JoinHandle};
 
 pub use local::{LocalInstances, watch_local_apps};
+/// The discover protocol's server side; public for the fuzz targets.
+#[doc(hidden)]
+pub use wire::answer;
 
 /// How to run discovery.
 #[derive(Clone, Debug)]
@@ -102,8 +105,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn lock_directory(&self) -> MutexGuard<'_, directory::Directory> {
-        // A panic while holding the lock leaves plain data behind: keep using it.
-        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+        directory::lock(&self.directory)
     }
 
     pub(crate) fn lock_own(&self) -> MutexGuard<'_, Vec<VerifiedListing>> {

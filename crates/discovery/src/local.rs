@@ -112,6 +112,7 @@ mod tests {
                     node: "me".into(),
                     state: InstanceState::Running,
                     since_ms: 1,
+                    error: None,
                 },
             );
         }

@@ -2,7 +2,10 @@
 //! answer frame out, each size-checked before it is decoded. The server answers from this
 //! node's directory; the client asks one peer with a time limit.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use mycel_mesh::{MeshHandle, StreamProtocol, codec};
@@ -16,7 +19,11 @@ use mycel_protocol::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{DiscoveryError, Shared, now_ms};
+use crate::{
+    DiscoveryError, Shared,
+    directory::{self, Directory},
+    now_ms,
+};
 
 /// How many peers' requests are answered at once; more wait in line.
 const MAX_CONCURRENT_ANSWERS: usize = 64;
@@ -47,7 +54,7 @@ pub(crate) async fn serve(mesh: MeshHandle, shared: Arc<Shared>) {
             let answered = tokio::time::timeout(ANSWER_TIMEOUT, async {
                 let request: DiscoverRequest =
                     codec::read_frame(&mut stream, MAX_DISCOVER_FRAME_BYTES).await?;
-                let response = answer(&shared, peer, request);
+                let response = answer(&shared.directory, peer, request);
                 codec::write_frame(&mut stream, &response).await
             })
             .await;
@@ -60,8 +67,13 @@ pub(crate) async fn serve(mesh: MeshHandle, shared: Arc<Shared>) {
     }
 }
 
-/// What this node answers `peer`'s request (pure but for the directory's lock).
-pub(crate) fn answer(shared: &Shared, peer: PeerId, request: DiscoverRequest) -> DiscoverResponse {
+/// What this node answers `peer`'s request from its `directory` (pure but for the directory's
+/// lock). Public for the fuzz targets.
+pub fn answer(
+    directory: &Mutex<Directory>,
+    peer: PeerId,
+    request: DiscoverRequest,
+) -> DiscoverResponse {
     if let Err(reason) = request.check_limits() {
         return DiscoverResponse::Refused { reason };
     }
@@ -79,7 +91,7 @@ pub(crate) fn answer(shared: &Shared, peer: PeerId, request: DiscoverRequest) ->
                     }
                 })
                 .collect();
-            let mut directory = shared.lock_directory();
+            let mut directory = directory::lock(directory);
             let kept = verified
                 .into_iter()
                 .filter(|v| directory.insert(v.clone(), now))
@@ -88,11 +100,11 @@ pub(crate) fn answer(shared: &Shared, peer: PeerId, request: DiscoverRequest) ->
         }
         DiscoverRequest::Withdraw { names } => {
             // The stream is authenticated: a node withdraws its own listings only.
-            shared.lock_directory().withdraw(peer, &names);
+            directory::lock(directory).withdraw(peer, &names);
             DiscoverResponse::Withdrawn
         }
         DiscoverRequest::List { shards, name } => DiscoverResponse::Listings {
-            listings: shared.lock_directory().listings(
+            listings: directory::lock(directory).listings(
                 &shards,
                 name.as_deref(),
                 now,

@@ -149,6 +149,7 @@ mod tests {
                     node: node.to_string(),
                     state: *state_,
                     since_ms: 0,
+                    error: None,
                 },
             );
         }

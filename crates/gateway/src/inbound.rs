@@ -52,20 +52,30 @@ pub(crate) async fn accept(
             },
         };
         tracing::trace!(%peer, "gateway stream from a peer");
-        let local = local.clone();
-        let me = me.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let local = local.clone();
-            let me = me.clone();
-            async move { Ok::<_, Infallible>(answer(&*local, me, request).await) }
-        });
-        connections.spawn(listener::serve_connection(
-            TokioIo::new(stream.compat()),
-            service,
-            PEER_IDLE,
+        connections.spawn(serve_stream(
+            stream.compat(),
+            me.clone(),
+            local.clone(),
             stop.clone(),
         ));
     }
+}
+
+/// Serves one peer's stream: an HTTP/1.1 connection whose requests local instances answer.
+pub(crate) async fn serve_stream<S>(
+    stream: S,
+    me: HeaderValue,
+    local: Arc<dyn LocalInstances>,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        let local = local.clone();
+        let me = me.clone();
+        async move { Ok::<_, Infallible>(answer(&*local, me, request).await) }
+    });
+    listener::serve_connection(TokioIo::new(stream), service, PEER_IDLE, stop).await;
 }
 
 /// Serves one request from a peer with the local instance it names.

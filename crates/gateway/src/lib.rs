@@ -32,6 +32,8 @@
 pub mod balance;
 mod error;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 mod inbound;
 mod listener;

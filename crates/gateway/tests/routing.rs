@@ -25,6 +25,7 @@ use mycel_protocol::{
     Keypair, Resources, Runtime,
     api::InstanceState,
     app::Manifest,
+    ownership::{AppAction, SignedRequest},
     placement::{WriteError, WriteRequest},
 };
 use prometheus_client::registry::Registry;
@@ -190,11 +191,19 @@ impl Pair {
             "name = \"{name}\"\nversion = \"1\"\nreplicas = 2\n[wasm]\nmodule = \"blake3:{}\"\n[resources]\nmemory_mb = 1\n",
             "c".repeat(64)
         );
+        let manifest = Manifest::from_toml(&toml)?;
+        // Signed by a key of its own: each app has another name, and so its own owner.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let action = AppAction::deploy(&manifest);
+        let signed = SignedRequest::sign(&Keypair::generate_ed25519(), now_ms, action)?;
         write(
             &self.a.group,
             WriteRequest::Deploy {
-                manifest: Box::new(Manifest::from_toml(&toml)?),
+                manifest: Box::new(manifest),
                 by: "test".into(),
+                signed: Box::new(signed),
             },
         )
         .await?;
@@ -224,6 +233,7 @@ impl Pair {
             WriteRequest::Report {
                 node: node.peer(),
                 states: vec![(instance.to_string(), InstanceState::Running)],
+                errors: vec![],
             },
         )
         .await?;

@@ -6,6 +6,7 @@ use libp2p::{Multiaddr, PeerId};
 use mycel_protocol::{
     api::NodeInfo,
     blob::{BlobRequest, BlobResponse},
+    ticket::JoinTicket,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -44,6 +45,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<PlacementFrame, MeshError>>,
     },
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    JoinTicket(oneshot::Sender<JoinTicket>),
     ConnectedPeers(oneshot::Sender<usize>),
     UpdateLocal(LocalNode),
     /// Announce the departure, remember peers, close connections, stop.
@@ -84,6 +86,12 @@ impl MeshHandle {
     /// The mesh as this node sees it, itself first.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, MeshError> {
         self.ask(Command::Nodes).await
+    }
+
+    /// A ticket to join this node's mesh through it: its current addresses and, in a private
+    /// mesh, the secret. Hand it only to whoever may join.
+    pub async fn join_ticket(&self) -> Result<JoinTicket, MeshError> {
+        self.ask(Command::JoinTicket).await
     }
 
     /// How many peers this node holds a connection to.

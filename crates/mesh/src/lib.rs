@@ -4,7 +4,8 @@
 //!  MeshHandle ──Command──▶ actor (owns the Swarm and the Membership view)
 //!      ▲                      │  gossipsub  : signed adverts and departures on one topic
 //!      └──oneshot replies─────┤  member-sync: full view on connect (request-response, CBOR)
-//!                             │  blobs      : range requests, answered by a BlobServer task
+//!                             │  blobs      : `Have` questions, answered by a BlobServer task;
+//!                             │               range streams, accepted off the actor
 //!                             │  placement  : opaque Raft frames, answered through the placement inbox
 //!                             │  kademlia   : peer discovery, provider records, app listings
 //!                             │               (every inbound record checked: see [`records`])
@@ -14,7 +15,9 @@
 //!                             └─ ticks: re-announce, judge liveness, keep peers, remember peers
 //! ```
 //!
-//! Transports: TCP with Noise and Yamux, and QUIC. Every node announces its signed capability
+//! Transports (see [`transport`]): an open mesh speaks TCP with Noise and Yamux, and QUIC; a
+//! private mesh (`MeshConfig::secret`) speaks TCP only, with a pre-shared-key layer under Noise
+//! that no peer without the secret gets through. Every node announces its signed capability
 //! advert every `advert_interval` and whenever it changes; each node keeps a view of all members
 //! with alive / suspect / dead from how long each has been silent (see [`membership`]).
 //! Announcements are checked before anything else sees them: a forged, oversized or malformed one
@@ -29,6 +32,7 @@ pub mod membership;
 mod metrics;
 pub mod peer_store;
 pub mod records;
+pub mod transport;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc, time::Duration};
 
@@ -47,6 +51,7 @@ pub use libp2p::StreamProtocol;
 pub use libp2p_stream;
 pub use membership::Timing;
 pub use metrics::DropReason;
+pub use mycel_protocol::ticket::{JoinTicket, MeshSecret};
 
 /// How to run the mesh.
 #[derive(Clone, Debug)]
@@ -54,8 +59,12 @@ pub struct MeshConfig {
     pub keypair: Keypair,
     /// Multiaddrs to listen on (port 0 picks a free port).
     pub listen: Vec<Multiaddr>,
-    /// Peers to join through, each a multiaddr ending in `/p2p/<peer id>`.
+    /// Peers to join through, each a multiaddr ending in `/p2p/<peer id>` (several addresses of
+    /// one peer are dialled together).
     pub bootstrap: Vec<Multiaddr>,
+    /// A private mesh's secret: no connection completes with a peer that lacks it, and QUIC is
+    /// off. `None`: an open mesh (the default, for in-process users).
+    pub secret: Option<MeshSecret>,
     /// Where to remember peers across restarts; `None` remembers nothing.
     pub peer_store: Option<PathBuf>,
     pub timing: Timing,
@@ -91,6 +100,9 @@ pub struct InboundPlacement {
 /// Answers blob requests from peers (the node's blob store does). Runs off the mesh actor.
 pub trait BlobServer: Send + Sync {
     fn serve(&self, peer: PeerId, request: BlobRequest) -> BoxFuture<'static, BlobResponse>;
+    /// Serves one inbound range stream (`/mycel/blob-ranges/1`) until it ends. The mesh runs each
+    /// on a task of its own, a bounded number at once; dropping the future drops the stream.
+    fn serve_stream(&self, peer: PeerId, stream: libp2p::Stream) -> BoxFuture<'static, ()>;
 }
 
 impl fmt::Debug for dyn BlobServer {
@@ -105,6 +117,7 @@ impl MeshConfig {
             keypair,
             listen,
             bootstrap: Vec::new(),
+            secret: None,
             peer_store: None,
             timing: Timing::default(),
             target_peers: 8,
@@ -134,6 +147,12 @@ pub enum MeshError {
     Behaviour(String),
     #[error("listening on {addr}: {reason}")]
     Listen { addr: Multiaddr, reason: String },
+    /// QUIC cannot carry a private mesh's pre-shared key.
+    #[error(
+        "cannot listen on {addr}: a private mesh runs over TCP only (QUIC cannot carry its \
+         secret); listen on a /tcp/ address, or start an open mesh"
+    )]
+    QuicInPrivateMesh { addr: Multiaddr },
     #[error("the mesh has stopped")]
     Stopped,
     /// The peer could not be reached, or did not answer in time: try another.

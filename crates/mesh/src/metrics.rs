@@ -44,6 +44,7 @@ pub(crate) struct MeshMetrics {
     adverts_dropped: Family<Labels, Counter>,
     records_refused: Family<Labels, Counter>,
     members: Family<Labels, Gauge>,
+    handshakes_refused: Family<Labels, Counter>,
 }
 
 impl MeshMetrics {
@@ -55,6 +56,7 @@ impl MeshMetrics {
             adverts_dropped: Family::default(),
             records_refused: Family::default(),
             members: Family::default(),
+            handshakes_refused: Family::default(),
         };
         registry.register(
             "mycel_peers_connected",
@@ -86,6 +88,11 @@ impl MeshMetrics {
             "Other nodes in this node's view, by status",
             metrics.members.clone(),
         );
+        registry.register(
+            "mycel_handshakes_refused",
+            "Connections refused because the peer does not hold this private mesh's secret, by direction",
+            metrics.handshakes_refused.clone(),
+        );
         // Every reason shows from the start, so a dashboard sees zeros rather than gaps.
         for reason in [
             DropReason::Forged,
@@ -99,6 +106,16 @@ impl MeshMetrics {
                 .get_or_create(&vec![("reason", reason.as_str())]);
         }
         metrics
+    }
+
+    /// The refusal counters the private transport increments (they show from the start).
+    pub(crate) fn refusals(&self) -> crate::transport::Refusals {
+        let counter = |direction| {
+            self.handshakes_refused
+                .get_or_create(&vec![("direction", direction)])
+                .clone()
+        };
+        crate::transport::Refusals::new(counter("inbound"), counter("outbound"))
     }
 
     pub(crate) fn dropped(&self, reason: DropReason) {

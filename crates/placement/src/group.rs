@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use mycel_mesh::{InboundPlacement, MAX_PLACEMENT_FRAME_BYTES, MeshHandle, PlacementFrame};
+use mycel_mesh::{InboundPlacement, MeshHandle, PlacementFrame};
 use mycel_protocol::{
     PeerId,
     api::{Cluster, MemberStatus, NodeInfo},
@@ -420,9 +420,15 @@ impl PlacementHandle {
                     continue;
                 }
             };
+            // The entries must apply to the state the writes before them leave, as they will on
+            // every replica; a write whose entry would be refused is not proposed (a write plans
+            // one entry, and a refused entry changes nothing).
+            if let Err(e) = commands.iter().try_for_each(|c| state.try_apply(c)) {
+                let _ = write.reply.send(Err(e));
+                continue;
+            }
             let mut receivers = Vec::new();
             for command in commands {
-                state.apply(&command);
                 match raft.client_write_ff(command).await {
                     Ok(receiver) => receivers.push(receiver),
                     Err(e) => {
@@ -440,7 +446,8 @@ impl PlacementHandle {
             let mut outcome = Ok(WriteOutcome { log_index: 0 });
             for receiver in receivers {
                 let committed = match tokio::time::timeout_at(deadline, receiver).await {
-                    Ok(Ok(Ok(response))) => Ok(response.log_id.index),
+                    // Committed, but refused when applied (the state changed since planning).
+                    Ok(Ok(Ok(response))) => response.data.map(|()| response.log_id.index),
                     Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(WriteError::NotLeader),
                     Ok(Ok(Err(e))) => Err(WriteError::NoQuorum(e.to_string())),
                     Ok(Err(_)) => Err(WriteError::NoQuorum("Raft stopped".into())),
@@ -494,7 +501,7 @@ impl PlacementHandle {
     }
 
     async fn answer(&self, peer: PeerId, frame: &[u8]) -> RpcReply {
-        let rpc: Rpc = match mycel_protocol::decode(frame, MAX_PLACEMENT_FRAME_BYTES) {
+        let rpc = match network::decode_rpc(frame) {
             Ok(rpc) => rpc,
             Err(e) => {
                 tracing::debug!(%peer, %e, "malformed placement frame");
@@ -517,7 +524,8 @@ impl PlacementHandle {
             }
             Rpc::Append(_) | Rpc::Vote(_) | Rpc::Snapshot(_) => forged(),
             Rpc::Write(mut request) => {
-                // The forwarding node speaks for itself only.
+                // The forwarding node speaks for itself only (an app's owner is whoever signed
+                // the request it carries, checked by the leader and by every replica).
                 match &mut request {
                     WriteRequest::Deploy { by, .. } | WriteRequest::PutImage { by, .. } => {
                         *by = peer.to_string()

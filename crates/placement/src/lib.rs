@@ -12,17 +12,23 @@
 //! - [`state`]: the replicated state and how an entry changes it (pure).
 //! - [`plan`]: the leader's decisions: writes and dead nodes into entries (pure, uses the
 //!   scheduler).
+//! - [`owners`]: who owns each app; the rule every replica applies to signed requests (pure).
 //! - [`voters`]: who votes and who only replicates (pure).
 //! - `storage`, `network`, `group`: the shells around openraft.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod network;
+pub mod owners;
 pub mod plan;
 pub mod state;
 mod storage;
+#[cfg(test)]
+mod testing;
 mod types;
 pub mod voters;
 
 pub use group::{GroupConfig, GroupError, GroupTiming, PlacementHandle, start};
 pub use state::PlacementState;
-pub use types::{Member, NodeId, Raft, Replica, TypeConfig, node_id};
+pub use types::{EntryOutcome, Member, NodeId, Raft, Replica, TypeConfig, node_id};

@@ -21,7 +21,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeId, TypeConfig, types::Member};
+use crate::{NodeId, TypeConfig, storage::LOCAL_RECORD_LIMIT, types::Member};
 
 /// A request on the placement protocol.
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +54,30 @@ pub(crate) enum CallError {
     BadReply(String),
 }
 
+/// Decodes a peer's placement frame. Beyond the frame's own limit, a snapshot chunk must end
+/// within the largest snapshot a node reads back: openraft writes a chunk at the offset it names
+/// into a buffer in memory, so an offset of 2^40 would have it allocate a terabyte.
+pub(crate) fn decode_rpc(frame: &[u8]) -> Result<Rpc, String> {
+    let rpc: Rpc =
+        mycel_protocol::decode(frame, MAX_PLACEMENT_FRAME_BYTES).map_err(|e| e.to_string())?;
+    if let Rpc::Snapshot(request) = &rpc {
+        let end = request.offset.checked_add(request.data.len() as u64);
+        if end.is_none_or(|end| end > LOCAL_RECORD_LIMIT as u64) {
+            return Err(format!(
+                "a snapshot chunk at offset {} ends past the largest snapshot ({LOCAL_RECORD_LIMIT} \
+                 bytes)",
+                request.offset
+            ));
+        }
+    }
+    Ok(rpc)
+}
+
+/// Decodes the answer to an [`Rpc`].
+pub(crate) fn decode_reply(frame: &[u8]) -> Result<RpcReply, String> {
+    mycel_protocol::decode(frame, MAX_PLACEMENT_FRAME_BYTES).map_err(|e| e.to_string())
+}
+
 /// Sends `rpc` to `peer` and waits at most `ttl` for the reply.
 pub(crate) async fn call(
     mesh: &MeshHandle,
@@ -66,8 +90,7 @@ pub(crate) async fn call(
         .await
         .map_err(|_| CallError::Timeout(ttl))?
         .map_err(|e| CallError::Unreachable(e.to_string()))?;
-    mycel_protocol::decode(&answer.0, MAX_PLACEMENT_FRAME_BYTES)
-        .map_err(|e| CallError::BadReply(e.to_string()))
+    decode_reply(&answer.0).map_err(CallError::BadReply)
 }
 
 /// Makes a [`PeerLink`] per target, as openraft asks.

@@ -7,11 +7,12 @@ use mycel_protocol::{
     api::{InstanceState, MemberStatus, NodeInfo},
     app::{AppKind, Manifest, Relaxation, RuleOp},
     image::{self, ImageRecord},
-    placement::{AppRecord, Command, ImageEntry, Instance, WriteError, WriteRequest},
+    ownership::{AppAction, OwnerKey, SignedRequest, manifest_digest},
+    placement::{AppRecord, Authorized, Command, ImageEntry, Instance, WriteError, WriteRequest},
 };
 use mycel_scheduler::{AppSpec, LabelRule, NodeState, NodeView, Placement, Problem, Strategy};
 
-use crate::state::PlacementState;
+use crate::{owners, state::PlacementState};
 
 /// What the leader knows when it plans: its view of the mesh and the time.
 #[derive(Clone, Debug)]
@@ -47,11 +48,7 @@ pub fn node_views(nodes: &[NodeInfo]) -> Vec<NodeView> {
             cpu_millis: (u64::from(node.resources.cpu_cores) * 1000)
                 .min(node.policy.cpu_millis.unwrap_or(u64::MAX)),
             max_instances: node.policy.max_instances,
-            allowed_owners: node
-                .policy
-                .allowed_owners
-                .as_ref()
-                .map(|owners| owners.iter().cloned().collect()),
+            allowed_owners: node.policy.allowed_owner_keys(),
             // An app that asks for a relaxation the owner does not allow is kept off the node,
             // as one whose runtime it lacks (names this version does not know are ignored).
             relaxations_allowed: Relaxation::ALL
@@ -62,14 +59,35 @@ pub fn node_views(nodes: &[NodeInfo]) -> Vec<NodeView> {
         .collect()
 }
 
-/// The entries that carry out `request`, given the state they will apply to.
+/// The entries that carry out `request`, given the state they will apply to. A deploy, scale or
+/// stop is checked here as every replica will check it (see [`owners::check`]), with the
+/// leader's clock as the time it was accepted.
 pub fn plan_write(
     state: &PlacementState,
     view: &View,
     request: &WriteRequest,
 ) -> Result<Vec<Command>, WriteError> {
+    let accepted = |signed: &SignedRequest| Authorized {
+        request: signed.clone(),
+        accepted_at_ms: view.now_ms,
+    };
     match request {
-        WriteRequest::Deploy { manifest, by } => {
+        WriteRequest::Deploy {
+            manifest,
+            by,
+            signed,
+        } => {
+            // The forwarding node checked it, unless it is not a mycel node: whatever a peer
+            // sends, the log only ever holds manifests the API would take.
+            manifest
+                .validate_for_api()
+                .map_err(|e| WriteError::Rejected(e.to_string()))?;
+            let auth = accepted(signed);
+            let action = AppAction::Deploy {
+                app: manifest.name.clone(),
+                manifest: manifest_digest(manifest),
+            };
+            owners::check(state, &auth, &action)?;
             let generation = state
                 .apps
                 .get(&manifest.name)
@@ -81,31 +99,51 @@ pub fn plan_write(
                 generation,
                 unplaced: None,
             };
-            Ok(vec![put_app(state, view, record)])
+            Ok(vec![put_app(state, view, record, auth)])
         }
-        WriteRequest::Scale { name, replicas } => {
+        WriteRequest::Scale {
+            name,
+            replicas,
+            signed,
+        } => {
             let mut record = state
                 .apps
                 .get(name)
                 .ok_or_else(|| WriteError::UnknownApp(name.clone()))?
                 .clone();
+            let auth = accepted(signed);
+            let action = AppAction::Scale {
+                app: name.clone(),
+                replicas: *replicas,
+            };
+            owners::check(state, &auth, &action)?;
             record.manifest.replicas = *replicas;
             record
                 .manifest
                 .validate()
                 .map_err(|e| WriteError::Rejected(e.to_string()))?;
-            Ok(vec![put_app(state, view, record)])
+            Ok(vec![put_app(state, view, record, auth)])
         }
-        WriteRequest::Remove { name } => {
+        WriteRequest::Remove { name, signed } => {
             if !state.apps.contains_key(name) {
                 return Err(WriteError::UnknownApp(name.clone()));
             }
-            Ok(vec![Command::RemoveApp { name: name.clone() }])
+            let auth = accepted(signed);
+            owners::check(state, &auth, &AppAction::Stop { app: name.clone() })?;
+            Ok(vec![Command::RemoveApp {
+                name: name.clone(),
+                auth: Some(Box::new(auth)),
+            }])
         }
-        WriteRequest::Report { node, states } => Ok(vec![Command::Report {
+        WriteRequest::Report {
+            node,
+            states,
+            errors,
+        } => Ok(vec![Command::Report {
             node: node.clone(),
             at_ms: view.now_ms,
             states: states.clone(),
+            errors: errors.clone(),
         }]),
         WriteRequest::PutImage {
             record,
@@ -188,9 +226,15 @@ pub fn plan_reschedule(state: &PlacementState, view: &View) -> Vec<Command> {
 }
 
 /// The `PutApp` entry for `record`, placed among the apps already deployed.
-fn put_app(state: &PlacementState, view: &View, mut record: AppRecord) -> Command {
+fn put_app(
+    state: &PlacementState,
+    view: &View,
+    mut record: AppRecord,
+    auth: Authorized,
+) -> Command {
     let name = record.manifest.name.clone();
-    let solution = solve(state, view, Some(&record));
+    // The signer owns what it changes: the owner rule was checked, or it claims an ownerless app.
+    let solution = solve(state, view, Some((&record, &auth.request.key)));
     let placed: Vec<&Placement> = solution
         .placements
         .iter()
@@ -201,6 +245,7 @@ fn put_app(state: &PlacementState, view: &View, mut record: AppRecord) -> Comman
     Command::PutApp {
         app: Box::new(record),
         instances,
+        auth: Some(Box::new(auth)),
     }
 }
 
@@ -224,6 +269,7 @@ fn instances(
                     node: p.node.clone(),
                     state: InstanceState::Pending,
                     since_ms: view.now_ms,
+                    error: None,
                 },
             }
         })
@@ -234,15 +280,15 @@ fn instances(
 fn solve(
     state: &PlacementState,
     view: &View,
-    changed: Option<&AppRecord>,
+    changed: Option<(&AppRecord, &OwnerKey)>,
 ) -> mycel_scheduler::Solution {
     let mut apps: Vec<AppSpec> = state
         .apps
         .values()
-        .filter(|app| changed.is_none_or(|c| c.manifest.name != app.manifest.name))
-        .map(app_spec)
+        .filter(|app| changed.is_none_or(|(c, _)| c.manifest.name != app.manifest.name))
+        .map(|app| app_spec(app, owner_text(state, app)))
         .collect();
-    apps.extend(changed.map(app_spec));
+    apps.extend(changed.map(|(app, owner)| app_spec(app, owner.to_string())));
     // A redeployed app keeps its nodes: its old instances count as its previous placements.
     let previous: Vec<Placement> = state
         .instances
@@ -269,8 +315,15 @@ fn unplaced_reason(solution: &mycel_scheduler::Solution, app: &str) -> Option<St
         .map(|u| format!("{} replica(s) have no node: {}", u.replicas, u.reason))
 }
 
-/// The scheduler's view of an app.
-pub fn app_spec(record: &AppRecord) -> AppSpec {
+/// Who owns `app`, as nodes' `policy.allowed_owners` name owners: its key, else (an app whose
+/// deployer has no key in its id) the peer id that took its deploy.
+fn owner_text(state: &PlacementState, app: &AppRecord) -> String {
+    owners::owner_of(state, &app.manifest.name)
+        .map_or_else(|| app.deployed_by.clone(), |key| key.to_string())
+}
+
+/// The scheduler's view of an app owned by `owner`.
+pub fn app_spec(record: &AppRecord, owner: String) -> AppSpec {
     let manifest: &Manifest = &record.manifest;
     let rule = |r: &mycel_protocol::app::LabelRuleSpec| match r.op {
         RuleOp::In => LabelRule::In {
@@ -285,7 +338,7 @@ pub fn app_spec(record: &AppRecord) -> AppSpec {
     };
     AppSpec {
         name: manifest.name.clone(),
-        owner: record.deployed_by.clone(),
+        owner,
         runtime: runtime_of(manifest.kind()),
         replicas: manifest.replicas,
         memory_mb: manifest.memory_mb(),
@@ -311,6 +364,7 @@ pub fn runtime_of(kind: AppKind) -> Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{NOW_MS, deploy_by, remove_by, scale_by};
     use std::collections::{BTreeMap, BTreeSet};
 
     fn node(id: &str, state: NodeState) -> NodeView {
@@ -353,7 +407,7 @@ mod tests {
     fn view(nodes: Vec<NodeView>) -> View {
         View {
             nodes,
-            now_ms: 1000,
+            now_ms: NOW_MS,
             dead_grace_ms: 5000,
         }
     }
@@ -364,10 +418,7 @@ mod tests {
             "b".repeat(64)
         ))
         .unwrap();
-        WriteRequest::Deploy {
-            manifest: Box::new(manifest),
-            by: "me".into(),
-        }
+        deploy_by(1, manifest)
     }
 
     fn write(state: &mut PlacementState, view: &View, request: &WriteRequest) {
@@ -377,7 +428,7 @@ mod tests {
 
     fn apply(state: &mut PlacementState, commands: Vec<Command>) {
         for command in &commands {
-            state.apply(command);
+            state.try_apply(command).unwrap();
         }
     }
 
@@ -393,10 +444,7 @@ mod tests {
         let nodes: BTreeSet<_> = state.instances_of("web").map(|i| i.node.clone()).collect();
         assert_eq!(nodes.len(), 2, "two replicas on two nodes");
 
-        let scale = WriteRequest::Scale {
-            name: "web".into(),
-            replicas: 3,
-        };
+        let scale = scale_by(1, "web", 3);
         let before: Vec<Instance> = state.instances_of("web").cloned().collect();
         write(&mut state, &alive, &scale);
         assert_eq!(state.instances_of("web").count(), 3);
@@ -426,15 +474,7 @@ mod tests {
     fn unknown_apps_are_errors_and_nothing_is_planned() {
         let state = PlacementState::default();
         let v = view(vec![node("a", NodeState::Alive)]);
-        for request in [
-            WriteRequest::Scale {
-                name: "nope".into(),
-                replicas: 1,
-            },
-            WriteRequest::Remove {
-                name: "nope".into(),
-            },
-        ] {
+        for request in [scale_by(1, "nope", 1), remove_by(1, "nope")] {
             assert_eq!(
                 plan_write(&state, &v, &request),
                 Err(WriteError::UnknownApp("nope".into()))
@@ -532,10 +572,7 @@ mod tests {
                  image = \"web:1\"\n[container.relax]\n{relax}\n"
             ))
             .unwrap();
-            WriteRequest::Deploy {
-                manifest: Box::new(manifest),
-                by: "me".into(),
-            }
+            deploy_by(1, manifest)
         };
         let mut state = PlacementState::default();
         let v = view(nodes);

@@ -3,8 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use mycel_protocol::placement::{AppRecord, Command, ImageEntry, Instance};
+use mycel_protocol::{
+    ownership::{AppAction, manifest_digest},
+    placement::{
+        AppRecord, Authorized, Command, ImageEntry, Instance, MAX_INSTANCE_ERROR_BYTES, WriteError,
+    },
+};
 use serde::{Deserialize, Serialize};
+
+use crate::owners::{self, Owners};
 
 /// The apps and their instances, as of some log index.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -15,6 +22,9 @@ pub struct PlacementState {
     /// Images pushed to the mesh, by `name:tag`.
     #[serde(default)]
     pub images: BTreeMap<String, ImageEntry>,
+    /// Who owns each app, and which signed requests were used (see [`owners`]).
+    #[serde(default)]
+    pub owners: Owners,
 }
 
 impl PlacementState {
@@ -28,10 +38,24 @@ impl PlacementState {
         self.instances.values().filter(move |i| i.node == node)
     }
 
+    /// Applies one entry as every replica does: one that is refused changes nothing (see
+    /// [`PlacementState::try_apply`]).
     pub fn apply(&mut self, command: &Command) {
+        let _ = self.try_apply(command);
+    }
+
+    /// Applies one entry. A deploy, scale or stop whose signed request does not hold up against
+    /// this state (see [`owners::check`]) is refused and changes nothing: every replica refuses
+    /// it alike, and the answer tells the leader's client why.
+    pub fn try_apply(&mut self, command: &Command) -> Result<(), WriteError> {
         match command {
-            Command::PutApp { app, instances } => {
+            Command::PutApp {
+                app,
+                instances,
+                auth,
+            } => {
                 let name = app.manifest.name.clone();
+                self.authorize_put(app, auth.as_deref())?;
                 self.apps.insert(name.clone(), (**app).clone());
                 self.replace_instances(&name, instances);
             }
@@ -42,12 +66,19 @@ impl PlacementState {
             } => {
                 // The app may have been removed after the leader planned the move.
                 let Some(record) = self.apps.get_mut(app) else {
-                    return;
+                    return Ok(());
                 };
                 record.unplaced = unplaced.clone();
                 self.replace_instances(app, instances);
             }
-            Command::RemoveApp { name } => {
+            Command::RemoveApp { name, auth } => {
+                match auth {
+                    Some(auth) => {
+                        owners::check(self, auth, &AppAction::Stop { app: name.clone() })?;
+                        self.owners.accept(auth);
+                    }
+                    None => self.refuse_unsigned(name)?,
+                }
                 self.apps.remove(name);
                 self.instances.retain(|_, i| &i.app != name);
             }
@@ -55,23 +86,89 @@ impl PlacementState {
                 node,
                 at_ms,
                 states,
+                errors,
             } => {
                 for (id, state) in states {
                     // Only the node an instance is placed on speaks for it: a late report from
                     // the node it was moved away from changes nothing.
-                    if let Some(instance) = self.instances.get_mut(id)
-                        && &instance.node == node
-                        && instance.state != *state
-                    {
+                    let Some(instance) = self.instances.get_mut(id) else {
+                        continue;
+                    };
+                    if &instance.node != node {
+                        continue;
+                    }
+                    if instance.state != *state {
                         instance.state = *state;
                         instance.since_ms = *at_ms;
                     }
+                    instance.error = errors
+                        .iter()
+                        .find(|(failed, _)| failed == id)
+                        .map(|(_, why)| cut(why));
                 }
             }
             Command::PutImage { image } => {
                 self.images
                     .insert(image.record.name.clone(), (**image).clone());
             }
+        }
+        Ok(())
+    }
+
+    /// Whether a `PutApp` of `record` may apply: its signed request must sign exactly this
+    /// deploy (the digest of this manifest), or this scale (the app as it is, with only its
+    /// replicas changed), by the app's owner.
+    fn authorize_put(
+        &mut self,
+        record: &AppRecord,
+        auth: Option<&Authorized>,
+    ) -> Result<(), WriteError> {
+        let name = &record.manifest.name;
+        let Some(auth) = auth else {
+            return self.refuse_unsigned(name);
+        };
+        let expected = match &auth.request.action {
+            AppAction::Deploy { .. } => AppAction::Deploy {
+                app: name.clone(),
+                manifest: manifest_digest(&record.manifest),
+            },
+            AppAction::Scale { .. } => {
+                let current = self
+                    .apps
+                    .get(name)
+                    .ok_or_else(|| WriteError::UnknownApp(name.clone()))?;
+                let mut rescaled = current.clone();
+                rescaled.manifest.replicas = record.manifest.replicas;
+                rescaled.unplaced.clone_from(&record.unplaced);
+                if rescaled != *record {
+                    return Err(WriteError::BadSignature(format!(
+                        "a signed scale of '{name}' may change its replicas only"
+                    )));
+                }
+                AppAction::Scale {
+                    app: name.clone(),
+                    replicas: record.manifest.replicas,
+                }
+            }
+            AppAction::Stop { .. } => {
+                return Err(WriteError::BadSignature(format!(
+                    "a signed stop of '{name}' cannot deploy it"
+                )));
+            }
+        };
+        owners::check(self, auth, &expected)?;
+        self.owners.accept(auth);
+        Ok(())
+    }
+
+    /// Entries without a signed request come from logs written before apps had owners: they
+    /// apply as they did then, except to an app that has an owner now.
+    fn refuse_unsigned(&self, app: &str) -> Result<(), WriteError> {
+        match self.owners.apps.get(app) {
+            Some(owner) => Err(WriteError::BadSignature(format!(
+                "app '{app}' is owned by {owner}: an unsigned change of it is refused"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -94,10 +191,20 @@ impl PlacementState {
             {
                 instance.state = previous.state;
                 instance.since_ms = previous.since_ms;
+                instance.error = previous.error.clone();
             }
             self.instances.insert(instance.id.clone(), instance);
         }
     }
+}
+
+/// `why`, cut to at most [`MAX_INSTANCE_ERROR_BYTES`] on a character boundary.
+fn cut(why: &str) -> String {
+    let mut end = why.len().min(MAX_INSTANCE_ERROR_BYTES);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why[..end].to_string()
 }
 
 #[cfg(test)]
@@ -128,59 +235,101 @@ mod tests {
             node: node.into(),
             state: InstanceState::Pending,
             since_ms: 1,
+            error: None,
         }
     }
 
     #[test]
     fn put_report_move_remove() {
         let mut state = PlacementState::default();
-        state.apply(&Command::PutApp {
-            app: record("web", 2),
-            instances: vec![instance("web", 0, "a"), instance("web", 1, "b")],
-        });
+        state
+            .try_apply(&Command::PutApp {
+                app: record("web", 2),
+                instances: vec![instance("web", 0, "a"), instance("web", 1, "b")],
+                auth: None,
+            })
+            .unwrap();
         assert_eq!(state.instances_of("web").count(), 2);
 
         // Only the node an instance is on may report its state.
-        state.apply(&Command::Report {
-            node: "a".into(),
-            at_ms: 5,
-            states: vec![
-                ("web-1-0".into(), InstanceState::Running),
-                ("web-1-1".into(), InstanceState::Failed),
-            ],
-        });
+        state
+            .try_apply(&Command::Report {
+                node: "a".into(),
+                at_ms: 5,
+                states: vec![
+                    ("web-1-0".into(), InstanceState::Running),
+                    ("web-1-1".into(), InstanceState::Failed),
+                ],
+                errors: vec![("web-1-1".into(), "not mine to say".into())],
+            })
+            .unwrap();
         assert_eq!(state.instances["web-1-0"].state, InstanceState::Running);
         assert_eq!(state.instances["web-1-1"].state, InstanceState::Pending);
+        assert_eq!(state.instances["web-1-1"].error, None);
+
+        // A failure carries its reason (cut to a bounded length); running again clears it.
+        let long = "no room here ".repeat(100);
+        state
+            .try_apply(&Command::Report {
+                node: "a".into(),
+                at_ms: 6,
+                states: vec![("web-1-0".into(), InstanceState::Failed)],
+                errors: vec![("web-1-0".into(), long.clone())],
+            })
+            .unwrap();
+        let error = state.instances["web-1-0"].error.clone().unwrap();
+        assert!(error.len() <= MAX_INSTANCE_ERROR_BYTES && long.starts_with(&error[..100]));
+        state
+            .try_apply(&Command::Report {
+                node: "a".into(),
+                at_ms: 7,
+                states: vec![("web-1-0".into(), InstanceState::Running)],
+                errors: vec![],
+            })
+            .unwrap();
+        assert_eq!(state.instances["web-1-0"].error, None);
 
         // A rescale keeps what the nodes reported for instances that stay put...
-        state.apply(&Command::PutApp {
-            app: record("web", 1),
-            instances: vec![instance("web", 0, "a")],
-        });
+        state
+            .try_apply(&Command::PutApp {
+                app: record("web", 1),
+                instances: vec![instance("web", 0, "a")],
+                auth: None,
+            })
+            .unwrap();
         assert_eq!(state.instances["web-1-0"].state, InstanceState::Running);
         assert_eq!(state.instances.len(), 1);
 
         // ...and a move starts over.
-        state.apply(&Command::Place {
-            app: "web".into(),
-            instances: vec![instance("web", 0, "c")],
-            unplaced: None,
-        });
+        state
+            .try_apply(&Command::Place {
+                app: "web".into(),
+                instances: vec![instance("web", 0, "c")],
+                unplaced: None,
+            })
+            .unwrap();
         assert_eq!(state.instances["web-1-0"].node, "c");
         assert_eq!(state.instances["web-1-0"].state, InstanceState::Pending);
 
-        state.apply(&Command::RemoveApp { name: "web".into() });
+        state
+            .try_apply(&Command::RemoveApp {
+                name: "web".into(),
+                auth: None,
+            })
+            .unwrap();
         assert_eq!(state, PlacementState::default());
     }
 
     #[test]
     fn place_for_a_removed_app_changes_nothing() {
         let mut state = PlacementState::default();
-        state.apply(&Command::Place {
-            app: "gone".into(),
-            instances: vec![instance("gone", 0, "a")],
-            unplaced: None,
-        });
+        state
+            .try_apply(&Command::Place {
+                app: "gone".into(),
+                instances: vec![instance("gone", 0, "a")],
+                unplaced: None,
+            })
+            .unwrap();
         assert_eq!(state, PlacementState::default());
     }
 }

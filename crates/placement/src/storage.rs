@@ -20,11 +20,11 @@ use tokio::sync::{Mutex, watch};
 use crate::{
     NodeId, TypeConfig,
     state::PlacementState,
-    types::{Member, Replica},
+    types::{EntryOutcome, Member, Replica},
 };
 
 /// Local records may be large (a snapshot of every app); the limit only guards against garbage.
-const LOCAL_RECORD_LIMIT: usize = 256 * 1024 * 1024;
+pub(crate) const LOCAL_RECORD_LIMIT: usize = 256 * 1024 * 1024;
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -223,8 +223,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 /// What a snapshot holds besides its metadata.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct SnapshotBody {
-    state: PlacementState,
+pub(crate) struct SnapshotBody {
+    pub(crate) state: PlacementState,
+}
+
+/// The state a snapshot's data holds: what a node installs when the leader sends one.
+pub(crate) fn decode_snapshot(data: &[u8]) -> Result<PlacementState, AnyError> {
+    decode::<SnapshotBody>(data).map(|body| body.state)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -343,7 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<()>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<EntryOutcome>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -352,14 +357,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(command) => applied.state.apply(&command),
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Ok(()),
+                EntryPayload::Normal(command) => applied.state.try_apply(&command),
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Ok(())
                 }
+            };
+            if let Err(e) = &outcome {
+                // Every replica refuses it alike; the leader's client hears why.
+                tracing::info!(index = entry.log_id.index, %e, "a placement entry was refused");
             }
-            responses.push(());
+            responses.push(outcome);
         }
         self.publish(&applied);
         Ok(responses)
@@ -379,7 +389,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = decode(&data).map_err(|e| read_snapshot(Some(meta), e))?;
+        let state = decode_snapshot(&data).map_err(|e| read_snapshot(Some(meta), e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -390,7 +400,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut applied = self.applied.lock().await;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        applied.state = body.state;
+        applied.state = state;
         self.publish(&applied);
         Ok(())
     }

@@ -2,19 +2,25 @@
 
 use std::io::Cursor;
 
-use mycel_protocol::{PeerId, placement::Command};
+use mycel_protocol::{
+    PeerId,
+    placement::{Command, WriteError},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::state::PlacementState;
 
 openraft::declare_raft_types!(
-    /// mycel's Raft: log entries are placement commands; applying one answers nothing (the
-    /// outcome is the new state, which every replica can read).
+    /// mycel's Raft: log entries are placement commands; applying one answers whether it changed
+    /// the state or was refused (a signed request that does not hold up; see `owners`).
     pub TypeConfig:
         D = Command,
-        R = (),
+        R = EntryOutcome,
         Node = Member,
 );
+
+/// What applying an entry did: `Err` when the state machine refused it and nothing changed.
+pub type EntryOutcome = Result<(), WriteError>;
 
 /// A Raft node id: derived from the peer id, so no node ever needs to be told its id.
 pub type NodeId = u64;

@@ -9,6 +9,7 @@ use mycel_placement::{GroupConfig, GroupTiming, PlacementHandle};
 use mycel_protocol::{
     Keypair, Resources, Runtime,
     app::Manifest,
+    ownership::{AppAction, SignedRequest},
     placement::{WriteError, WriteRequest},
 };
 use prometheus_client::registry::Registry;
@@ -77,9 +78,18 @@ fn deploy(name: &str) -> WriteRequest {
         "name = \"{name}\"\nversion = \"1\"\n[wasm]\nmodule = \"blake3:{}\"\n[resources]\nmemory_mb = 1\n",
         "c".repeat(64)
     );
+    let manifest = Manifest::from_toml(&toml).expect("a valid manifest");
+    // Signed by a key of its own: each app has another name, and so its own owner.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64;
+    let action = AppAction::deploy(&manifest);
+    let signed = SignedRequest::sign(&Keypair::generate_ed25519(), now_ms, action);
     WriteRequest::Deploy {
-        manifest: Box::new(Manifest::from_toml(&toml).expect("a valid manifest")),
+        manifest: Box::new(manifest),
         by: "test".into(),
+        signed: Box::new(signed.expect("signing")),
     }
 }
 

@@ -111,6 +111,43 @@ pub(crate) fn why_ineligible<'a>(
     )
 }
 
+/// A sentence on why none of the eligible nodes has room for another replica of `app`, from
+/// each one's room left: `(node, free memory MiB, free millicores, instances placed)`.
+pub(crate) fn why_no_room<'a>(
+    app: &AppSpec,
+    eligible: impl Iterator<Item = (&'a NodeView, u64, u64, u32)>,
+) -> String {
+    let (mut at_limit, mut short_memory, mut short_cpu) = (0, 0, 0);
+    for (node, memory_mb, cpu_millis, instances) in eligible {
+        if node.max_instances.is_some_and(|max| instances >= max) {
+            at_limit += 1;
+        } else if memory_mb < app.memory_mb {
+            short_memory += 1;
+        } else if cpu_millis < app.cpu_millis {
+            short_cpu += 1;
+        }
+    }
+    let mut parts = Vec::new();
+    if at_limit > 0 {
+        parts.push(format!(
+            "{at_limit} at the most instances their owner allows (policy.max_instances)"
+        ));
+    }
+    if short_memory > 0 {
+        parts.push(format!(
+            "{short_memory} without {} MiB of memory free",
+            app.memory_mb
+        ));
+    }
+    if short_cpu > 0 {
+        parts.push(format!(
+            "{short_cpu} without {} millicores free",
+            app.cpu_millis
+        ));
+    }
+    format!("every node that may run it is full: {}", parts.join(", "))
+}
+
 /// Replica `replica` of `app` runs on `node`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Placement {

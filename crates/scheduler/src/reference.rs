@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::model::{
     AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced, why_ineligible,
+    why_no_room,
 };
 
 /// What is left of a node while the solver fills it.
@@ -91,7 +92,7 @@ pub(crate) fn solve(problem: &Problem, previous: &[Placement]) -> Solution {
     }
 
     let mut placements = kept;
-    let mut unplaced = Vec::new();
+    let mut short = Vec::new();
     for app in &apps {
         let mut missing = 0;
         for replica in 0..app.replicas {
@@ -114,13 +115,19 @@ pub(crate) fn solve(problem: &Problem, previous: &[Placement]) -> Solution {
             }
         }
         if missing > 0 {
-            unplaced.push(Unplaced {
-                app: app.name.clone(),
-                replicas: missing,
-                reason: why_unplaced(app, &rooms),
-            });
+            short.push((app, missing));
         }
     }
+    // Reasons from the rooms as finally left, so that solving again (in another order of
+    // apps) gives the same sentence.
+    let unplaced = short
+        .into_iter()
+        .map(|(app, missing)| Unplaced {
+            app: app.name.clone(),
+            replicas: missing,
+            reason: why_unplaced(app, &rooms),
+        })
+        .collect();
     placements.sort();
     Solution {
         placements,
@@ -188,8 +195,10 @@ fn why_unplaced(app: &AppSpec, rooms: &BTreeMap<&str, Room>) -> String {
     if eligible.is_empty() {
         return why_ineligible(app, alive.iter().map(|r| r.node));
     }
-    format!(
-        "no eligible node has {} MiB of memory and {} millicores free",
-        app.memory_mb, app.cpu_millis
+    why_no_room(
+        app,
+        eligible
+            .iter()
+            .map(|r| (r.node, r.memory_mb, r.cpu_millis, r.instances)),
     )
 }

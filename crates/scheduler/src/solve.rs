@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use crate::model::{
     AppSpec, NodeState, NodeView, Placement, Problem, Solution, Strategy, Unplaced, why_ineligible,
+    why_no_room,
 };
 
 /// What is left of a node while the solver fills it.
@@ -114,7 +115,7 @@ pub fn solve(problem: &Problem, previous: &[Placement]) -> Solution {
 
     // Apps are in name order and so are the kept placements: one cursor walks both. Apps that
     // share a name share their tallies, as they share their placements.
-    let mut unplaced = Vec::new();
+    let mut short = Vec::new();
     let mut cursor = 0;
     let mut tally = Tally::default();
     let mut choice = Choice::default();
@@ -149,13 +150,19 @@ pub fn solve(problem: &Problem, previous: &[Placement]) -> Solution {
             }
         }
         if missing > 0 {
-            unplaced.push(Unplaced {
-                app: app.name.clone(),
-                replicas: missing,
-                reason: why_unplaced(app, &rooms),
-            });
+            short.push((app, missing));
         }
     }
+    // Reasons from the rooms as finally left, so that solving again (in another order of
+    // apps) gives the same sentence.
+    let unplaced = short
+        .into_iter()
+        .map(|(app, missing)| Unplaced {
+            app: app.name.clone(),
+            replicas: missing,
+            reason: why_unplaced(app, &rooms),
+        })
+        .collect();
     placements.sort();
     Solution {
         placements,
@@ -318,8 +325,10 @@ fn why_unplaced(app: &AppSpec, rooms: &[Room]) -> String {
     if eligible.is_empty() {
         return why_ineligible(app, alive.iter().map(|r| r.node));
     }
-    format!(
-        "no eligible node has {} MiB of memory and {} millicores free",
-        app.memory_mb, app.cpu_millis
+    why_no_room(
+        app,
+        eligible
+            .iter()
+            .map(|r| (r.node, r.memory_mb, r.cpu_millis, r.instances)),
     )
 }

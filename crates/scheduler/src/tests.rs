@@ -106,6 +106,35 @@ fn required_rules_runtimes_owners_and_room_are_respected() {
 }
 
 #[test]
+fn a_wasm_only_node_gets_no_container_and_unplaced_names_the_owners_limit() {
+    let mut wasm_only = node("a", 4000, "z1");
+    wasm_only.runtimes = BTreeSet::from([Runtime::Wasm]);
+    let capped = |id: &str| NodeView {
+        runtimes: BTreeSet::from([Runtime::Wasm, Runtime::Docker]),
+        max_instances: Some(1),
+        ..node(id, 4000, "z1")
+    };
+    let mut web = app("web", 3, 32);
+    web.runtime = Runtime::Docker;
+    let problem = Problem {
+        nodes: vec![wasm_only, capped("b"), capped("c")],
+        apps: vec![web],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    let mut nodes = nodes_of(&solution, "web");
+    nodes.sort();
+    assert_eq!(nodes, ["b", "c"]);
+    assert_eq!(solution.unplaced.len(), 1);
+    assert_eq!(solution.unplaced[0].replicas, 1);
+    assert_eq!(
+        solution.unplaced[0].reason,
+        "every node that may run it is full: 2 at the most instances their owner allows \
+         (policy.max_instances)"
+    );
+}
+
+#[test]
 fn relaxations_go_only_where_the_owner_allows_them_and_unplaced_says_which() {
     let mut open = node("open", 1000, "z1");
     open.relaxations_allowed = BTreeSet::from([Relaxation::WritableRoot, Relaxation::RunAsRoot]);

@@ -3,11 +3,14 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
-use mycel_protocol::api::{AppStatus, Apps, Deployed, DiscoveredApps, InstanceState, ScaleRequest};
+use mycel_protocol::{
+    api::{AppStatus, Apps, Deployed, DiscoveredApps, InstanceState, ScaleRequest},
+    ownership::{AppAction, OwnerKey},
+};
 
 use super::{
     api_url, get, is_tar, manifest, manifest::BlobField, node_names, print_answer, push_image,
-    send, short_peer, table, upload,
+    send, short_peer, table, upload, user_key,
 };
 
 /// How often `mycel deploy --wait` asks how the rollout goes.
@@ -47,6 +50,8 @@ pub(crate) async fn deploy(
         .post(api_url(node, &["v1", "apps"])?)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
+    // The node parses the body back into this manifest, and checks the signature against it.
+    let request = user_key::sign(request, AppAction::deploy(&manifest))?;
     let answer = send(node, request).await?;
     let deployed: Deployed =
         serde_json::from_str(&answer).context("the node's answer is not a deploy")?;
@@ -205,12 +210,17 @@ pub(crate) async fn status(node: &str, app: &str, json: bool) -> anyhow::Result<
     } else {
         node_names(node).await
     };
+    let me = if json { None } else { user_key::existing() };
     print_answer(&body, json, "an app status", |status: AppStatus| {
-        status_text(&status, &names)
+        status_text(&status, &names, me)
     })
 }
 
-fn status_text(status: &AppStatus, names: &BTreeMap<String, String>) -> String {
+fn status_text(
+    status: &AppStatus,
+    names: &BTreeMap<String, String>,
+    me: Option<OwnerKey>,
+) -> String {
     let node_name = |peer: &str| match names.get(peer) {
         Some(name) => name.clone(),
         None => short_peer(peer),
@@ -223,6 +233,17 @@ fn status_text(status: &AppStatus, names: &BTreeMap<String, String>) -> String {
         progress(status),
         node_name(&status.deployed_by)
     );
+    if let Some(owner) = status.owner {
+        let node = owner
+            .to_peer_id()
+            .and_then(|peer| names.get(&peer.to_string()));
+        let who = match node {
+            _ if Some(owner) == me => "you".to_string(),
+            Some(name) => format!("node {name}"),
+            None => "another key".to_string(),
+        };
+        out.push_str(&format!("owner: {who} ({owner})\n"));
+    }
     if let Some(reason) = &status.unplaced {
         out.push_str(&format!("unplaced: {reason}\n"));
     }
@@ -245,15 +266,25 @@ fn status_text(status: &AppStatus, names: &BTreeMap<String, String>) -> String {
         ]);
     }
     out.push_str(&table::render(&rows));
+    // Why failed instances failed: each on its own line, as reasons are sentences.
+    for instance in &status.instances {
+        if let Some(error) = &instance.error {
+            out.push_str(&format!("{}: {error}\n", instance.id));
+        }
+    }
     out
 }
 
-/// `mycel scale APP N`
+/// `mycel scale APP N`, signed by the user key.
 pub(crate) async fn scale(node: &str, app: &str, replicas: u32, json: bool) -> anyhow::Result<()> {
     let request = reqwest::Client::new()
         .post(api_url(node, &["v1", "apps", app, "scale"])?)
         .json(&ScaleRequest { replicas });
-    let body = send(node, request).await?;
+    let action = AppAction::Scale {
+        app: app.to_string(),
+        replicas,
+    };
+    let body = send(node, user_key::sign(request, action)?).await?;
     print_answer(&body, json, "an app status", |status: AppStatus| {
         format!(
             "scaled {} to {}\n",
@@ -263,10 +294,13 @@ pub(crate) async fn scale(node: &str, app: &str, replicas: u32, json: bool) -> a
     })
 }
 
-/// `mycel stop APP`: removes the app and all its instances.
+/// `mycel stop APP`: removes the app and all its instances; signed by the user key.
 pub(crate) async fn stop(node: &str, app: &str, json: bool) -> anyhow::Result<()> {
     let request = reqwest::Client::new().delete(api_url(node, &["v1", "apps", app])?);
-    let body = send(node, request).await?;
+    let action = AppAction::Stop {
+        app: app.to_string(),
+    };
+    let body = send(node, user_key::sign(request, action)?).await?;
     if json {
         println!("{}", body.trim_end());
     } else {
@@ -318,9 +352,11 @@ mod tests {
                     },
                     state: *state,
                     runtime: "wasm".into(),
+                    error: None,
                 })
                 .collect(),
             deployed_by: "12D3KooWnodeAAAAAAAA".into(),
+            owner: None,
             unplaced: unplaced.map(str::to_string),
             manifest,
         }
@@ -364,6 +400,7 @@ mod tests {
                 Some("1 replica(s) have no node: no node has room"),
             ),
             &names,
+            None,
         );
         assert_eq!(
             text,
@@ -373,9 +410,46 @@ mod tests {
              hello-1-0  a          running   wasm\n\
              hello-1-1  …BBBBBBBB  starting  wasm\n"
         );
-        let empty = status_text(&status(&[], None), &names);
+        let mut failing = status(&[InstanceState::Failed], None);
+        failing.instances[0].error = Some("this node has no docker runtime".into());
+        assert!(
+            status_text(&failing, &names, None)
+                .ends_with("hello-1-0: this node has no docker runtime\n")
+        );
+        let empty = status_text(&status(&[], None), &names, None);
         assert!(empty.ends_with("no instances\n"), "{empty}");
         assert!(!empty.contains("unplaced"));
+    }
+
+    #[test]
+    fn the_status_says_who_owns_the_app() {
+        let key = |seed: u8| {
+            let keypair = mycel_protocol::Keypair::ed25519_from_bytes([seed; 32]).unwrap();
+            (
+                OwnerKey::of(&keypair).unwrap(),
+                keypair.public().to_peer_id(),
+            )
+        };
+        let (node_key, node_peer) = key(1);
+        let (user, _) = key(2);
+        let names = BTreeMap::from([(node_peer.to_string(), "a".to_string())]);
+        let owned_by = |owner: OwnerKey, me: Option<OwnerKey>| {
+            let status = AppStatus {
+                owner: Some(owner),
+                ..status(&[], None)
+            };
+            status_text(&status, &names, me)
+                .lines()
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(owned_by(user, Some(user)), format!("owner: you ({user})"));
+        assert_eq!(
+            owned_by(node_key, Some(user)),
+            format!("owner: node a ({node_key})")
+        );
+        assert_eq!(owned_by(user, None), format!("owner: another key ({user})"));
     }
 
     #[test]

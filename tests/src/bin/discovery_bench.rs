@@ -49,7 +49,7 @@ async fn run(mesh: &Mesh) -> Result<()> {
 
     let mut joins = Vec::new();
     for i in 0..LATE_JOINERS {
-        let late = NodeProcess::start(format!("late{i}"), Some(mesh[3].listen_addr())).await?;
+        let late = NodeProcess::start(format!("late{i}"), Some(mesh[3].join_ticket())).await?;
         let ready = Instant::now();
         wait_until(
             "the late joiner to discover hello",

@@ -2,8 +2,9 @@
 //! several peers at once, each range checked against the root hash before a byte is written.
 //!
 //! A range is `RANGE_BYTES` of the blob (the last one shorter), encoded bao-style: the tree nodes a
-//! receiver needs, interleaved with 16 KiB chunk groups. A provider that sends anything that does
-//! not verify is dropped for the rest of the transfer and its range is asked of another.
+//! receiver needs, interleaved with 16 KiB chunk groups. Ranges travel on one raw stream per
+//! provider (see [`stream`]), several asked ahead. A provider that sends anything that does not
+//! verify is dropped for the rest of the transfer and its ranges are asked of another.
 
 use std::{
     collections::VecDeque,
@@ -28,11 +29,13 @@ use mycel_protocol::BlobHash;
 use crate::{BLOCK_SIZE, BlobMeta, BlobStore, StoreError};
 
 mod partial;
+mod stream;
 #[cfg(test)]
 mod tests;
 
 pub use partial::PartialBlob;
 pub(crate) use partial::SharedPartial;
+pub use stream::{RangeIo, RangeStream, serve_ranges};
 
 /// The span of one range request: 64 chunk groups.
 pub const RANGE_BYTES: u64 = mycel_protocol::blob::MAX_RANGE_BYTES;
@@ -41,8 +44,13 @@ pub const RANGE_BYTES: u64 = mycel_protocol::blob::MAX_RANGE_BYTES;
 const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 /// A fetch that makes no progress for this long gives up.
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Requests in flight to one provider at once: enough to keep a loopback or LAN link busy.
+/// Ranges asked of one provider at once, on its stream: enough to keep a loopback or LAN link busy.
 const PER_PROVIDER: usize = 4;
+/// How many range outcomes may wait for the fetch loop.
+const RESULT_QUEUE: usize = 256;
+/// Verified ranges between two background flushes of the fetched bytes to disk: the flush that
+/// makes the blob durable at the end then has at most these left to write.
+const SYNC_EVERY: usize = 16;
 
 /// How the fetcher reaches peers; the node implements it over the mesh.
 pub trait BlobNetwork: Send + Sync {
@@ -51,14 +59,13 @@ pub trait BlobNetwork: Send + Sync {
     fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<Self::Peer>>>;
     /// Tells the mesh this node now holds `hash` whole (a provider record in the DHT).
     fn announce(&self, hash: BlobHash) -> BoxFuture<'_, ()>;
-    /// The encoded range `[offset, offset + len)` of `hash` from `peer`.
-    fn range(
+    /// A new byte stream to `peer` for the ranges of `hash` (the fetch speaks the range-stream
+    /// protocol on it: see [`serve_ranges`] for the other end).
+    fn open_ranges(
         &self,
         peer: Self::Peer,
         hash: BlobHash,
-        offset: u64,
-        len: u64,
-    ) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+    ) -> BoxFuture<'_, Result<RangeStream, String>>;
 }
 
 /// A peer that holds a blob, and what of it.
@@ -105,6 +112,8 @@ fn outboard_of(hash: &BlobHash, size: u64, data: Vec<u8>) -> PreOrderOutboard<Ve
 struct Source<P> {
     provider: Provider<P>,
     busy: usize,
+    /// Hands ranges to the provider's stream session, once it has one.
+    session: Option<tokio::sync::mpsc::Sender<usize>>,
 }
 
 /// Fetches `hash` from every peer that has it at once, whole or in part, verifying each range;
@@ -143,7 +152,6 @@ pub async fn fetch<N: BlobNetwork>(
     }
     tracing::info!(%hash, size, providers = found.len(), "fetching a blob from peers");
     let partial = Arc::new(store.begin_fetch(hash, size)?);
-    let ranges = partial.ranges();
     // Each fetcher starts at its own place, so fetchers that start together hold different
     // ranges early and can trade them.
     let mut todo: VecDeque<usize> = partial.missing().into();
@@ -152,15 +160,21 @@ pub async fn fetch<N: BlobNetwork>(
     let mut sources: Vec<Source<N::Peer>> = Vec::new();
     let mut failed: Vec<N::Peer> = Vec::new();
     merge_sources(&mut sources, &failed, found, size);
-    let mut in_flight = FuturesUnordered::new();
+    // One stream session per provider, all driven by this task; each reports every range it was
+    // handed, exactly once, on `results`.
+    let mut sessions = FuturesUnordered::new();
+    let (results_tx, mut results) = tokio::sync::mpsc::channel(RESULT_QUEUE);
+    let mut outstanding = 0usize;
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut asking: Option<BoxFuture<'_, Vec<Provider<N::Peer>>>> = None;
     let mut last_progress = tokio::time::Instant::now();
     let mut last_error = String::from("no provider answered");
     let mut served_by: Vec<N::Peer> = Vec::new();
+    let mut unsynced = 0usize;
+    let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
 
-    while !todo.is_empty() || !in_flight.is_empty() {
+    while !todo.is_empty() || outstanding > 0 {
         // Hand out every range some provider with room holds; peers still fetching first.
         let mut waiting = VecDeque::new();
         while let Some(range) = todo.pop_front() {
@@ -172,26 +186,29 @@ pub async fn fetch<N: BlobNetwork>(
                 waiting.push_back(range);
                 continue;
             };
-            source.busy += 1;
-            let peer = source.provider.peer.clone();
-            let (offset, len) = ranges[range];
-            let request = network.range(peer.clone(), hash, offset, len);
-            let partial = partial.clone();
-            in_flight.push(async move {
-                let result = match request.await {
-                    Ok(encoded) => {
-                        tokio::task::spawn_blocking(move || partial.add(offset, len, &encoded))
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r)
-                    }
-                    Err(e) => Err(e),
-                };
-                (peer, range, result)
+            let session = source.session.get_or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(PER_PROVIDER);
+                sessions.push(stream::session(
+                    network,
+                    source.provider.peer.clone(),
+                    hash,
+                    partial.clone(),
+                    rx,
+                    results_tx.clone(),
+                ));
+                tx
             });
+            // A session that failed takes no more ranges; its failure is on its way.
+            match session.try_send(range) {
+                Ok(()) => {
+                    source.busy += 1;
+                    outstanding += 1;
+                }
+                Err(_) => waiting.push_back(range),
+            }
         }
         todo = waiting;
-        if sources.is_empty() && in_flight.is_empty() {
+        if sources.is_empty() && outstanding == 0 {
             return Err(FetchError::ProvidersFailed {
                 hash,
                 last: last_error,
@@ -204,7 +221,8 @@ pub async fn fetch<N: BlobNetwork>(
             });
         }
         tokio::select! {
-            Some((peer, range, result)) = in_flight.next() => {
+            Some((peer, range, result)) = results.recv() => {
+                outstanding -= 1;
                 if let Some(source) = sources.iter_mut().find(|s| s.provider.peer == peer) {
                     source.busy -= 1;
                 }
@@ -214,16 +232,29 @@ pub async fn fetch<N: BlobNetwork>(
                         if !served_by.contains(&peer) {
                             served_by.push(peer);
                         }
+                        unsynced += 1;
+                        if unsynced >= SYNC_EVERY && syncing.as_ref().is_none_or(|s| s.is_finished()) {
+                            unsynced = 0;
+                            let partial = partial.clone();
+                            syncing = Some(tokio::task::spawn_blocking(move || {
+                                if let Err(error) = partial.sync_written() {
+                                    tracing::debug!(%error, "flushing a fetch in progress");
+                                }
+                            }));
+                        }
                     }
                     Err(error) => {
-                        tracing::warn!(%peer, %hash, range, %error, "dropping a provider for this transfer");
-                        last_error = format!("{peer}: {error}");
-                        sources.retain(|s| s.provider.peer != peer);
-                        failed.push(peer);
+                        if !failed.contains(&peer) {
+                            tracing::warn!(%peer, %hash, range, %error, "dropping a provider for this transfer");
+                            last_error = format!("{peer}: {error}");
+                            sources.retain(|s| s.provider.peer != peer);
+                            failed.push(peer);
+                        }
                         todo.push_back(range);
                     }
                 }
             }
+            Some(()) = sessions.next(), if !sessions.is_empty() => {}
             // Asking who holds what takes a DHT lookup and a round of questions: it runs beside
             // the transfers, never in their way, and only while ranges wait for a holder.
             _ = refresh.tick(), if asking.is_none() && !todo.is_empty() => {
@@ -235,7 +266,19 @@ pub async fn fetch<N: BlobNetwork>(
             }
         }
     }
-    let partial = Arc::into_inner(partial).expect("every request finished");
+    // Every range is in: the sessions close their streams.
+    drop(sources);
+    drop(results);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while sessions.next().await.is_some() {}
+    })
+    .await;
+    drop(sessions);
+    if let Some(syncing) = syncing {
+        let _ = syncing.await;
+    }
+    let partial = Arc::into_inner(partial)
+        .ok_or_else(|| StoreError::from(std::io::Error::other("a range is still being written")))?;
     let meta = tokio::task::spawn_blocking(move || partial.finish())
         .await
         .map_err(|e| StoreError::from(std::io::Error::other(e.to_string())))??;
@@ -261,7 +304,11 @@ fn merge_sources<P: Clone + Eq>(
             .find(|s| s.provider.peer == provider.peer)
         {
             Some(source) => source.provider = provider,
-            None => sources.push(Source { provider, busy: 0 }),
+            None => sources.push(Source {
+                provider,
+                busy: 0,
+                session: None,
+            }),
         }
     }
 }

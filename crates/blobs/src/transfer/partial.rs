@@ -12,34 +12,37 @@ impl BlobStore {
         offset: u64,
         len: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        if len == 0 || len > RANGE_BYTES {
-            return Ok(None);
-        }
         let store = self.clone();
         let hash = *hash;
-        let encoded =
-            tokio::task::spawn_blocking(move || store.encode_range_blocking(&hash, offset, len))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))??;
-        if let Some(encoded) = &encoded {
-            self.metrics()
-                .bytes_sent
-                .inc_by(len.min(encoded.len() as u64));
-        }
-        Ok(encoded)
+        tokio::task::spawn_blocking(move || {
+            let mut encoded = Vec::new();
+            let served = store.encode_range_into(&hash, offset, len, &mut encoded)?;
+            Ok(served.then_some(encoded))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
     }
 
-    fn encode_range_blocking(
+    /// Blocking: replaces `encoded` with the verified encoding of `[offset, offset + len)` (see
+    /// [`BlobStore::encode_range`]); `false` when this node cannot prove that range. Every chunk
+    /// group is read once and hashed against the tree as it is encoded, so a store file changed
+    /// on disk is never served. Reuses `encoded`'s allocation.
+    pub(crate) fn encode_range_into(
         &self,
         hash: &BlobHash,
         offset: u64,
         len: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut encoded = Vec::with_capacity(len as usize + len as usize / 128 + 1024);
+        encoded: &mut Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        encoded.clear();
+        if len == 0 || len > RANGE_BYTES {
+            return Ok(false);
+        }
+        encoded.reserve(len as usize + len as usize / 128 + 1024);
         let encode_error = |e: bao_tree::io::EncodeError| std::io::Error::other(e.to_string());
         if let Some(meta) = self.meta(hash)? {
             if offset >= meta.size {
-                return Ok(None);
+                return Ok(false);
             }
             let len = len.min(meta.size - offset);
             let data = fs::File::open(self.data_path(hash))?;
@@ -49,12 +52,13 @@ impl BlobStore {
                 tree: BaoTree::new(meta.size, BLOCK_SIZE),
                 data: fs::File::open(self.outboard_path(hash))?,
             };
-            encode_ranges_validated(data, &outboard, &chunk_ranges(offset, len), &mut encoded)
+            encode_ranges_validated(data, &outboard, &chunk_ranges(offset, len), &mut *encoded)
                 .map_err(encode_error)?;
-            return Ok(Some(encoded));
+            self.metrics().bytes_sent.inc_by(len);
+            return Ok(true);
         }
         let Some(partial) = self.partial(hash) else {
-            return Ok(None);
+            return Ok(false);
         };
         let state = partial
             .lock()
@@ -63,17 +67,18 @@ impl BlobStore {
         if !offset.is_multiple_of(RANGE_BYTES)
             || !state.have.get(index as usize).copied().unwrap_or(false)
         {
-            return Ok(None);
+            return Ok(false);
         }
         let len = len.min(state.size - offset);
         encode_ranges_validated(
-            state.file.try_clone()?,
+            &state.file,
             &state.outboard,
             &chunk_ranges(offset, len),
-            &mut encoded,
+            &mut *encoded,
         )
         .map_err(encode_error)?;
-        Ok(Some(encoded))
+        self.metrics().bytes_sent.inc_by(len);
+        Ok(true)
     }
 
     /// The size of a blob being fetched here, and a receiver that changes whenever another
@@ -272,6 +277,18 @@ impl PartialBlob {
         (0..state.have.len()).filter(|i| !state.have[*i]).collect()
     }
 
+    /// Flushes what has been written so far to disk (on the calling thread), so that
+    /// [`PartialBlob::finish`] has little left to wait for.
+    pub(crate) fn sync_written(&self) -> std::io::Result<()> {
+        let file = self
+            .state
+            .lock()
+            .map_err(|_| std::io::Error::other("a writer panicked"))?
+            .file
+            .try_clone()?;
+        file.sync_data()
+    }
+
     /// Verifies an encoded range against the root hash and writes it. On error nothing of the
     /// bad chunk group is written.
     pub fn add(&self, offset: u64, len: u64, encoded: &[u8]) -> Result<(), String> {
@@ -280,13 +297,21 @@ impl PartialBlob {
             .lock()
             .map_err(|_| "a writer panicked".to_string())?;
         let state = &mut *state;
+        let mut reader = Cursor::new(encoded);
         decode_ranges(
-            Cursor::new(encoded),
+            &mut reader,
             &chunk_ranges(offset, len.max(1)),
             &mut state.file,
             &mut state.outboard,
         )
         .map_err(|e| e.to_string())?;
+        // A range's encoding has one length; bytes to spare are not this range's.
+        if reader.position() != encoded.len() as u64 {
+            return Err(format!(
+                "{} bytes past the end of the range's encoding",
+                encoded.len() as u64 - reader.position()
+            ));
+        }
         if let Some(flag) = state.have.get_mut((offset / RANGE_BYTES) as usize) {
             *flag = true;
         }
@@ -309,15 +334,24 @@ impl PartialBlob {
             .is_ok()
     }
 
-    /// Moves the received file into the store. Committing rebuilds the whole tree from the
-    /// bytes and refuses a root other than the hash, so this re-checks every byte once more.
+    /// Moves the received file into the store, with the tree every range was verified against
+    /// (checked once more to be whole and to hash up to the root; see
+    /// [`BlobStore::commit_fetched`]).
     pub fn finish(self) -> Result<BlobMeta, StoreError> {
-        self.state
-            .lock()
-            .map_err(|_| std::io::Error::other("a writer panicked"))?
-            .file
-            .sync_all()?;
-        let meta = self.store.commit(&self.path, self.hash, self.size)?;
+        let (file, tree) = {
+            let state = self
+                .state
+                .lock()
+                .map_err(|_| std::io::Error::other("a writer panicked"))?;
+            if state.have.iter().any(|h| !*h) {
+                return Err(std::io::Error::other("finishing a fetch that lacks ranges").into());
+            }
+            (state.file.try_clone()?, state.outboard.data.clone())
+        };
+        file.sync_all()?;
+        let meta = self
+            .store
+            .commit_fetched(&self.path, self.hash, self.size, &tree)?;
         let _ = fs::remove_file(&self.tree_path);
         let _ = fs::remove_file(&self.have_path);
         Ok(meta)

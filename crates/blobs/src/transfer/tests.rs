@@ -1,6 +1,99 @@
-//! Transfer tests: real stores, peers in this process.
+//! Transfer tests: real stores, peers in this process, range streams over in-memory pipes.
 
 use super::*;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use mycel_protocol::blob::{RangeAnswer, RangeAsk, RangeStreamOpen};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+/// A stream to `store` served by the real provider side ([`serve_ranges`]) on a task.
+fn pipe_to(store: BlobStore) -> RangeStream {
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(async move {
+        let _ = serve_ranges(store, theirs.compat()).await;
+    });
+    Box::new(ours.compat())
+}
+
+/// What a hand-written provider does wrong.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mischief {
+    None,
+    /// Flips the last byte of each answer.
+    Corrupt,
+    /// Announces an answer longer than any range and its proof can be.
+    Oversized,
+    /// Sends one byte more than the encoding.
+    BytesToSpare,
+    /// Answers with a status the protocol does not have.
+    BadStatus,
+    /// Says it no longer holds the range.
+    Missing,
+}
+
+/// A stream to a provider written out by hand: it answers `budget` asks from `store` (counting
+/// them in `asked`), then cuts the stream; `mischief` says how it misbehaves.
+fn hand_served(
+    store: BlobStore,
+    budget: usize,
+    asked: Arc<AtomicUsize>,
+    mischief: Mischief,
+) -> RangeStream {
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(async move {
+        let mut theirs = theirs.compat();
+        let mut open = [0u8; RangeStreamOpen::BYTES];
+        theirs.read_exact(&mut open).await.unwrap();
+        let hash = RangeStreamOpen::decode(&open).unwrap().hash;
+        loop {
+            let mut ask = [0u8; RangeAsk::BYTES];
+            if theirs.read_exact(&mut ask).await.is_err() {
+                return;
+            }
+            let ask = RangeAsk::decode(&ask).unwrap();
+            if asked.fetch_add(1, Ordering::SeqCst) >= budget {
+                return;
+            }
+            let mut encoded = store
+                .encode_range(&hash, ask.offset, ask.len)
+                .await
+                .unwrap()
+                .unwrap();
+            let mut head = RangeAnswer::Range {
+                len: encoded.len() as u32,
+            }
+            .encode();
+            match mischief {
+                Mischief::None => {}
+                Mischief::Corrupt => {
+                    if let Some(last) = encoded.last_mut() {
+                        *last ^= 0xff;
+                    }
+                }
+                Mischief::Oversized => {
+                    let len = mycel_protocol::blob::MAX_BLOB_RESPONSE_BYTES as u32 + 1;
+                    head[1..].copy_from_slice(&len.to_be_bytes());
+                }
+                Mischief::BytesToSpare => {
+                    encoded.push(0);
+                    head = RangeAnswer::Range {
+                        len: encoded.len() as u32,
+                    }
+                    .encode();
+                }
+                Mischief::BadStatus => head[0] = 7,
+                Mischief::Missing => {
+                    head = RangeAnswer::Missing.encode();
+                    encoded.clear();
+                }
+            }
+            if theirs.write_all(&head).await.is_err() || theirs.write_all(&encoded).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::new(ours.compat())
+}
 
 mod in_process {
     use super::*;
@@ -11,6 +104,7 @@ mod in_process {
     struct Peers {
         stores: HashMap<String, BlobStore>,
         liar: Option<String>,
+        mischief: Mischief,
     }
 
     impl BlobNetwork for Peers {
@@ -35,24 +129,22 @@ mod in_process {
         fn announce(&self, _: BlobHash) -> BoxFuture<'_, ()> {
             Box::pin(async {})
         }
-        fn range(
+        fn open_ranges(
             &self,
             peer: String,
-            hash: BlobHash,
-            offset: u64,
-            len: u64,
-        ) -> BoxFuture<'_, Result<Vec<u8>, String>> {
+            _: BlobHash,
+        ) -> BoxFuture<'_, Result<RangeStream, String>> {
             Box::pin(async move {
-                let mut encoded = self.stores[&peer]
-                    .encode_range(&hash, offset, len)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("missing")?;
+                let store = self.stores.get(&peer).ok_or("no such peer")?.clone();
                 if self.liar.as_ref() == Some(&peer) {
-                    let last = encoded.len() - 1;
-                    encoded[last] ^= 0xff;
+                    return Ok(hand_served(
+                        store,
+                        usize::MAX,
+                        Arc::default(),
+                        self.mischief,
+                    ));
                 }
-                Ok(encoded)
+                Ok(pipe_to(store))
             })
         }
     }
@@ -72,7 +164,7 @@ mod in_process {
     async fn fetch_from(
         bytes: &[u8],
         providers: usize,
-        liar: bool,
+        liar: Option<Mischief>,
     ) -> (
         Result<BlobMeta, FetchError>,
         BlobStore,
@@ -90,7 +182,8 @@ mod in_process {
         }
         let peers = Peers {
             stores,
-            liar: liar.then(|| "p0".to_string()),
+            liar: liar.map(|_| "p0".to_string()),
+            mischief: liar.unwrap_or(Mischief::None),
         };
         let dir = tempfile::tempdir().unwrap();
         let fetcher = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
@@ -118,7 +211,7 @@ mod in_process {
             3 * RANGE_BYTES as usize + 12_345,
         ] {
             let bytes = sample(len);
-            let (result, fetcher, _dirs) = fetch_from(&bytes, 3, false).await;
+            let (result, fetcher, _dirs) = fetch_from(&bytes, 3, None).await;
             let meta = result.unwrap_or_else(|e| panic!("{len} bytes: {e}"));
             assert_eq!(read(&fetcher, &meta.hash).await, bytes, "{len} bytes");
         }
@@ -127,15 +220,36 @@ mod in_process {
     #[tokio::test]
     async fn a_provider_that_corrupts_is_dropped_and_the_fetch_succeeds_from_others() {
         let bytes = sample(4 * RANGE_BYTES as usize);
-        let (result, fetcher, _dirs) = fetch_from(&bytes, 3, true).await;
+        let (result, fetcher, _dirs) = fetch_from(&bytes, 3, Some(Mischief::Corrupt)).await;
         let meta = result.unwrap();
         assert_eq!(read(&fetcher, &meta.hash).await, bytes);
     }
 
     #[tokio::test]
+    async fn a_provider_that_breaks_the_framing_is_dropped_and_the_fetch_succeeds_from_others() {
+        let bytes = sample(3 * RANGE_BYTES as usize + 100);
+        for mischief in [
+            Mischief::Oversized,
+            Mischief::BytesToSpare,
+            Mischief::BadStatus,
+            Mischief::Missing,
+        ] {
+            let (result, fetcher, _dirs) = fetch_from(&bytes, 2, Some(mischief)).await;
+            let meta = result.unwrap_or_else(|e| panic!("{mischief:?}: {e}"));
+            assert_eq!(read(&fetcher, &meta.hash).await, bytes, "{mischief:?}");
+
+            let (alone, _, _dirs) = fetch_from(&bytes, 1, Some(mischief)).await;
+            assert!(
+                matches!(alone, Err(FetchError::ProvidersFailed { .. })),
+                "{mischief:?}: {alone:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_lone_corrupting_provider_stores_nothing() {
         let bytes = sample(2 * RANGE_BYTES as usize);
-        let (result, fetcher, dirs) = fetch_from(&bytes, 1, true).await;
+        let (result, fetcher, dirs) = fetch_from(&bytes, 1, Some(Mischief::Corrupt)).await;
         assert!(
             matches!(result, Err(FetchError::ProvidersFailed { .. })),
             "{result:?}"
@@ -153,6 +267,7 @@ mod in_process {
         let peers = Peers {
             stores: HashMap::new(),
             liar: None,
+            mischief: Mischief::None,
         };
         let hash = BlobHash([7; 32]);
         assert!(matches!(
@@ -237,13 +352,12 @@ mod partial_serving {
 mod resuming {
     use super::*;
     use crate::BlobMetrics;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// One provider that answers `budget` range requests, then fails every one.
     struct Flaky {
         store: BlobStore,
         budget: usize,
-        asked: AtomicUsize,
+        asked: Arc<AtomicUsize>,
     }
 
     impl BlobNetwork for Flaky {
@@ -261,24 +375,18 @@ mod resuming {
         fn announce(&self, _: BlobHash) -> BoxFuture<'_, ()> {
             Box::pin(async {})
         }
-        fn range(
+        fn open_ranges(
             &self,
             _: String,
-            hash: BlobHash,
-            offset: u64,
-            len: u64,
-        ) -> BoxFuture<'_, Result<Vec<u8>, String>> {
-            Box::pin(async move {
-                if self.asked.fetch_add(1, Ordering::SeqCst) >= self.budget {
-                    return Err("cut off".into());
-                }
-                Ok(self
-                    .store
-                    .encode_range(&hash, offset, len)
-                    .await
-                    .unwrap()
-                    .unwrap())
-            })
+            _: BlobHash,
+        ) -> BoxFuture<'_, Result<RangeStream, String>> {
+            let stream = hand_served(
+                self.store.clone(),
+                self.budget,
+                self.asked.clone(),
+                Mischief::None,
+            );
+            Box::pin(async move { Ok(stream) })
         }
     }
 
@@ -298,7 +406,7 @@ mod resuming {
         let cut = Flaky {
             store: origin.clone(),
             budget: 5,
-            asked: AtomicUsize::new(0),
+            asked: Arc::default(),
         };
         assert!(
             fetch(&fetcher, &cut, hash).await.is_err(),
@@ -312,7 +420,7 @@ mod resuming {
         let honest = Flaky {
             store: origin.clone(),
             budget: usize::MAX,
-            asked: AtomicUsize::new(0),
+            asked: Arc::default(),
         };
         fetch(&fetcher, &honest, hash).await.unwrap();
         let (_, mut file) = fetcher.open_blob(&hash).await.unwrap().unwrap();
@@ -327,5 +435,88 @@ mod resuming {
             "only the ranges not verified before were asked for"
         );
         assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
+    }
+}
+
+mod serving {
+    use super::*;
+    use crate::BlobMetrics;
+
+    /// Runs the real provider side on `input` (what a fetcher wrote, then closed); returns how
+    /// serving ended and everything it wrote back.
+    async fn serve(store: &BlobStore, input: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+        let (ours, theirs) = tokio::io::duplex(4 << 20);
+        let serving = tokio::spawn(serve_ranges(store.clone(), theirs.compat()));
+        let mut ours = ours.compat();
+        ours.write_all(&input).await.unwrap();
+        ours.close().await.unwrap();
+        let mut output = Vec::new();
+        let _ = ours.read_to_end(&mut output).await;
+        (serving.await.unwrap(), output)
+    }
+
+    #[tokio::test]
+    async fn a_fetcher_that_breaks_the_framing_gets_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
+        let mut upload = store.begin_upload().await.unwrap();
+        upload.write(&[9u8; 100_000]).await.unwrap();
+        let hash = upload.finish(None).await.unwrap().hash;
+        let open = RangeStreamOpen { hash }.encode().to_vec();
+
+        // Another version; an ask of no bytes; one of more than a range; a torn ask.
+        let mut wrong_version = open.clone();
+        wrong_version[0] = 9;
+        let mut empty_ask = open.clone();
+        empty_ask.extend_from_slice(&[0u8; RangeAsk::BYTES]);
+        let mut huge_ask = open.clone();
+        huge_ask.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        for input in [wrong_version, empty_ask, huge_ask] {
+            assert!(serve(&store, input).await.0.is_err());
+        }
+        let mut torn = open.clone();
+        torn.extend_from_slice(&[0, 0, 0]);
+        let (ended, output) = serve(&store, torn).await;
+        assert!(ended.is_ok() && output.is_empty(), "{ended:?}");
+
+        // A range past the end, and one of a blob the store lacks: `Missing`, and the stream
+        // goes on.
+        let mut past_end = open.clone();
+        let far = RangeAsk {
+            offset: u64::MAX - 10,
+            len: 5,
+        };
+        past_end.extend_from_slice(&far.encode().unwrap());
+        let near = RangeAsk {
+            offset: 0,
+            len: 100_000,
+        };
+        past_end.extend_from_slice(&near.encode().unwrap());
+        let (ended, output) = serve(&store, past_end).await;
+        ended.unwrap();
+        assert_eq!(output[..RangeAnswer::BYTES], RangeAnswer::Missing.encode());
+        let expected = store
+            .encode_range(&hash, 0, 100_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let head = RangeAnswer::Range {
+            len: expected.len() as u32,
+        };
+        assert_eq!(
+            output[RangeAnswer::BYTES..2 * RangeAnswer::BYTES],
+            head.encode()
+        );
+        assert_eq!(output[2 * RangeAnswer::BYTES..], expected);
+
+        let mut unknown = RangeStreamOpen {
+            hash: BlobHash([1; 32]),
+        }
+        .encode()
+        .to_vec();
+        unknown.extend_from_slice(&near.encode().unwrap());
+        let (ended, output) = serve(&store, unknown).await;
+        ended.unwrap();
+        assert_eq!(output, RangeAnswer::Missing.encode());
     }
 }

@@ -41,6 +41,43 @@ impl Actor {
         }
     }
 
+    /// A ticket to join through this node: its addresses (see [`ticket_addrs`]) and, in a
+    /// private mesh, the secret.
+    pub(super) fn join_ticket(&self) -> JoinTicket {
+        JoinTicket::new(
+            *self.swarm.local_peer_id(),
+            &ticket_addrs(&self.listen_addrs),
+            self.config.secret.clone(),
+        )
+    }
+
+    /// An open node whose join peer fails the handshake while it is alone is most likely
+    /// knocking on a private mesh: says so once, at info (dial failures are only debug).
+    pub(super) fn hint_private_mesh(&mut self, peer: Option<PeerId>, error: &DialError) {
+        if self.config.secret.is_some()
+            || self.hinted_private
+            || self.swarm.connected_peers().next().is_some()
+        {
+            return;
+        }
+        let Some(peer) = peer.filter(|p| self.join_peers.iter().any(|(j, _)| *j == Some(*p)))
+        else {
+            return;
+        };
+        let DialError::Transport(errors) = error else {
+            return;
+        };
+        // The reason is deep in each error's chain of sources.
+        let handshake_failed = |e: &dyn std::error::Error| {
+            std::iter::successors(Some(e), |e| e.source())
+                .any(|e| e.to_string().contains("Handshake failed"))
+        };
+        if errors.iter().any(|(_, e)| handshake_failed(e)) {
+            self.hinted_private = true;
+            tracing::info!(%peer, "could not join: the peer failed the handshake; if its mesh is private, join it with a ticket (mycel up --join TICKET, from `mycel join-ticket` or node.json's \"join\" on a member)");
+        }
+    }
+
     pub(super) fn add_known_addresses(&mut self, peer: Option<PeerId>, addrs: &[Multiaddr]) {
         let Some(peer) = peer else { return };
         for addr in addrs {
@@ -143,5 +180,60 @@ impl Actor {
             Ok(()) => self.remembered_dirty = false,
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "remembering peers"),
         }
+    }
+}
+
+/// The addresses a join ticket names: those another machine may reach first, loopback last (it
+/// only helps on this machine), and never a wildcard or an IPv6 link-local address (which needs
+/// an interface name to be dialled).
+pub(super) fn ticket_addrs(listen: &[Multiaddr]) -> Vec<Multiaddr> {
+    let ip_of = |addr: &Multiaddr| {
+        addr.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(std::net::IpAddr::from(ip)),
+            Protocol::Ip6(ip) => Some(std::net::IpAddr::from(ip)),
+            _ => None,
+        })
+    };
+    let mut addrs: Vec<Multiaddr> = listen
+        .iter()
+        .filter(|a| match ip_of(a) {
+            Some(std::net::IpAddr::V6(ip)) => !ip.is_unspecified() && !ip.is_unicast_link_local(),
+            Some(ip) => !ip.is_unspecified(),
+            None => true,
+        })
+        .cloned()
+        .collect();
+    addrs.sort_by_key(|a| ip_of(a).is_some_and(|ip| ip.is_loopback()));
+    addrs.dedup();
+    addrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_name_reachable_addresses_first() {
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/tcp/7400",
+            "/ip4/192.0.2.10/tcp/7400",
+            "/ip6/fe80::1/tcp/7400",
+            "/ip4/0.0.0.0/tcp/7400",
+            "/ip6/::1/tcp/7400",
+            "/ip6/2001:db8::1/tcp/7400",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let picked: Vec<String> = ticket_addrs(&addrs).iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            picked,
+            [
+                "/ip4/192.0.2.10/tcp/7400",
+                "/ip6/2001:db8::1/tcp/7400",
+                "/ip4/127.0.0.1/tcp/7400",
+                "/ip6/::1/tcp/7400",
+            ]
+        );
     }
 }

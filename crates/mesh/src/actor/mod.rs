@@ -13,9 +13,8 @@ use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify, kad,
     multiaddr::Protocol,
-    noise, ping, request_response,
+    ping, request_response,
     swarm::{DialError, SwarmEvent, dial_opts::DialOpts, dial_opts::PeerCondition},
-    tcp, yamux,
 };
 use mycel_protocol::{
     Advert, Announcement, Departure, EnvelopeError, Signed, Suspicion,
@@ -26,6 +25,7 @@ use mycel_protocol::{
         MemberSyncEntry, MemberSyncRequest, MemberSyncResponse,
     },
     names,
+    ticket::JoinTicket,
 };
 use prometheus_client::registry::Registry;
 use tokio::{
@@ -40,6 +40,7 @@ use crate::{
     membership::{Membership, Observed, Suspected},
     metrics::{DropReason, MeshMetrics},
     peer_store::{self, RememberedPeer},
+    transport,
 };
 
 /// How often liveness is re-judged: the resolution of suspect/dead transitions.
@@ -61,6 +62,10 @@ const REPLAY_AFTER_MS: u64 = 10_000;
 const ANNOUNCE_AGAIN_AFTER: Duration = Duration::from_millis(500);
 /// How long a leaving node keeps its connections open so its departure notice gets out.
 const DEPARTURE_FLUSH: Duration = Duration::from_millis(300);
+/// After a wildcard listener's first address: how long to wait for each further interface's...
+const WILDCARD_QUIET: Duration = Duration::from_millis(25);
+/// ...and at most, in all.
+const WILDCARD_SETTLE: Duration = Duration::from_millis(250);
 
 /// Starts the mesh: binds every listen address, then runs the actor on its own task.
 pub async fn start(
@@ -68,8 +73,13 @@ pub async fn start(
     local: LocalNode,
     registry: &mut Registry,
 ) -> Result<Mesh, MeshError> {
+    if config.secret.is_some()
+        && let Some(addr) = config.listen.iter().find(|a| transport::is_quic(a))
+    {
+        return Err(MeshError::QuicInPrivateMesh { addr: addr.clone() });
+    }
     let metrics = MeshMetrics::register(registry);
-    let mut swarm = build_swarm(&config, registry)?;
+    let mut swarm = transport::build_swarm(&config, registry, metrics.refusals())?;
     let peer_id = *swarm.local_peer_id();
     let streams = swarm.behaviour().streams.new_control();
 
@@ -98,6 +108,7 @@ pub async fn start(
         announced_at: None,
         announce_pending: false,
         remembered_dirty: false,
+        hinted_private: false,
         metrics,
         config,
         swarm,
@@ -122,27 +133,6 @@ pub async fn start(
         listen_addrs,
         task,
     })
-}
-
-fn build_swarm(
-    config: &MeshConfig,
-    registry: &mut Registry,
-) -> Result<Swarm<Behaviour>, MeshError> {
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| MeshError::Transport(e.to_string()))?
-        .with_quic()
-        .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, &config.timing))
-        .map_err(|e| MeshError::Behaviour(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    Ok(swarm)
 }
 
 /// Binds every listen address and waits until each has reported where it listens.
@@ -189,16 +179,46 @@ async fn listen(
             }
         }
     }
+    // A wildcard address reports one address per interface, an event each: take those that come
+    // at once too, so node.json and its join ticket name every interface from the start (later
+    // ones are announced as they come).
+    if config.listen.iter().any(is_wildcard) {
+        let settle = tokio::time::sleep(WILDCARD_SETTLE);
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                event = tokio::time::timeout(WILDCARD_QUIET, swarm.select_next_some()) => match event {
+                    Ok(SwarmEvent::NewListenAddr { address, .. }) => addrs.push(address),
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                _ = &mut settle => break,
+            }
+        }
+    }
     Ok(addrs)
 }
 
-/// The peers to dial at start: the bootstrap peers, and the remembered ones.
+/// Whether `addr` listens on every interface (`0.0.0.0`, `::`).
+fn is_wildcard(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+/// The peers to dial at start: the bootstrap peers (one entry per peer, with all its addresses,
+/// so one unreachable address does not hold up the others), and the remembered ones.
 fn join_peers(config: &MeshConfig) -> Vec<(Option<PeerId>, Vec<Multiaddr>)> {
-    let mut peers: Vec<(Option<PeerId>, Vec<Multiaddr>)> = config
-        .bootstrap
-        .iter()
-        .map(|addr| (peer_of(addr), vec![addr.clone()]))
-        .collect();
+    let mut peers: Vec<(Option<PeerId>, Vec<Multiaddr>)> = Vec::new();
+    for addr in &config.bootstrap {
+        let peer = peer_of(addr);
+        match peers.iter_mut().find(|(p, _)| peer.is_some() && *p == peer) {
+            Some((_, addrs)) => addrs.push(addr.clone()),
+            None => peers.push((peer, vec![addr.clone()])),
+        }
+    }
     if let Some(path) = &config.peer_store {
         let local = config.keypair.public().to_peer_id();
         peers.extend(
@@ -261,6 +281,8 @@ struct Actor {
     /// An announcement is due as soon as the last one is old enough.
     announce_pending: bool,
     remembered_dirty: bool,
+    /// Whether this (open) node said that its join peer looks like a private mesh's.
+    hinted_private: bool,
     metrics: MeshMetrics,
 }
 
@@ -271,6 +293,7 @@ impl Actor {
         mut answers: mpsc::Receiver<(u64, mycel_protocol::blob::BlobResponse)>,
         mut placement_answers: mpsc::Receiver<(u64, Option<crate::PlacementFrame>)>,
     ) {
+        let _range_streams = self.accept_blob_streams();
         let mut advert_tick = tokio::time::interval(self.config.timing.advert_interval);
         let mut judge_tick = tokio::time::interval(JUDGE_INTERVAL);
         let mut maintain_tick = tokio::time::interval(MAINTAIN_INTERVAL);
@@ -314,6 +337,9 @@ impl Actor {
             Command::Nodes(reply) => {
                 let nodes = self.membership.nodes(Instant::now(), &self.local_advert());
                 let _ = reply.send(nodes);
+            }
+            Command::JoinTicket(reply) => {
+                let _ = reply.send(self.join_ticket());
             }
             Command::StartProviding(key) => self.start_providing(key),
             Command::StopProviding(key) => self.stop_providing(key),
@@ -544,6 +570,7 @@ impl Actor {
                 if !matches!(error, DialError::DialPeerConditionFalse(_)) =>
             {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                self.hint_private_mesh(peer_id, &error);
                 if let Some(peer) = peer_id.filter(|p| self.redialling.remove(p)) {
                     self.accuse(peer, "its connection broke and redialling failed");
                 }
