@@ -16,8 +16,8 @@
 //! ```
 //!
 //! Transports (see [`transport`]): an open mesh speaks TCP with Noise and Yamux, and QUIC; a
-//! private mesh (`MeshConfig::secret`) speaks TCP only, with a pre-shared-key layer under Noise
-//! that no peer without the secret gets through. Every node announces its signed capability
+//! private mesh (`MeshConfig::secret`) speaks TCP only, where both sides prove they hold the
+//! secret before Noise (itself bound to the secret), so no peer without it gets through. Every node announces its signed capability
 //! advert every `advert_interval` and whenever it changes; each node keeps a view of all members
 //! with alive / suspect / dead from how long each has been silent (see [`membership`]).
 //! Announcements are checked before anything else sees them: a forged, oversized or malformed one
@@ -147,7 +147,7 @@ pub enum MeshError {
     Behaviour(String),
     #[error("listening on {addr}: {reason}")]
     Listen { addr: Multiaddr, reason: String },
-    /// QUIC cannot carry a private mesh's pre-shared key.
+    /// QUIC's TLS handshake cannot be bound to a private mesh's secret.
     #[error(
         "cannot listen on {addr}: a private mesh runs over TCP only (QUIC cannot carry its \
          secret); listen on a /tcp/ address, or start an open mesh"

@@ -9,7 +9,7 @@
 //! and by five nodes at once from whoever has it; every transfer is verified end to end. A second
 //! baseline, the encrypted link's own ceiling: 96 MiB written on one libp2p stream between two
 //! bare swarms in this process, over the transport the nodes speak (TCP, Noise, Yamux; a private
-//! mesh adds its pre-shared-key layer), with no blob logic at all.
+//! mesh adds its proof of the secret), with no blob logic at all.
 //!
 //! `--single-peer` measures only the baselines and the one-peer fetch, on two nodes (for profiling).
 
@@ -236,7 +236,7 @@ async fn main() -> Result<()> {
         single.push(timed_get(&mesh[1], &hash).await?);
     }
     let (plain, single) = (median(plain), median(single));
-    // The same fetch between two nodes of an open mesh (no pre-shared-key layer on the link).
+    // The same fetch between two nodes of an open mesh.
     let single_open = {
         let first = NodeProcess::builder("o0").open().start().await?;
         let second = NodeProcess::builder("o1")
@@ -253,7 +253,7 @@ async fn main() -> Result<()> {
         }
         median(times)
     };
-    // Both links, whichever the nodes speak: a private mesh's pre-shared-key layer is its own cost.
+    // Both links, whichever the nodes speak.
     let some_secret = mycel_mesh::MeshSecret::from_bytes(*blake3::hash(b"blob_bench").as_bytes());
     let raw_open = raw_stream_seconds(SIZE, None).await?;
     let raw_private = raw_stream_seconds(SIZE, Some(&some_secret)).await?;
@@ -274,7 +274,7 @@ async fn main() -> Result<()> {
         plain / raw_open
     );
     println!(
-        "| one raw libp2p stream, TCP + pre-shared key + Noise + Yamux (private mesh), no blob logic (median of 3) | {:.0} MiB/s | {:.2}x baseline |",
+        "| one raw libp2p stream, TCP + proof of the secret + Noise + Yamux (private mesh), no blob logic (median of 3) | {:.0} MiB/s | {:.2}x baseline |",
         mb / raw_private,
         plain / raw_private
     );

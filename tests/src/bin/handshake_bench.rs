@@ -7,9 +7,10 @@
 //! In one run, over loopback TCP, dial → `ConnectionEstablished` (on the dialer) for:
 //!
 //! 1. an open mesh's transport, TCP + Noise + Yamux (the baseline);
-//! 2. a private mesh's, mycel's own: TCP + pnet (XSalsa20 keyed by the mesh secret) + the proof
-//!    of the secret + Noise + Yamux;
-//! 3. the same with libp2p's pnet alone, no proof: what the proof itself costs.
+//! 2. a private mesh's, mycel's own: TCP + nonces and proofs of the mesh secret + Noise (with a
+//!    prologue from the secret) + Yamux;
+//! 3. libp2p's stock pnet (XSalsa20 keyed by the secret, under Noise) instead, for reference:
+//!    what mycel's first private transport used.
 //!
 //! The variants take turns, one connection each, so drift on the shared machine hits all alike;
 //! each connection is closed before the next is dialled. Prints a markdown table of medians,
@@ -44,8 +45,8 @@ impl Variant {
     fn label(self) -> &'static str {
         match self {
             Variant::Open => "TCP + Noise + Yamux (open mesh, baseline)",
-            Variant::Private => "TCP + pnet + proof + Noise + Yamux (private mesh, mycel)",
-            Variant::PnetOnly => "TCP + pnet + Noise + Yamux (libp2p pnet alone, no proof)",
+            Variant::Private => "TCP + proof of the secret + Noise + Yamux (private mesh, mycel)",
+            Variant::PnetOnly => "TCP + libp2p pnet + Noise + Yamux (stock pnet, reference)",
         }
     }
 }

@@ -89,8 +89,29 @@ async fn another_secret_is_refused_on_both_sides_and_counted() {
     assert_eq!(b.counts(), (1, 0), "the listener refused the dialer");
 }
 
+#[test]
+fn proofs_depend_on_the_secret_the_role_and_both_nonces() {
+    let keys = SecretKeys::derive(&secret(1));
+    let base = keys.proof(true, &[1; 16], &[2; 16]);
+    assert_eq!(base, keys.proof(true, &[1; 16], &[2; 16]));
+    assert_ne!(base, keys.proof(false, &[1; 16], &[2; 16]), "the role");
+    assert_ne!(
+        base,
+        keys.proof(true, &[3; 16], &[2; 16]),
+        "the dialer's nonce"
+    );
+    assert_ne!(
+        base,
+        keys.proof(true, &[1; 16], &[3; 16]),
+        "the listener's nonce"
+    );
+    let other = SecretKeys::derive(&secret(2));
+    assert_ne!(base, other.proof(true, &[1; 16], &[2; 16]), "the secret");
+    assert_ne!(keys.prologue, other.prologue);
+}
+
 #[tokio::test]
-async fn a_peer_without_pnet_is_refused() {
+async fn a_peer_without_the_proof_exchange_is_refused() {
     let (open, private) = (Refusals::default(), Refusals::default());
     let (mut dialer, mut listener) = (swarm(None, &open), swarm(Some(&secret(1)), &private));
     assert!(!connects(&mut dialer, &mut listener).await);
@@ -148,14 +169,16 @@ async fn read_all(reader: &mut (impl AsyncRead + Unpin), chunk: usize) -> io::Re
 
 #[test]
 fn the_proof_is_checked_however_its_bytes_arrive() {
+    let expected = SecretKeys::derive(&secret(1)).proof(true, &[1; 16], &[2; 16]);
     futures::executor::block_on(async {
-        let mut sent = PROOF.to_vec();
+        let mut sent = expected.to_vec();
         sent.extend_from_slice(b"then the handshake");
         for piece in [1, 3, 8, 9, 64] {
             for chunk in [1, 5, 8, 64] {
                 let refusals = Refusals::default();
                 let inner = Trickle(Cursor::new(sent.clone()), piece);
-                let mut proven = Proven::new(inner, refusals.clone(), listener_endpoint());
+                let mut proven =
+                    Proven::new(inner, expected, refusals.clone(), listener_endpoint());
                 let got = read_all(&mut proven, chunk).await.unwrap();
                 assert_eq!(
                     got, b"then the handshake",
@@ -166,15 +189,22 @@ fn the_proof_is_checked_however_its_bytes_arrive() {
         }
 
         let refusals = Refusals::default();
-        let wrong = Cursor::new(b"mycel/2\nthen the handshake".to_vec());
-        let mut proven = Proven::new(wrong, refusals.clone(), listener_endpoint());
+        let other = SecretKeys::derive(&secret(2)).proof(true, &[1; 16], &[2; 16]);
+        let mut wrong = other.to_vec();
+        wrong.extend_from_slice(b"then the handshake");
+        let mut proven = Proven::new(
+            Cursor::new(wrong),
+            expected,
+            refusals.clone(),
+            listener_endpoint(),
+        );
         let error = read_all(&mut proven, 64).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
         assert!(read_all(&mut proven, 64).await.is_err(), "refused for good");
         assert_eq!(refusals.counts(), (1, 0));
 
         let short = Cursor::new(b"myc".to_vec());
-        let mut proven = Proven::new(short, Refusals::default(), listener_endpoint());
+        let mut proven = Proven::new(short, expected, Refusals::default(), listener_endpoint());
         let error = read_all(&mut proven, 64).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     });
