@@ -208,9 +208,12 @@ async fn expect_error(response: Response, status: StatusCode, code: &str) -> Api
 
 /// The app without its instances' states, which the agent changes as it tries to start them (the
 /// agent here has no runtime, so they go from pending to starting to failed and back).
+/// `status` without what the node's agent reports as it goes (this node has no runtime, so its
+/// instances fail, and say why).
 fn without_states(mut status: AppStatus) -> AppStatus {
     for instance in &mut status.instances {
         instance.state = InstanceState::Pending;
+        instance.error = None;
     }
     status
 }
