@@ -465,6 +465,18 @@ mod tests {
         }
     }
 
+    /// Resolves `args` with `text` as its config file (written into `dir`).
+    fn resolve_with_file(
+        dir: &tempfile::TempDir,
+        text: &str,
+        mut args: UpArgs,
+    ) -> anyhow::Result<NodeConfig> {
+        let path = dir.path().join("mycel.toml");
+        std::fs::write(&path, text).unwrap();
+        args.config = Some(path);
+        NodeConfig::resolve(args)
+    }
+
     #[test]
     fn defaults_follow_the_contract() {
         let c = NodeConfig::resolve(args()).unwrap();
@@ -495,11 +507,8 @@ mod tests {
         a.api_token_required = true;
         assert!(NodeConfig::resolve(a).unwrap().api_requires_token);
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mycel.toml");
-        std::fs::write(&path, "api_token_required = true\n").unwrap();
-        let mut a = args();
-        a.config = Some(path);
-        assert!(NodeConfig::resolve(a).unwrap().api_requires_token);
+        let c = resolve_with_file(&dir, "api_token_required = true\n", args()).unwrap();
+        assert!(c.api_requires_token);
     }
 
     #[test]
@@ -550,13 +559,7 @@ mod tests {
     #[test]
     fn the_owners_policy_is_read_and_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mycel.toml");
-        let resolve = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            let mut a = args();
-            a.config = Some(path.clone());
-            NodeConfig::resolve(a)
-        };
+        let resolve = |text: &str| resolve_with_file(&dir, text, args());
         let c = resolve("[policy]\nmax_instances = 4\nmemory_mb = 2048\ncpu = 1.5\nallowed_owners = [\"12D3KooWabc\"]\n").unwrap();
         assert_eq!(
             c.policy,
@@ -600,13 +603,10 @@ mod tests {
     #[test]
     fn the_policys_runtimes_narrow_what_the_node_offers() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mycel.toml");
         let resolve = |text: &str, flag: Option<&str>| {
-            std::fs::write(&path, text).unwrap();
             let mut a = args();
-            a.config = Some(path.clone());
             a.runtimes = flag.map(String::from);
-            NodeConfig::resolve(a)
+            resolve_with_file(&dir, text, a)
         };
         let wasm_only = "[policy]\nruntimes = [\"wasm\"]\n";
         assert_eq!(
@@ -639,13 +639,10 @@ mod tests {
         );
         let open_ticket = mycel_mesh::JoinTicket::new(peer, std::slice::from_ref(&addr), None);
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mycel.toml");
         let resolve = |text: &str, edit: &dyn Fn(&mut UpArgs)| {
-            std::fs::write(&path, text).unwrap();
             let mut a = args();
-            a.config = Some(path.clone());
             edit(&mut a);
-            NodeConfig::resolve(a)
+            resolve_with_file(&dir, text, a)
         };
         let c = resolve(&format!("join = [\"{private}\"]\n"), &|_| {}).unwrap();
         assert_eq!(c.bootstrap, vec![Bootstrap::Ticket(private.clone())]);
@@ -679,13 +676,7 @@ mod tests {
     #[test]
     fn the_api_rate_limit_is_read_and_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mycel.toml");
-        let resolve = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            let mut a = args();
-            a.config = Some(path.clone());
-            NodeConfig::resolve(a).map(|c| c.api_rate_limit)
-        };
+        let resolve = |text: &str| resolve_with_file(&dir, text, args()).map(|c| c.api_rate_limit);
         let limit = |per_second, burst| mycel_api::RateLimit { per_second, burst };
         assert_eq!(resolve("").unwrap(), mycel_api::RateLimit::DEFAULT);
         assert_eq!(

@@ -47,6 +47,16 @@ pub struct Instance {
 /// The longest failure reason an instance report carries; longer ones are cut.
 pub const MAX_INSTANCE_ERROR_BYTES: usize = 512;
 
+/// `why` as the placement state keeps it: at most [`MAX_INSTANCE_ERROR_BYTES`], cut on a
+/// character boundary.
+pub fn instance_error(why: &str) -> String {
+    let mut end = why.len().min(MAX_INSTANCE_ERROR_BYTES);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why[..end].to_string()
+}
+
 impl Instance {
     pub fn id_for(app: &str, generation: u64, replica: u32) -> String {
         format!("{app}-{generation}-{replica}")

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use mycel_protocol::{api::InstanceState, placement::MAX_INSTANCE_ERROR_BYTES};
+use mycel_protocol::{api::InstanceState, placement::instance_error};
 use tokio::time::Instant;
 
 /// Where a local instance is in its life.
@@ -121,25 +121,17 @@ pub fn reports(
         .filter_map(|(id, l)| {
             let state = l.reported();
             let (known_state, known_error) = replica.get(id)?;
-            let error = l.error.as_ref().map(|e| cut(e));
+            // Cut as the state keeps it, so that an unchanged reason compares equal.
+            let error = l.error.as_deref().map(instance_error);
             (*known_state != state || *known_error != error).then(|| (id.clone(), state, error))
         })
         .collect()
 }
 
-/// `why` as the placement state keeps it: at most [`MAX_INSTANCE_ERROR_BYTES`], so that a report
-/// of an unchanged reason compares equal.
-fn cut(why: &str) -> String {
-    let mut end = why.len().min(MAX_INSTANCE_ERROR_BYTES);
-    while !why.is_char_boundary(end) {
-        end -= 1;
-    }
-    why[..end].to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mycel_protocol::placement::MAX_INSTANCE_ERROR_BYTES;
 
     fn ids(list: &[&str]) -> BTreeSet<String> {
         list.iter().map(|s| s.to_string()).collect()

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use mycel_protocol::{
     ownership::{AppAction, manifest_digest},
-    placement::{
-        AppRecord, Authorized, Command, ImageEntry, Instance, MAX_INSTANCE_ERROR_BYTES, WriteError,
-    },
+    placement::{AppRecord, Authorized, Command, ImageEntry, Instance, WriteError, instance_error},
 };
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +102,7 @@ impl PlacementState {
                     instance.error = errors
                         .iter()
                         .find(|(failed, _)| failed == id)
-                        .map(|(_, why)| cut(why));
+                        .map(|(_, why)| instance_error(why));
                 }
             }
             Command::PutImage { image } => {
@@ -198,19 +196,10 @@ impl PlacementState {
     }
 }
 
-/// `why`, cut to at most [`MAX_INSTANCE_ERROR_BYTES`] on a character boundary.
-fn cut(why: &str) -> String {
-    let mut end = why.len().min(MAX_INSTANCE_ERROR_BYTES);
-    while !why.is_char_boundary(end) {
-        end -= 1;
-    }
-    why[..end].to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mycel_protocol::{api::InstanceState, app::Manifest};
+    use mycel_protocol::{api::InstanceState, app::Manifest, placement::MAX_INSTANCE_ERROR_BYTES};
 
     fn record(name: &str, replicas: u32) -> Box<AppRecord> {
         let manifest = Manifest::from_toml(&format!(
