@@ -185,8 +185,8 @@ fn cluster_table(cluster: &Cluster, names: &BTreeMap<String, String>) -> String 
             cluster.term
         ),
         None => format!(
-            "no leader (an election is under way, or a majority of the voters is out of reach), \
-             term {}, committed {committed}\n",
+            "no leader (an election is under way, this node is catching up with the group, or \
+             a majority of the voters is out of reach), term {}, committed {committed}\n",
             cluster.term
         ),
     };
@@ -385,6 +385,7 @@ mod tests {
             ],
             learners: vec!["12D3KooWCCCCCCCClearner".into()],
             committed: Some(17),
+            catching_up: false,
         };
         let names = BTreeMap::from([("12D3KooWAAAAAAAAleader".to_string(), "a".to_string())]);
         let text = cluster_table(&cluster, &names);
@@ -398,6 +399,7 @@ mod tests {
         let leaderless = Cluster {
             leader: None,
             committed: None,
+            catching_up: true,
             ..cluster
         };
         let text = cluster_table(&leaderless, &BTreeMap::new());

@@ -229,6 +229,10 @@ pub struct Cluster {
     pub learners: Vec<String>,
     /// Index of the last committed log entry, if any.
     pub committed: Option<u64>,
+    /// This node is not in touch with a leader (just restarted, an election, or no quorum): its
+    /// view, and `term`, are the last it knows and may be behind.
+    #[serde(default)]
+    pub catching_up: bool,
 }
 
 impl Cluster {
@@ -442,11 +446,19 @@ mod tests {
             voters: vec!["a".into()],
             learners: vec![],
             committed: None,
+            catching_up: true,
         };
         assert_eq!(
             serde_json::to_value(&cluster).unwrap(),
-            json!({"leader": null, "term": 3, "voters": ["a"], "learners": [], "committed": null})
+            json!({"leader": null, "term": 3, "voters": ["a"], "learners": [], "committed": null,
+                   "catching_up": true})
         );
+        // An answer from a node older than `catching_up` still reads.
+        let old: Cluster = serde_json::from_value(
+            json!({"leader": null, "term": 3, "voters": ["a"], "learners": [], "committed": null}),
+        )
+        .unwrap();
+        assert!(!old.catching_up);
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //!   it kills and reaps the process, and prints its log tail when the test is panicking.
 //! - [`mesh`]: several nodes joined as a chain or a star ([`Mesh`]), and the "everyone sees
 //!   everyone alive" condition.
+//! - [`chaos`]: a stream of deploys through random nodes while a test kills and restarts them,
+//!   and the record of which writes were acknowledged.
 //! - [`metrics`]: a small parser for the Prometheus text that `GET /metrics` serves.
 //! - [`mycel_bin`], [`mycel_cli`]: where the binary is and how to run one-shot commands.
 
 pub mod apps;
+pub mod chaos;
 pub mod docker;
 pub mod mesh;
 pub mod metrics;

@@ -21,8 +21,13 @@ use tokio::time::Instant;
 
 use crate::{READY_TIMEOUT, clear_mycel_env, mycel_bin, tail};
 
-/// How many log lines a failure prints per node.
-const LOG_TAIL_LINES: usize = 60;
+/// How many log lines a failure prints per node: `$MYCEL_TEST_LOG_LINES`, else 60.
+fn log_tail_lines() -> usize {
+    std::env::var("MYCEL_TEST_LOG_LINES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60)
+}
 
 /// `<data-dir>/node.json`, written by a node once it is ready.
 #[derive(Clone, Debug, Deserialize)]
@@ -221,7 +226,7 @@ impl NodeBuilder {
                 "{e:#}\n--- log of {} ({}) ---\n{}",
                 node.name,
                 node.dir.log().display(),
-                tail(&node.dir.log(), LOG_TAIL_LINES)
+                tail(&node.dir.log(), log_tail_lines())
             )
         })?;
         node.startup = spawned_at.elapsed();
@@ -530,7 +535,7 @@ impl NodeProcess {
 
     /// The tail of this node's log.
     pub fn log_tail(&self) -> String {
-        tail(&self.dir.log(), LOG_TAIL_LINES)
+        tail(&self.dir.log(), log_tail_lines())
     }
 
     /// Prints the tail of this node's log to stderr.

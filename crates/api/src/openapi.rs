@@ -431,7 +431,8 @@ fn basic_schemas() -> Value {
             "term": {"type": "integer", "minimum": 0},
             "voters": {"type": "array", "items": {"type": "string"}},
             "learners": {"type": "array", "items": {"type": "string"}},
-            "committed": {"type": "integer", "nullable": true, "minimum": 0}
+            "committed": {"type": "integer", "nullable": true, "minimum": 0},
+            "catching_up": {"type": "boolean", "description": "The answering node is not in touch with a leader (just restarted, an election, or no quorum): its view and term are the last it knows"}
         }}
     })
 }

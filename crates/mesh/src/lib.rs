@@ -158,4 +158,8 @@ pub enum MeshError {
     /// The peer could not be reached, or did not answer in time: try another.
     #[error("request to {peer} failed: {reason}")]
     Request { peer: PeerId, reason: String },
+    /// No connection to the peer could be made, so the request was never sent: sending it again
+    /// (there, or to whoever replaces the peer) cannot do it twice.
+    #[error("{peer} cannot be reached: {reason}")]
+    Unreachable { peer: PeerId, reason: String },
 }

@@ -18,6 +18,7 @@ use mycel_protocol::{
 use openraft::{
     ChangeMembers, Config, SnapshotPolicy,
     error::{CheckIsLeaderError, ClientWriteError, RaftError},
+    raft::AppendEntriesResponse,
 };
 use tokio::{
     sync::{Mutex, mpsc, oneshot, watch},
@@ -27,7 +28,7 @@ use tokio::{
 
 use crate::{
     NodeId, Raft,
-    network::{self, Network, Rpc, RpcReply},
+    network::{self, CallError, Network, Rpc, RpcReply},
     plan::{self, View},
     storage::{LogStore, StateMachine, open_db},
     types::{Member, Replica, node_id},
@@ -52,6 +53,9 @@ pub struct GroupTiming {
     pub gone_after: Duration,
     /// A snapshot is taken every this many log entries, and the log before it purged.
     pub snapshot_every: u64,
+    /// How long after the node starts its view of the mesh counts as whole: by then the failure
+    /// detector has heard from every live member. Before, a leader only adds members.
+    pub view_settles_after: Duration,
 }
 
 impl Default for GroupTiming {
@@ -67,6 +71,8 @@ impl Default for GroupTiming {
             dead_grace: Duration::from_secs(10),
             gone_after: Duration::from_secs(120),
             snapshot_every: 1_000,
+            // The membership defaults: adverts every 5 s, suspect after 16 s, dead 2.5 s later.
+            view_settles_after: Duration::from_secs(20),
         }
     }
 }
@@ -94,6 +100,14 @@ pub enum GroupError {
 /// The most writes one batch commits together.
 const MAX_WRITE_BATCH: usize = 256;
 
+/// What became of a write forwarded to the leader.
+enum Forwarded {
+    /// The leader (or the mesh on its behalf) answered: the write may have committed.
+    Answered(Result<WriteOutcome, WriteError>),
+    /// It never left this node: asking again cannot commit it twice.
+    NotSent(String),
+}
+
 /// A write this node commits as the leader, and where its outcome goes.
 struct LeaderWrite {
     request: WriteRequest,
@@ -118,6 +132,10 @@ struct Inner {
     leader_writes: mpsc::Sender<LeaderWrite>,
     timing: GroupTiming,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// When this node's group started: its view of the mesh settles some time after.
+    started: Instant,
+    /// The last node whose entries (or heartbeat) this node accepted, and when.
+    heard_from_leader: std::sync::Mutex<Option<(NodeId, Instant)>>,
 }
 
 /// Opens the store, starts Raft and the group's tasks.
@@ -183,6 +201,8 @@ pub async fn start(config: GroupConfig) -> Result<PlacementHandle, GroupError> {
             leader_writes,
             timing,
             tasks: Default::default(),
+            started: Instant::now(),
+            heard_from_leader: Default::default(),
         }),
     };
     let serving = tokio::spawn(handle.clone().serve(config.inbox));
@@ -214,9 +234,12 @@ impl PlacementHandle {
         self.inner.replica.clone()
     }
 
-    /// The group as this node sees it.
+    /// The group as this node sees it. The leader is named only when this node is in touch with
+    /// it (see [`Self::confirmed_leader`]); otherwise the answer says the node is catching up,
+    /// with the last term it knows.
     pub fn cluster(&self) -> Cluster {
         let metrics = self.inner.raft.metrics().borrow().clone();
+        let leader = self.confirmed_leader_in(&metrics);
         let membership = metrics.membership_config.membership();
         let peer_of = |id: NodeId| membership.get_node(&id).map(|m| m.peer_id.clone());
         let mut voters: Vec<String> = membership.voter_ids().filter_map(peer_of).collect();
@@ -224,12 +247,36 @@ impl PlacementHandle {
         voters.sort();
         learners.sort();
         Cluster {
-            leader: metrics.current_leader.and_then(peer_of),
+            leader: leader.and_then(peer_of),
             term: metrics.current_term,
             voters,
             learners,
             committed: metrics.last_applied.map(|l| l.index),
+            catching_up: leader.is_none(),
         }
+    }
+
+    /// The leader this node is in touch with: itself once a quorum has acknowledged it in its
+    /// term, or the node whose entries it accepted within two election timeouts. Raft's own
+    /// idea of the leader is not enough: a leader restarts believing it still leads, in a term
+    /// the others may have left long ago, and a follower restarts naming its old leader.
+    pub fn confirmed_leader(&self) -> Option<NodeId> {
+        self.confirmed_leader_in(&self.inner.raft.metrics().borrow())
+    }
+
+    fn confirmed_leader_in(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, Member>,
+    ) -> Option<NodeId> {
+        let leader = metrics.current_leader?;
+        if leader == self.inner.me {
+            return metrics.millis_since_quorum_ack.map(|_| leader);
+        }
+        let heard = *self.inner.heard_from_leader.lock().expect("leader lock");
+        let fresh = self.inner.timing.election.1 * 2;
+        heard
+            .filter(|(from, at)| *from == leader && at.elapsed() < fresh)
+            .map(|_| leader)
     }
 
     /// Commits `request` through the leader, wherever it is, and returns once this node's
@@ -237,7 +284,8 @@ impl PlacementHandle {
     /// commit.
     pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, WriteError> {
         let deadline = Instant::now() + self.inner.timing.write_timeout;
-        for _ in 0..3 {
+        let mut moved = 0;
+        loop {
             let Some(leader) = self.wait_for_leader(deadline).await else {
                 return Err(WriteError::NoQuorum(
                     "no leader: fewer than a majority of the voters are reachable".into(),
@@ -246,7 +294,18 @@ impl PlacementHandle {
             let result = if leader == self.inner.me {
                 self.write_as_leader(&request, deadline).await
             } else {
-                self.forward(leader, &request, deadline).await
+                match self.forward(leader, &request, deadline).await {
+                    Forwarded::Answered(result) => result,
+                    // The leader died (or moved away) and the write never left this node: ask
+                    // again, of whoever leads next, within the same deadline.
+                    Forwarded::NotSent(why) => {
+                        if Instant::now() + self.inner.timing.heartbeat >= deadline {
+                            return Err(WriteError::NoQuorum(why));
+                        }
+                        tokio::time::sleep(self.inner.timing.heartbeat).await;
+                        continue;
+                    }
+                }
             };
             match result {
                 Ok(outcome) => {
@@ -254,13 +313,16 @@ impl PlacementHandle {
                     return Ok(outcome);
                 }
                 // Leadership moved meanwhile: ask again once the group settles.
-                Err(WriteError::NotLeader) => {
+                Err(WriteError::NotLeader) if moved < 3 => {
+                    moved += 1;
                     tokio::time::sleep(self.inner.timing.heartbeat).await;
+                }
+                Err(WriteError::NotLeader) => {
+                    return Err(WriteError::NoQuorum("the leader keeps changing".into()));
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(WriteError::NoQuorum("the leader keeps changing".into()))
     }
 
     /// Stops Raft and the group's tasks; the store is flushed on every write already.
@@ -274,18 +336,25 @@ impl PlacementHandle {
         }
     }
 
-    /// The leader's id, waiting a little for one while an election may be under way. Waits at
-    /// most two election timeouts: longer than that, no majority is reachable.
+    /// The leader's id, waiting a little for one while an election may be under way, or while
+    /// this node catches up with the group after a restart. Waits at most two election
+    /// timeouts: longer than that, no majority is reachable.
     async fn wait_for_leader(&self, deadline: Instant) -> Option<NodeId> {
         let until = deadline.min(Instant::now() + self.inner.timing.election.1 * 2);
         let mut metrics = self.inner.raft.metrics();
         loop {
-            if let Some(leader) = metrics.borrow_and_update().current_leader {
+            metrics.borrow_and_update();
+            if let Some(leader) = self.confirmed_leader() {
                 return Some(leader);
             }
-            match tokio::time::timeout_at(until, metrics.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return None,
+            // Hearing from a leader changes no metric: look again after a heartbeat.
+            let recheck = (Instant::now() + self.inner.timing.heartbeat).min(until);
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return None },
+                () = tokio::time::sleep_until(recheck) => {}
+            }
+            if Instant::now() >= until {
+                return None;
             }
         }
     }
@@ -304,7 +373,7 @@ impl PlacementHandle {
         leader: NodeId,
         request: &WriteRequest,
         deadline: Instant,
-    ) -> Result<WriteOutcome, WriteError> {
+    ) -> Forwarded {
         let peer = {
             let metrics = self.inner.raft.metrics();
             let metrics = metrics.borrow();
@@ -315,24 +384,27 @@ impl PlacementHandle {
                 .and_then(|m| m.peer_id.parse::<PeerId>().ok())
         };
         let Some(peer) = peer else {
-            return Err(WriteError::NoQuorum(
-                "the leader is not a known member yet".into(),
-            ));
+            return Forwarded::NotSent("the leader is not a known member yet".into());
         };
         // A leader that does not answer within its own quorum check and a little more is cut
         // off from this node, or from its quorum: either way the write cannot commit now.
         let ttl = deadline
             .saturating_duration_since(Instant::now())
             .min(self.inner.timing.quorum_check + Duration::from_secs(1));
-        match network::call(&self.inner.mesh, peer, &Rpc::Write(request.clone()), ttl).await {
-            Ok(RpcReply::Write(result)) => result,
-            Ok(other) => Err(WriteError::NoQuorum(format!(
-                "the leader answered a write with {other:?}"
-            ))),
-            Err(e) => Err(WriteError::NoQuorum(format!(
-                "the leader ({peer}) cannot be reached: {e}"
-            ))),
-        }
+        let answer =
+            match network::call(&self.inner.mesh, peer, &Rpc::Write(request.clone()), ttl).await {
+                Ok(RpcReply::Write(result)) => result,
+                Ok(other) => Err(WriteError::NoQuorum(format!(
+                    "the leader answered a write with {other:?}"
+                ))),
+                Err(CallError::NotSent(e)) => {
+                    return Forwarded::NotSent(format!("the leader cannot be reached: {e}"));
+                }
+                Err(e) => Err(WriteError::NoQuorum(format!(
+                    "the leader ({peer}) cannot be reached: {e}"
+                ))),
+            };
+        Forwarded::Answered(answer)
     }
 
     /// Hands `request` to this node's batch committer (it believes it leads) and waits for the
@@ -479,8 +551,14 @@ impl PlacementHandle {
         })
     }
 
+    /// Whether this node leads, confirmed by a quorum in its term.
     fn is_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.me)
+        self.confirmed_leader() == Some(self.inner.me)
+    }
+
+    /// Whether this node's view of the mesh is old enough to be whole.
+    fn view_settled(&self) -> bool {
+        self.inner.started.elapsed() >= self.inner.timing.view_settles_after
     }
 
     /// Answers peers' placement frames, each on a task of its own: a slow write must not hold up
@@ -514,7 +592,12 @@ impl PlacementHandle {
         let forged = || RpcReply::Refused("a Raft message names another node as its sender".into());
         match rpc {
             Rpc::Append(request) if request.vote.leader_id.node_id == sender => {
-                RpcReply::Append(raft.append_entries(request).await)
+                let answer = raft.append_entries(request).await;
+                if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    *self.inner.heard_from_leader.lock().expect("leader lock") =
+                        Some((sender, Instant::now()));
+                }
+                RpcReply::Append(answer)
             }
             Rpc::Vote(request) if request.vote.leader_id.node_id == sender => {
                 RpcReply::Vote(raft.vote(request).await)
@@ -557,7 +640,10 @@ impl PlacementHandle {
                 return; // the mesh stopped: the node is shutting down
             };
             self.look_after_members(&nodes).await;
-            self.move_stranded_instances(&nodes).await;
+            // Instances move off nodes known dead, never off nodes not heard of yet.
+            if self.view_settled() {
+                self.move_stranded_instances(&nodes).await;
+            }
         }
     }
 
@@ -593,10 +679,12 @@ impl PlacementHandle {
                 })
             })
             .collect();
-        let Some(change) = voters::next_change(&group, &candidates) else {
+        let settled = self.view_settled();
+        let Some(change) = voters::next_change(&group, &candidates, settled) else {
             return;
         };
-        tracing::info!(?change, "changing the placement group");
+        let live = candidates.iter().filter(|c| c.live).count();
+        tracing::info!(?change, live, settled, "changing the placement group");
         let limit = self.inner.timing.write_timeout * 2;
         let result = match change {
             voters::Change::AddLearner { id, peer_id } => {

@@ -46,6 +46,10 @@ pub(crate) enum RpcReply {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CallError {
+    /// No connection could be made: the request was never sent.
+    #[error("{0}")]
+    NotSent(String),
+    /// Sent, but the exchange failed: the peer may have acted on it.
     #[error("{0}")]
     Unreachable(String),
     #[error("timed out after {0:?}")]
@@ -89,7 +93,10 @@ pub(crate) async fn call(
     let answer = tokio::time::timeout(ttl, mesh.placement_request(peer, PlacementFrame(frame)))
         .await
         .map_err(|_| CallError::Timeout(ttl))?
-        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        .map_err(|e| match e {
+            mycel_mesh::MeshError::Unreachable { .. } => CallError::NotSent(e.to_string()),
+            e => CallError::Unreachable(e.to_string()),
+        })?;
     decode_reply(&answer.0).map_err(CallError::BadReply)
 }
 
@@ -135,9 +142,9 @@ impl PeerLink {
             }
             Ok(reply) => Ok(reply),
             // Unreachable makes openraft back off before it tries this member again.
-            Err(e @ (CallError::Unreachable(_) | CallError::Timeout(_))) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
+            Err(
+                e @ (CallError::NotSent(_) | CallError::Unreachable(_) | CallError::Timeout(_)),
+            ) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

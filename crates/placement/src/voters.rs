@@ -1,6 +1,12 @@
 //! Who is in the placement group, pure: the leader's membership view in, the one change to make
 //! next out. Every live node is a learner (it replicates the state); 1, 3 or 5 of them vote,
 //! spread over `zone` labels; dead voters are replaced, long-dead or departed members removed.
+//!
+//! A member the view does not list at all is not known to be dead: a leader that has just
+//! (re)started has heard of nobody yet. Until the view has settled (it has been up for as long
+//! as the failure detector takes to hear from every live member), such a leader only adds
+//! learners; reshaping the voters on half a view once shrank a five-voter group to its restarted
+//! leader alone. Once the view has settled, a member it still does not list is long gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,8 +51,9 @@ pub fn voter_target(live: usize) -> usize {
     }
 }
 
-/// The next change that brings `group` closer to what `nodes` call for, if any.
-pub fn next_change(group: &Group, nodes: &[Candidate]) -> Option<Change> {
+/// The next change that brings `group` closer to what `nodes` call for, if any. `settled`: the
+/// leader's view of the mesh is old enough that a member missing from `nodes` is gone.
+pub fn next_change(group: &Group, nodes: &[Candidate], settled: bool) -> Option<Change> {
     let by_id: BTreeMap<u64, &Candidate> = nodes.iter().map(|n| (n.id, n)).collect();
     let live = |id: &u64| *id == group.leader || by_id.get(id).is_some_and(|n| n.live);
     let members: BTreeSet<u64> = group.voters.union(&group.learners).copied().collect();
@@ -62,6 +69,12 @@ pub fn next_change(group: &Group, nodes: &[Candidate]) -> Option<Change> {
         });
     }
 
+    // Voters are chosen on a whole view only: a member nobody has heard of yet may be alive.
+    let unknown = |id: &u64| *id != group.leader && !by_id.contains_key(id);
+    if !settled && members.iter().any(unknown) {
+        return None;
+    }
+
     // 2. The right number of live voters, spread over zones.
     let live_members: Vec<u64> = members.iter().copied().filter(live).collect();
     let target = voter_target(live_members.len());
@@ -75,7 +88,7 @@ pub fn next_change(group: &Group, nodes: &[Candidate]) -> Option<Change> {
         .learners
         .iter()
         .copied()
-        .filter(|id| by_id.get(id).is_some_and(|n| n.gone))
+        .filter(|id| by_id.get(id).is_none_or(|n| n.gone))
         .collect();
     (!gone.is_empty()).then_some(Change::Remove(gone))
 }
@@ -134,7 +147,7 @@ mod tests {
     /// Applies changes until none is left, as the leader's loop does.
     fn settle(mut g: Group, nodes: &[Candidate]) -> Group {
         for _ in 0..20 {
-            match next_change(&g, nodes) {
+            match next_change(&g, nodes, true) {
                 None => return g,
                 Some(Change::AddLearner { id, .. }) => {
                     g.learners.insert(id);
@@ -229,6 +242,33 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_that_has_heard_of_nobody_yet_keeps_its_voters() {
+        // Restarted with an empty view: everyone else is unknown, not dead.
+        let g = group(1, &[1, 2, 3, 4, 5], &[6]);
+        let alone = vec![node(1, true, None)];
+        assert_eq!(next_change(&g, &alone, false), None);
+        // Half a view: still no reshaping, but a live newcomer is added as a learner.
+        let partial = vec![
+            node(1, true, None),
+            node(2, true, None),
+            node(7, true, None),
+        ];
+        assert_eq!(
+            next_change(&g, &partial, false),
+            Some(Change::AddLearner {
+                id: 7,
+                peer_id: "peer7".into()
+            })
+        );
+        // Once the view has settled, members it still does not list are gone: replaced, then
+        // removed.
+        let nodes: Vec<Candidate> = [1, 2, 3].iter().map(|&i| node(i, true, None)).collect();
+        let g = settle(g, &nodes);
+        assert_eq!(g.voters, BTreeSet::from([1, 2, 3]));
+        assert!(g.learners.is_empty(), "{g:?}");
+    }
+
+    #[test]
     fn too_few_live_nodes_shrink_to_one_voter_never_zero() {
         let nodes = vec![
             node(1, true, None),
@@ -238,5 +278,83 @@ mod tests {
         let g = settle(group(1, &[1, 2, 3], &[]), &nodes);
         assert_eq!(g.voters, BTreeSet::from([1]));
         assert_eq!(voter_target(0), 1);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A group led by node 1 with up to 5 voters among nodes 1..=8, and a view listing some of
+    /// the nodes (the leader always), each live or dead.
+    fn group_and_view() -> impl Strategy<Value = (Group, Vec<Candidate>)> {
+        (
+            prop::collection::btree_set(2u64..=8, 0..=4),
+            prop::collection::btree_set(2u64..=8, 0..=4),
+            prop::collection::vec((2u64..=8, any::<bool>(), any::<bool>()), 0..8),
+        )
+            .prop_map(|(voters, learners, listed)| {
+                let mut voters: BTreeSet<u64> = voters;
+                voters.insert(1);
+                let learners = learners.difference(&voters).copied().collect();
+                let mut view = vec![Candidate {
+                    id: 1,
+                    peer_id: "peer1".into(),
+                    live: true,
+                    gone: false,
+                    zone: None,
+                }];
+                for (id, live, gone) in listed {
+                    if view.iter().all(|c| c.id != id) {
+                        view.push(Candidate {
+                            id,
+                            peer_id: format!("peer{id}"),
+                            live,
+                            gone: gone && !live,
+                            zone: None,
+                        });
+                    }
+                }
+                let group = Group {
+                    leader: 1,
+                    voters,
+                    learners,
+                };
+                (group, view)
+            })
+    }
+
+    proptest! {
+        /// An unsettled view with a member it does not list never demotes or removes anyone.
+        #[test]
+        fn an_unsettled_partial_view_only_adds(
+            (group, view) in group_and_view()
+        ) {
+            let listed: BTreeSet<u64> = view.iter().map(|c| c.id).collect();
+            let partial = group.voters.union(&group.learners).any(|id| !listed.contains(id));
+            let change = next_change(&group, &view, false);
+            if partial {
+                prop_assert!(
+                    matches!(change, None | Some(Change::AddLearner { .. })),
+                    "{change:?} on a partial view"
+                );
+            }
+        }
+
+        /// Whatever the view, the leader stays a voter and the group never has zero voters or
+        /// more than five.
+        #[test]
+        fn voter_sets_keep_the_leader_and_stay_in_bounds(
+            (group, view) in group_and_view(),
+            settled in any::<bool>(),
+        ) {
+            if let Some(Change::SetVoters(voters)) = next_change(&group, &view, settled) {
+                prop_assert!(voters.contains(&1));
+                prop_assert!((1..=5).contains(&voters.len()), "{voters:?}");
+                prop_assert!(voters.len() % 2 == 1, "an odd number of voters: {voters:?}");
+            }
+        }
     }
 }

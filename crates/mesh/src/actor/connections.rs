@@ -177,7 +177,10 @@ impl Actor {
             return;
         }
         match peer_store::save(&path, peers) {
-            Ok(()) => self.remembered_dirty = false,
+            Ok(()) => {
+                self.remembered_dirty = false;
+                self.remembered_once = true;
+            }
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "remembering peers"),
         }
     }

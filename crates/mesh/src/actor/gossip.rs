@@ -115,6 +115,12 @@ impl Actor {
         envelope: &Signed<Announcement>,
         age: Duration,
     ) -> Observed {
+        // A member that restarted on a new port is only reachable at its new address: learn it
+        // from the advert (an existing connection may be gone, and Raft must reach it again).
+        let addrs_before: Option<Vec<String>> = self
+            .membership
+            .alive_or_suspect(&signer)
+            .map(|(_, addrs)| addrs.to_vec());
         let observed = self
             .membership
             .observe(Instant::now(), signer, announcement, envelope, age);
@@ -127,9 +133,19 @@ impl Actor {
                     let addrs = parse_addrs(&advert.addrs);
                     self.add_known_addresses(Some(signer), &addrs);
                 }
+                if !self.remembered_once {
+                    self.remember_peers(false);
+                }
             }
             Observed::Updated => {
                 self.metrics.adverts_received.inc();
+                if let Announcement::Advert(advert) = announcement
+                    && addrs_before.as_deref() != Some(&advert.addrs[..])
+                {
+                    let addrs = parse_addrs(&advert.addrs);
+                    self.add_known_addresses(Some(signer), &addrs);
+                    self.remembered_dirty = true;
+                }
             }
             Observed::Departed => {
                 self.metrics.adverts_received.inc();

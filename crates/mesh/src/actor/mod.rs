@@ -48,8 +48,9 @@ const JUDGE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the node tops up its connections and, when alone, redials its bootstrap peers.
 const MAINTAIN_INTERVAL: Duration = Duration::from_secs(2);
 /// How often remembered peers are written, when they changed: soon enough that a node killed
-/// shortly after joining still finds its way back.
-const REMEMBER_INTERVAL: Duration = Duration::from_secs(5);
+/// shortly after joining, or after a peer moved to a new address, still finds its way back (a
+/// restarted node with only stale addresses is alone for good).
+const REMEMBER_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a silent (dead, not departed) member is redialled: what heals a partition.
 const REDIAL_SILENT_EVERY: Duration = Duration::from_secs(10);
 /// How many silent members one maintenance round redials.
@@ -108,6 +109,7 @@ pub async fn start(
         announced_at: None,
         announce_pending: false,
         remembered_dirty: false,
+        remembered_once: false,
         hinted_private: false,
         metrics,
         config,
@@ -281,6 +283,9 @@ struct Actor {
     /// An announcement is due as soon as the last one is old enough.
     announce_pending: bool,
     remembered_dirty: bool,
+    /// Whether this process has written the peer store yet: the first member it meets is written
+    /// at once, so a node killed right after joining still finds its way back.
+    remembered_once: bool,
     /// Whether this (open) node said that its join peer looks like a private mesh's.
     hinted_private: bool,
     metrics: MeshMetrics,

@@ -98,10 +98,14 @@ impl Actor {
                 ..
             } => {
                 if let Some(reply) = self.placement_traffic.waiting.remove(&request_id) {
-                    let _ = reply.send(Err(MeshError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
+                    let reason = error.to_string();
+                    let error = match error {
+                        request_response::OutboundFailure::DialFailure => {
+                            MeshError::Unreachable { peer, reason }
+                        }
+                        _ => MeshError::Request { peer, reason },
+                    };
+                    let _ = reply.send(Err(error));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
