@@ -272,7 +272,7 @@ impl Agent {
                 other.as_str() != id && !matches!(local.phase, Phase::Failed { .. })
             })
             .filter_map(|(other, _)| placed.get(other).map(|(app, _)| app));
-        let owner = mycel_placement::owners::owner_of(&replica.state, &app.manifest.name);
+        let owner = replica.state.owner_of(&app.manifest.name);
         admission::admit(&self.config.policy, app, owner.as_ref(), others)
     }
 

@@ -228,7 +228,7 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
         replicas: record.manifest.replicas,
         instances,
         deployed_by: record.deployed_by.clone(),
-        owner: mycel_placement::owners::owner_of(state, name),
+        owner: state.owner_of(name),
         unplaced: record.unplaced.clone(),
         manifest: record.manifest.clone(),
     })

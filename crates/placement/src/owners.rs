@@ -16,13 +16,10 @@
 use std::collections::BTreeMap;
 
 use mycel_protocol::{
-    PeerId,
     ownership::{AppAction, MAX_SKEW_MS, OwnerKey},
     placement::{Authorized, WriteError},
 };
 use serde::{Deserialize, Serialize};
-
-use crate::state::PlacementState;
 
 /// Who owns each app, and the newest request accepted from each key for each app.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,24 +32,13 @@ pub struct Owners {
     pub latest: BTreeMap<(OwnerKey, String), u64>,
 }
 
-/// The key that may change `app`: its owner, else the key of the node that took its deploy (an
-/// app recorded before apps had owners); `None` when neither is known (the next signed change
-/// claims it).
-pub fn owner_of(state: &PlacementState, app: &str) -> Option<OwnerKey> {
-    if let Some(owner) = state.owners.apps.get(app) {
-        return Some(*owner);
-    }
-    let record = state.apps.get(app)?;
-    let peer: PeerId = record.deployed_by.parse().ok()?;
-    OwnerKey::from_peer_id(&peer)
-}
-
-/// Checks that `auth` may do `expected` to the state as it is: it signs exactly `expected`, the
-/// signature holds, it was issued within [`MAX_SKEW_MS`] of when the leader accepted it, it is
-/// newer than every request accepted from its key for that app, and its key owns the app (or
-/// nobody does). Answers the signer.
+/// Checks that `auth` may do `expected` given `owners` and the app's current `owner` (see
+/// `PlacementState::owner_of`): it signs exactly `expected`, the signature holds, it was issued
+/// within [`MAX_SKEW_MS`] of when the leader accepted it, it is newer than every request accepted
+/// from its key for that app, and its key owns the app (or nobody does). Answers the signer.
 pub fn check(
-    state: &PlacementState,
+    owners: &Owners,
+    owner: Option<OwnerKey>,
     auth: &Authorized,
     expected: &AppAction,
 ) -> Result<OwnerKey, WriteError> {
@@ -78,7 +64,7 @@ pub fn check(
             MAX_SKEW_MS / 1000
         )));
     }
-    if let Some(latest) = state.owners.latest.get(&(request.key, app.to_string()))
+    if let Some(latest) = owners.latest.get(&(request.key, app.to_string()))
         && request.issued_at_ms <= *latest
     {
         return Err(WriteError::Stale(format!(
@@ -87,7 +73,7 @@ pub fn check(
             request.key
         )));
     }
-    match owner_of(state, app) {
+    match owner {
         Some(owner) if owner != request.key => Err(WriteError::NotOwner {
             app: app.to_string(),
             owner,

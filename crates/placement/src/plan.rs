@@ -12,7 +12,7 @@ use mycel_protocol::{
 };
 use mycel_scheduler::{AppSpec, LabelRule, NodeState, NodeView, Placement, Problem, Strategy};
 
-use crate::{owners, state::PlacementState};
+use crate::state::PlacementState;
 
 /// What the leader knows when it plans: its view of the mesh and the time.
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ pub fn node_views(nodes: &[NodeInfo]) -> Vec<NodeView> {
 }
 
 /// The entries that carry out `request`, given the state they will apply to. A deploy, scale or
-/// stop is checked here as every replica will check it (see [`owners::check`]), with the
+/// stop is checked here as every replica will check it (see [`crate::owners::check`]), with the
 /// leader's clock as the time it was accepted.
 pub fn plan_write(
     state: &PlacementState,
@@ -87,7 +87,7 @@ pub fn plan_write(
                 app: manifest.name.clone(),
                 manifest: manifest_digest(manifest),
             };
-            owners::check(state, &auth, &action)?;
+            state.check_signed(&auth, &action)?;
             let generation = state
                 .apps
                 .get(&manifest.name)
@@ -116,7 +116,7 @@ pub fn plan_write(
                 app: name.clone(),
                 replicas: *replicas,
             };
-            owners::check(state, &auth, &action)?;
+            state.check_signed(&auth, &action)?;
             record.manifest.replicas = *replicas;
             record
                 .manifest
@@ -129,7 +129,7 @@ pub fn plan_write(
                 return Err(WriteError::UnknownApp(name.clone()));
             }
             let auth = accepted(signed);
-            owners::check(state, &auth, &AppAction::Stop { app: name.clone() })?;
+            state.check_signed(&auth, &AppAction::Stop { app: name.clone() })?;
             Ok(vec![Command::RemoveApp {
                 name: name.clone(),
                 auth: Some(Box::new(auth)),
@@ -318,7 +318,8 @@ fn unplaced_reason(solution: &mycel_scheduler::Solution, app: &str) -> Option<St
 /// Who owns `app`, as nodes' `policy.allowed_owners` name owners: its key, else (an app whose
 /// deployer has no key in its id) the peer id that took its deploy.
 fn owner_text(state: &PlacementState, app: &AppRecord) -> String {
-    owners::owner_of(state, &app.manifest.name)
+    state
+        .owner_of(&app.manifest.name)
         .map_or_else(|| app.deployed_by.clone(), |key| key.to_string())
 }
 

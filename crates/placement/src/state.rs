@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use mycel_protocol::{
-    ownership::{AppAction, manifest_digest},
+    PeerId,
+    ownership::{AppAction, OwnerKey, manifest_digest},
     placement::{AppRecord, Authorized, Command, ImageEntry, Instance, WriteError, instance_error},
 };
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,27 @@ impl PlacementState {
     /// The instances of `app`, by replica number.
     pub fn instances_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
         self.instances.values().filter(move |i| i.app == app)
+    }
+
+    /// The key that may change `app`: its owner, else the key of the node that took its deploy
+    /// (an app recorded before apps had owners); `None` when neither is known (the next signed
+    /// change claims it).
+    pub fn owner_of(&self, app: &str) -> Option<OwnerKey> {
+        if let Some(owner) = self.owners.apps.get(app) {
+            return Some(*owner);
+        }
+        let record = self.apps.get(app)?;
+        let peer: PeerId = record.deployed_by.parse().ok()?;
+        OwnerKey::from_peer_id(&peer)
+    }
+
+    /// Checks a signed request against this state (see [`owners::check`]); answers the signer.
+    pub fn check_signed(
+        &self,
+        auth: &Authorized,
+        expected: &AppAction,
+    ) -> Result<OwnerKey, WriteError> {
+        owners::check(&self.owners, self.owner_of(expected.app()), auth, expected)
     }
 
     /// The instances placed on `node`.
@@ -72,7 +94,7 @@ impl PlacementState {
             Command::RemoveApp { name, auth } => {
                 match auth {
                     Some(auth) => {
-                        owners::check(self, auth, &AppAction::Stop { app: name.clone() })?;
+                        self.check_signed(auth, &AppAction::Stop { app: name.clone() })?;
                         self.owners.accept(auth);
                     }
                     None => self.refuse_unsigned(name)?,
@@ -154,7 +176,7 @@ impl PlacementState {
                 )));
             }
         };
-        owners::check(self, auth, &expected)?;
+        self.check_signed(auth, &expected)?;
         self.owners.accept(auth);
         Ok(())
     }

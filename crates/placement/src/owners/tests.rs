@@ -14,6 +14,7 @@ use mycel_scheduler::{NodeState, NodeView};
 use super::*;
 use crate::{
     plan::{View, plan_write},
+    state::PlacementState,
     testing::{NOW_MS, deploy_by, key_of, remove_by, scale_by, signed_by, user},
 };
 
@@ -67,17 +68,17 @@ fn deployed() -> Vec<PlacementState> {
 #[test]
 fn the_first_deployer_owns_the_app_and_may_change_it() {
     let mut replicas = deployed();
-    assert_eq!(owner_of(&replicas[0], "web"), Some(key_of(1)));
+    assert_eq!(replicas[0].owner_of("web"), Some(key_of(1)));
     write(&mut replicas, &scale_by(1, "web", 3)).unwrap();
     write(&mut replicas, &deploy_by(1, manifest("web", "2.0.0", 3))).unwrap();
     assert_eq!(replicas[0].apps["web"].manifest.version, "2.0.0");
     assert_eq!(replicas[0].apps["web"].manifest.replicas, 3);
     write(&mut replicas, &remove_by(1, "web")).unwrap();
     assert!(replicas[0].apps.is_empty());
-    assert_eq!(owner_of(&replicas[0], "web"), None);
+    assert_eq!(replicas[0].owner_of("web"), None);
     // Once stopped, the name is free: another key deploys it and owns it.
     write(&mut replicas, &deploy_by(2, manifest("web", "9.0.0", 1))).unwrap();
-    assert_eq!(owner_of(&replicas[0], "web"), Some(key_of(2)));
+    assert_eq!(replicas[0].owner_of("web"), Some(key_of(2)));
     assert!(replicas.iter().all(|r| *r == replicas[0]));
 }
 
@@ -332,8 +333,8 @@ fn apps_from_before_ownership_belong_to_the_node_that_took_them() {
             .try_apply(&legacy("odd", "not-a-peer-id".into()))
             .unwrap();
     }
-    assert_eq!(owner_of(&replicas[0], "old"), Some(node_key));
-    assert_eq!(owner_of(&replicas[0], "odd"), None);
+    assert_eq!(replicas[0].owner_of("old"), Some(node_key));
+    assert_eq!(replicas[0].owner_of("odd"), None);
 
     // A user's key may not take over the node's app...
     assert!(matches!(
@@ -345,7 +346,7 @@ fn apps_from_before_ownership_belong_to_the_node_that_took_them() {
     assert_eq!(replicas[0].owners.apps.get("old"), Some(&node_key));
     // ...and an app whose deployer names no key goes to the first signed change.
     write(&mut replicas, &scale_by(2, "odd", 2)).unwrap();
-    assert_eq!(owner_of(&replicas[0], "odd"), Some(key_of(2)));
+    assert_eq!(replicas[0].owner_of("odd"), Some(key_of(2)));
     assert!(write(&mut replicas, &scale_by(1, "odd", 3)).is_err());
 }
 
