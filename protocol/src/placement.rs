@@ -164,8 +164,22 @@ pub struct WriteOutcome {
 /// Why a write did not commit. Crosses the wire from leader to the forwarding node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WriteError {
+    /// No leader is reachable, or the leader cannot reach a majority of the voters: nothing was
+    /// written; try again later.
     #[error("the placement group has no quorum: {0}")]
     NoQuorum(String),
+    /// The leader is known but this node could not finish the exchange with it: nothing may have
+    /// been written; try again, or through another node.
+    #[error("the placement group's leader cannot be reached: {0}")]
+    LeaderUnreachable(String),
+    /// The leader proposed the write but did not see it commit in time: it may still commit.
+    /// Look before writing again (a signed request sent again is refused as a replay).
+    #[error("the write was not confirmed in time (it may still commit): {0}")]
+    Unconfirmed(String),
+    /// The placement group on the node asked has stopped (the node is shutting down): ask
+    /// another node.
+    #[error("the placement group on this node has stopped")]
+    Stopped,
     #[error("no app named '{0}'")]
     UnknownApp(String),
     #[error("{0}")]
@@ -193,7 +207,11 @@ impl WriteError {
     /// The API error code for this error.
     pub fn code(&self) -> &'static str {
         match self {
-            WriteError::NoQuorum(_) | WriteError::NotLeader => "no_quorum",
+            WriteError::NoQuorum(_) | WriteError::LeaderUnreachable(_) | WriteError::NotLeader => {
+                "no_quorum"
+            }
+            WriteError::Unconfirmed(_) => "commit_unconfirmed",
+            WriteError::Stopped => "stopping",
             WriteError::UnknownApp(_) => "app_not_found",
             WriteError::Rejected(_) => "rejected",
             WriteError::NotOwner { .. } => "not_owner",

@@ -100,7 +100,10 @@ impl From<mycel_protocol::placement::WriteError> for ApiError {
     fn from(error: mycel_protocol::placement::WriteError) -> Self {
         use mycel_protocol::placement::WriteError;
         let (status, message) = match &error {
-            WriteError::NoQuorum(_) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            WriteError::NoQuorum(_)
+            | WriteError::LeaderUnreachable(_)
+            | WriteError::Unconfirmed(_)
+            | WriteError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             WriteError::NotLeader => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the placement group is choosing a leader; try again".to_string(),
@@ -133,6 +136,21 @@ mod tests {
                 WriteError::NoQuorum("x".into()),
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_quorum",
+            ),
+            (
+                WriteError::LeaderUnreachable("x".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_quorum",
+            ),
+            (
+                WriteError::Unconfirmed("x".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "commit_unconfirmed",
+            ),
+            (
+                WriteError::Stopped,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
             ),
             (
                 WriteError::NotLeader,

@@ -121,7 +121,7 @@ fn described() -> Value {
                         "403": not_owner.clone(),
                         "413": error_response("Larger than a manifest may be (too_large)"),
                         "422": error_response("A blob it names is held by no node in reach (blob_not_found)"),
-                        "503": error_response("The placement group has no quorum (no_quorum)")
+                        "503": error_response("The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)")
                     }
                 }
             },
@@ -143,7 +143,7 @@ fn described() -> Value {
                         "401": bad_signature.clone(),
                         "403": not_owner.clone(),
                         "404": error_response("No such app (app_not_found)"),
-                        "503": error_response("The placement group has no quorum (no_quorum)")
+                        "503": error_response("The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)")
                     }
                 }
             },
@@ -157,7 +157,7 @@ fn described() -> Value {
                     "401": bad_signature.clone(),
                     "403": not_owner.clone(),
                     "404": error_response("No such app (app_not_found)"),
-                    "503": error_response("The placement group has no quorum (no_quorum)")
+                    "503": error_response("The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)")
                 }
             }},
             "/v1/discover/apps": {"get": {

@@ -300,7 +300,7 @@ impl PlacementHandle {
                     // again, of whoever leads next, within the same deadline.
                     Forwarded::NotSent(why) => {
                         if Instant::now() + self.inner.timing.heartbeat >= deadline {
-                            return Err(WriteError::NoQuorum(why));
+                            return Err(WriteError::LeaderUnreachable(why));
                         }
                         tokio::time::sleep(self.inner.timing.heartbeat).await;
                         continue;
@@ -394,15 +394,13 @@ impl PlacementHandle {
         let answer =
             match network::call(&self.inner.mesh, peer, &Rpc::Write(request.clone()), ttl).await {
                 Ok(RpcReply::Write(result)) => result,
-                Ok(other) => Err(WriteError::NoQuorum(format!(
+                Ok(other) => Err(WriteError::LeaderUnreachable(format!(
                     "the leader answered a write with {other:?}"
                 ))),
                 Err(CallError::NotSent(e)) => {
                     return Forwarded::NotSent(format!("the leader cannot be reached: {e}"));
                 }
-                Err(e) => Err(WriteError::NoQuorum(format!(
-                    "the leader ({peer}) cannot be reached: {e}"
-                ))),
+                Err(e) => Err(WriteError::LeaderUnreachable(format!("{peer}: {e}"))),
             };
         Forwarded::Answered(answer)
     }
@@ -419,17 +417,16 @@ impl PlacementHandle {
             request: request.clone(),
             reply,
         };
-        let stopped = || WriteError::NoQuorum("the placement group has stopped".into());
         self.inner
             .leader_writes
             .send(write)
             .await
-            .map_err(|_| stopped())?;
+            .map_err(|_| WriteError::Stopped)?;
         match tokio::time::timeout_at(deadline, outcome).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(stopped()),
-            Err(_) => Err(WriteError::NoQuorum(
-                "the write was not committed in time (it may still commit)".into(),
+            Ok(Err(_)) => Err(WriteError::Stopped),
+            Err(_) => Err(WriteError::Unconfirmed(
+                "no commit within the write timeout".into(),
             )),
         }
     }
@@ -503,8 +500,10 @@ impl PlacementHandle {
             for command in commands {
                 match raft.client_write_ff(command).await {
                     Ok(receiver) => receivers.push(receiver),
+                    // Raft has stopped (a fatal error, or the node shuts down).
                     Err(e) => {
-                        let _ = write.reply.send(Err(WriteError::NoQuorum(e.to_string())));
+                        tracing::warn!(%e, "proposing a write");
+                        let _ = write.reply.send(Err(WriteError::Stopped));
                         return;
                     }
                 }
@@ -522,9 +521,9 @@ impl PlacementHandle {
                     Ok(Ok(Ok(response))) => response.data.map(|()| response.log_id.index),
                     Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => Err(WriteError::NotLeader),
                     Ok(Ok(Err(e))) => Err(WriteError::NoQuorum(e.to_string())),
-                    Ok(Err(_)) => Err(WriteError::NoQuorum("Raft stopped".into())),
-                    Err(_) => Err(WriteError::NoQuorum(
-                        "the write was not committed in time (it may still commit)".into(),
+                    Ok(Err(_)) => Err(WriteError::Stopped),
+                    Err(_) => Err(WriteError::Unconfirmed(
+                        "no commit within the write timeout".into(),
                     )),
                 };
                 outcome = match (outcome, committed) {
@@ -543,7 +542,7 @@ impl PlacementHandle {
             .mesh
             .nodes()
             .await
-            .map_err(|e| WriteError::NoQuorum(format!("the mesh has stopped: {e}")))?;
+            .map_err(|_| WriteError::Stopped)?;
         Ok(View {
             nodes: plan::node_views(&nodes),
             now_ms: now_ms(),
