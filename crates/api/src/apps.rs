@@ -13,13 +13,11 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use futures::{StreamExt, stream::FuturesUnordered};
 use mycel_placement::{PlacementState, plan::runtime_of};
 use mycel_protocol::{
     BlobHash, Manifest, ManifestError,
-    api::{AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState, MemberStatus},
+    api::{AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState},
     app::{MAX_MANIFEST_BYTES, MAX_REPLICAS},
-    blob::{BlobRequest, BlobResponse},
     ownership::AppAction,
     placement::{AppRecord, WriteError, WriteRequest},
 };
@@ -33,8 +31,6 @@ use crate::{
 
 /// How long a deploy looks for a node that holds a blob the manifest names.
 const BLOB_LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
-/// Most members a deploy asks directly whether they hold a blob.
-const MAX_ASKED: usize = 64;
 
 /// Answer of `DELETE /v1/apps/{name}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -240,7 +236,10 @@ async fn ensure_held(state: &ApiState, hash: BlobHash) -> Result<(), ApiError> {
     if state.blobs.meta(&hash)?.is_some() {
         return Ok(());
     }
-    let found = tokio::time::timeout(BLOB_LOOKUP_TIMEOUT, held_elsewhere(state, hash))
+    let network = mycel_blobs::MeshBlobs {
+        mesh: state.mesh.clone(),
+    };
+    let found = tokio::time::timeout(BLOB_LOOKUP_TIMEOUT, network.held_elsewhere(hash))
         .await
         .unwrap_or(false);
     if found {
@@ -251,45 +250,6 @@ async fn ensure_held(state: &ApiState, hash: BlobHash) -> Result<(), ApiError> {
         "blob_not_found",
         format!("no node in reach holds {hash}: upload it first (POST /v1/blobs, or `mycel push`)"),
     ))
-}
-
-/// True as soon as the DHT or a member says another node holds `hash` whole. The DHT lookup
-/// answers only when it ends, which can be slow in a mesh with unreachable peers; asking the
-/// members directly covers that, and blobs whose provider record has not spread yet.
-async fn held_elsewhere(state: &ApiState, hash: BlobHash) -> bool {
-    let me = state.mesh.peer_id();
-    let mut checks: FuturesUnordered<futures::future::BoxFuture<'_, bool>> =
-        FuturesUnordered::new();
-    checks.push(Box::pin(async move {
-        state
-            .mesh
-            .find_providers(hash.to_string().into_bytes())
-            .await
-            .is_ok_and(|providers| providers.iter().any(|p| *p != me))
-    }));
-    let members = state.mesh.nodes().await.unwrap_or_default();
-    for peer in members
-        .iter()
-        .filter(|n| !n.is_self && n.status == MemberStatus::Alive)
-        .filter_map(|n| n.peer_id.parse().ok())
-        .take(MAX_ASKED)
-    {
-        checks.push(Box::pin(async move {
-            matches!(
-                state
-                    .mesh
-                    .blob_request(peer, BlobRequest::Have { hash })
-                    .await,
-                Ok(BlobResponse::Have { .. })
-            )
-        }));
-    }
-    while let Some(held) = checks.next().await {
-        if held {
-            return true;
-        }
-    }
-    false
 }
 
 #[cfg(test)]

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use futures::future::{BoxFuture, join_all};
+use futures::{
+    StreamExt,
+    future::{BoxFuture, join_all},
+    stream::FuturesUnordered,
+};
 use libp2p::PeerId;
 use mycel_mesh::{BlobServer, MeshHandle, StreamProtocol};
 use mycel_protocol::{
@@ -30,57 +34,102 @@ pub struct MeshBlobs {
     pub mesh: MeshHandle,
 }
 
+impl MeshBlobs {
+    /// Alive members other than this node, at most [`MAX_ASKED`]: asking the peers a node
+    /// already knows is faster than any lookup, and finds fetches in progress, which are not in
+    /// the DHT.
+    async fn alive_members(&self) -> Vec<PeerId> {
+        let members = self.mesh.nodes().await.unwrap_or_default();
+        members
+            .into_iter()
+            .filter(|n| !n.is_self && n.status == MemberStatus::Alive)
+            .filter_map(|n| n.peer_id.parse().ok())
+            .take(MAX_ASKED)
+            .collect()
+    }
+
+    /// The providers the DHT knows for `hash`, other than this node (none after
+    /// [`DHT_TIMEOUT`]).
+    async fn dht_providers(&self, hash: BlobHash) -> Vec<PeerId> {
+        let local = self.mesh.peer_id();
+        tokio::time::timeout(
+            DHT_TIMEOUT,
+            self.mesh.find_providers(hash.to_string().into_bytes()),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| *p != local)
+        .collect()
+    }
+
+    /// Asks `peer` whether it holds `hash`: its answer when it holds some or all of it.
+    async fn ask(&self, peer: PeerId, hash: BlobHash) -> Option<BlobResponse> {
+        // A connection that is being replaced (two nodes dialled each other at once) fails the
+        // request without saying anything about the peer: ask once more.
+        for _ in 0..2 {
+            let answer = tokio::time::timeout(
+                HAVE_TIMEOUT,
+                self.mesh.blob_request(peer, BlobRequest::Have { hash }),
+            )
+            .await;
+            match answer {
+                Ok(Ok(answer @ (BlobResponse::Have { .. } | BlobResponse::Partial { .. }))) => {
+                    return Some(answer);
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "asking a peer for a blob failed");
+                }
+                other => {
+                    tracing::debug!(%peer, answer = ?other.map(|a| a.map(|_| ())), "peer does not provide the blob");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// True as soon as the DHT or a member says another node holds `hash` whole. The DHT lookup
+    /// answers only when it ends, which can be slow in a mesh with unreachable peers; asking the
+    /// members at the same time covers that, and blobs whose provider record has not spread yet.
+    pub async fn held_elsewhere(&self, hash: BlobHash) -> bool {
+        let mut checks: FuturesUnordered<BoxFuture<'_, bool>> = FuturesUnordered::new();
+        checks.push(Box::pin(async move {
+            !self.dht_providers(hash).await.is_empty()
+        }));
+        for peer in self.alive_members().await {
+            checks.push(Box::pin(async move {
+                matches!(self.ask(peer, hash).await, Some(BlobResponse::Have { .. }))
+            }));
+        }
+        while let Some(held) = checks.next().await {
+            if held {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 impl BlobNetwork for MeshBlobs {
     type Peer = PeerId;
 
     fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<PeerId>>> {
         Box::pin(async move {
-            // Candidates: the providers the DHT knows, then alive members (asking the peers a
-            // node already knows is faster than any lookup, and finds fetches in progress, which
-            // are not in the DHT). Requests dial a candidate when needed.
-            let local = self.mesh.peer_id();
-            let from_dht = tokio::time::timeout(
-                DHT_TIMEOUT,
-                self.mesh.find_providers(hash.to_string().into_bytes()),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-            let members = self.mesh.nodes().await.unwrap_or_default();
+            // Candidates: the providers the DHT knows, then alive members. Requests dial a
+            // candidate when needed.
+            let from_dht = self.dht_providers(hash).await;
             let mut peers: Vec<PeerId> = Vec::new();
-            let alive = members
-                .into_iter()
-                .filter(|n| !n.is_self && n.status == MemberStatus::Alive)
-                .filter_map(|n| n.peer_id.parse().ok());
-            for peer in from_dht.into_iter().chain(alive) {
-                if peer != local && !peers.contains(&peer) && peers.len() < MAX_ASKED {
+            for peer in from_dht.into_iter().chain(self.alive_members().await) {
+                if !peers.contains(&peer) && peers.len() < MAX_ASKED {
                     peers.push(peer);
                 }
             }
             let asks = peers.into_iter().map(|peer| async move {
-                // A connection that is being replaced (two nodes dialled each other at once)
-                // fails the request without saying anything about the peer: ask once more.
-                for _ in 0..2 {
-                    let answer = tokio::time::timeout(
-                        HAVE_TIMEOUT,
-                        self.mesh.blob_request(peer, BlobRequest::Have { hash }),
-                    )
-                    .await;
-                    match answer {
-                        Ok(Ok(answer @ (BlobResponse::Have { .. } | BlobResponse::Partial { .. }))) => {
-                            return provider_of(peer, answer);
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "asking a peer for a blob failed");
-                        }
-                        other => {
-                            tracing::debug!(%peer, answer = ?other.map(|a| a.map(|_| ())), "peer does not provide the blob");
-                            return None;
-                        }
-                    }
-                }
-                None
+                let answer = self.ask(peer, hash).await?;
+                provider_of(peer, answer)
             });
             join_all(asks).await.into_iter().flatten().collect()
         })
