@@ -11,8 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::BlobHash;
 
+mod balance;
 mod relax;
 
+pub use balance::{
+    BalanceSpec, BalanceStrategy, DEFAULT_BASE_EJECTION_MS, DEFAULT_CONSECUTIVE_FAILURES,
+    DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_RETRIES, MAX_BASE_EJECTION_MS, MAX_CONSECUTIVE_FAILURES,
+    MAX_RETRIES, OutlierSpec, Retries,
+};
 pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
 
 /// Largest manifest document accepted; checked before a byte of it is parsed.
@@ -64,6 +70,9 @@ pub struct Manifest {
     pub health: Option<HealthSpec>,
     #[serde(default, skip_serializing_if = "PlacementSpec::is_empty")]
     pub placement: PlacementSpec,
+    /// How gateways spread requests over the instances (`[balance]`).
+    #[serde(default, skip_serializing_if = "BalanceSpec::is_default")]
+    pub balance: BalanceSpec,
 }
 
 fn one() -> u32 {
@@ -342,7 +351,8 @@ impl Manifest {
         if let Some(health) = &self.health {
             health.validate()?;
         }
-        self.placement.validate()
+        self.placement.validate()?;
+        self.balance.validate()
     }
 
     /// [`Manifest::validate`], plus what the API demands: the API cannot read files next to the

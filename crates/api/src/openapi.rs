@@ -477,7 +477,25 @@ fn app_schemas() -> Value {
                     "required": {"type": "array", "items": rule.clone()},
                     "preferred": {"type": "array", "items": rule},
                     "strategy": {"type": "string", "enum": ["spread", "binpack"]}
-                }}
+                }},
+                "balance": {"type": "object", "additionalProperties": false,
+                    "description": "How every gateway spreads requests over the app's healthy instances. A value out of range or an unknown strategy is 400 invalid_manifest.",
+                    "properties": {
+                        "strategy": {"type": "string", "default": "least_request",
+                            "enum": ["least_request", "round_robin", "least_connections", "weighted", "latency"],
+                            "description": "least_request: power of two random choices over in-flight requests weighted by a peak-EWMA of latency; weighted: by the node's `weight` label, else its cores; latency: the lowest EWMA latency, the local instance when close"},
+                        "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2,
+                            "description": "Retries on another instance, when safe (no byte of the answer sent, an idempotent method) and within a budget of about 20% of requests"},
+                        "outlier": {"type": "object", "additionalProperties": false,
+                            "description": "An instance failing consecutive_failures requests in a row (connection error, timeout, 5xx) is ejected for base_ejection_ms × the times it was ejected, never more than max_ejection_percent of the instances",
+                            "properties": {
+                                "consecutive_failures": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+                                "base_ejection_ms": {"type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000},
+                                "max_ejection_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50}
+                            }
+                        }
+                    }
+                }
             }
         },
         "Deployed": {"type": "object", "required": ["name", "version"], "properties": {
