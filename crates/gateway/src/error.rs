@@ -2,13 +2,14 @@
 //!
 //! Every [`AttemptError`] happens before any byte of an answer arrived, so trying another
 //! instance is safe as far as the answer goes; whether the request can be sent again depends on
-//! its body (see `replay`). Once an answer has begun, it is the client's, errors and all.
+//! its body (see `replay`), and, when the app may have seen it, on its method being idempotent.
+//! Once an answer has begun towards the client, it is the client's, errors and all.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::Body;
+use crate::{Body, balance::Outcome};
 
 /// Why one attempt at an instance produced no answer.
 #[derive(Debug, thiserror::Error)]
@@ -27,21 +28,44 @@ pub(crate) enum AttemptError {
     /// The node runs no such instance (its replica and ours disagree for a moment).
     #[error("node {node} does not run the instance")]
     NotThere { node: String },
-    /// The instance failed before it answered (its node refused with `instance_failed`, or
-    /// the local instance returned an error).
+    /// The node refused: the instance has not passed its health check.
+    #[error("node {node} says the instance is not healthy")]
+    Unhealthy { node: String },
+    /// The instance could not take the request (its node refused with `instance_failed`, or
+    /// the local instance returned an error: overloaded or stopping).
     #[error("the instance on node {node} failed: {reason}")]
     InstanceFailed { node: String, reason: String },
 }
 
 impl AttemptError {
-    /// Whether the instance should be skipped for a while: its node could not be reached, or
-    /// does not have it. A stale pooled connection says nothing about the instance.
-    pub(crate) fn trips_breaker(&self) -> bool {
+    /// What the failure says about the instance, for balancing.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            AttemptError::Unreachable { .. } => Outcome::Unreachable,
+            AttemptError::Failed { reused: false, .. } => Outcome::Failed,
+            // A stale pooled connection says nothing about the instance; an overloaded one is
+            // load, which the strategies weigh, not a fault.
+            AttemptError::Failed { reused: true, .. } | AttemptError::InstanceFailed { .. } => {
+                Outcome::Neutral
+            }
+            AttemptError::NotThere { .. } => Outcome::NotThere,
+            AttemptError::Unhealthy { .. } => Outcome::Unhealthy,
+        }
+    }
+
+    /// Whether the app may have seen the request: then only an idempotent one is sent again.
+    pub(crate) fn app_may_have_seen(&self) -> bool {
+        matches!(self, AttemptError::Failed { .. })
+    }
+
+    /// Whether trying another instance is routing rather than a retry: nobody took the request
+    /// (no node, no such instance, an unhealthy one), so it costs neither a retry nor budget.
+    pub(crate) fn is_unrouted(&self) -> bool {
         matches!(
             self,
             AttemptError::Unreachable { .. }
-                | AttemptError::Failed { reused: false, .. }
                 | AttemptError::NotThere { .. }
+                | AttemptError::Unhealthy { .. }
         )
     }
 }

@@ -3,8 +3,13 @@
 //! by this node's [`LocalInstances`].
 //!
 //! A request for an instance that does not run here (the peer's replica is ahead or behind
-//! ours) is refused before the app sees it: the answer carries [`REFUSED_HEADER`], so the
-//! sending gateway may try another instance. The header never reaches a client.
+//! ours), or that has not passed its health check (the replica says `Running` from its start,
+//! before its first check), is refused before the app sees it: the answer carries
+//! [`REFUSED_HEADER`], so the sending gateway may try another instance. The header never reaches
+//! a client.
+//!
+//! The app sees which instance it is and on which node in `x-mycel-instance` and
+//! `x-mycel-node`, as it does for requests from this node's own gateway.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -23,9 +28,10 @@ use crate::{
 };
 
 /// Marks an answer as the serving gateway's refusal, not the app's: its value is the reason
-/// (`unknown_instance` or `instance_failed`). Only ever set by [`answer`].
+/// (`unknown_instance`, `instance_unhealthy` or `instance_failed`). Only ever set by [`answer`].
 pub(crate) const REFUSED_HEADER: &str = "x-mycel-refused";
 pub(crate) const UNKNOWN_INSTANCE: &str = "unknown_instance";
+pub(crate) const INSTANCE_UNHEALTHY: &str = "instance_unhealthy";
 pub(crate) const INSTANCE_FAILED: &str = "instance_failed";
 
 /// How long a peer's connection may idle before it is closed; longer than the sending side
@@ -97,7 +103,16 @@ async fn answer(
         );
     };
     let mut request = request.map(|body| body.map_err(BoxError::from).boxed());
-    request.headers_mut().remove(INSTANCE_HEADER);
+    request.headers_mut().insert(NODE_HEADER, me.clone());
+    if !local.is_healthy(&id) {
+        // Also what an instance that does not run here at all is: the sender skips it briefly
+        // either way.
+        return refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            INSTANCE_UNHEALTHY,
+            format!("instance '{id}' does not run here or has not passed its health check"),
+        );
+    }
     let Some(served) = local.serve(&id, request) else {
         return refused(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,8 +2,8 @@
 //! request to a healthy instance of the app, on this node or on any other.
 //!
 //! ```text
-//!  client ──TCP──▶ listener ──▶ proxy ──host──▶ balance (replica + local health + breaker)
-//!                                 │                  │ ordered targets, round robin per app
+//!  client ──TCP──▶ listener ──▶ proxy ──host──▶ balance (replica + health + outliers)
+//!                                 │                  │ ordered targets, by the app's strategy
 //!                                 │◀─────────────────┘
 //!                                 ├─ local target ──▶ LocalInstances::serve
 //!                                 └─ remote target ─▶ remote pool ══ /mycel/gateway/1 ══▶ peer's
@@ -14,11 +14,14 @@
 //!
 //! The tree follows the path a request takes:
 //! - [`host`]: which app a `Host` header names (pure).
-//! - [`balance`]: the candidates for an app and their order: round robin per app, a small
-//!   circuit breaker for instances that could not be reached (pure, takes `now`).
+//! - [`balance`]: the candidates for an app and their order by its `[balance]` strategy, outlier
+//!   ejection, the retry budget (pure, takes `now`).
 //! - [`forward`]: the headers a proxied request and answer get or lose (pure).
 //! - `listener`: the TCP accept loop and per-connection HTTP/1.1 serving, drained on shutdown.
-//! - `proxy`: one client request: route, try up to three targets, stamp the answer.
+//! - `proxy`: one client request: route, try targets with retries when safe, stamp the answer.
+//! - `track`: an answer's body that reports when it is over (in flight, duration).
+//! - `weights`: the `weighted` strategy's node weights, followed from the mesh's membership.
+//! - `metrics`: `mycel_gateway_requests_total`, `…_request_duration_seconds`, `…_inflight`.
 //! - `replay`: the request body lent to an attempt, so a failed attempt that never consumed it
 //!   can be retried elsewhere.
 //! - `remote`: the pool of HTTP/1.1 connections over libp2p streams, per peer.
@@ -37,9 +40,12 @@ pub mod fuzzing;
 pub mod host;
 mod inbound;
 mod listener;
+mod metrics;
 mod proxy;
 mod remote;
 mod replay;
+mod track;
+mod weights;
 
 use std::{fmt, sync::Arc};
 
@@ -49,6 +55,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use host::app_of_host;
+pub use metrics::GatewayMetrics;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every request and answer the gateway hands on: streamed, never buffered whole.
@@ -118,12 +125,23 @@ impl fmt::Debug for GatewayConfig {
 }
 
 /// Serves the gateway on `listener`, and peers' gateway streams on the mesh, until `shutdown` is
-/// cancelled; then stops accepting and returns once the open connections have drained.
+/// cancelled; then stops accepting and returns once the open connections have drained. Its
+/// metrics are counted but registered nowhere: see [`serve_with`].
 ///
 /// Fails at once when this mesh already has a gateway accepting streams.
 pub async fn serve(
     listener: TcpListener,
     config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with(listener, config, GatewayMetrics::default(), shutdown).await
+}
+
+/// [`serve`], counting into `metrics` (see [`GatewayMetrics::register`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    config: GatewayConfig,
+    metrics: GatewayMetrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let incoming = config
@@ -143,7 +161,9 @@ pub async fn serve(
         connections.clone(),
         stop.clone(),
     ));
-    let proxy = Arc::new(proxy::Proxy::new(config));
+    let weights = weights::Weights::default();
+    connections.spawn(weights.clone().follow(config.mesh.clone(), stop.clone()));
+    let proxy = Arc::new(proxy::Proxy::new(config, metrics, weights));
     let result = listener::accept(listener, proxy, &connections, &stop).await;
     stop.cancel();
     connections.close();

@@ -1,34 +1,46 @@
-//! One client request, from its `Host` to an answer: find the app, order its healthy instances,
-//! try up to [`MAX_ATTEMPTS`] of them, and stamp the answer with who served it.
+//! One client request, from its `Host` to an answer: find the app, order its healthy instances
+//! by its `[balance]` strategy, try them, and stamp the answer with who served it.
 //!
-//! An attempt that fails before any byte of an answer arrived is retried on the next instance,
-//! as long as it did not consume any of the request body (see `replay`); once an answer has
-//! begun, it goes to the client as it is.
+//! When an attempt fails before any byte of an answer reached the client, the next instance in
+//! the order is tried, as long as no attempt consumed the request body (see `replay`):
+//! - for free when nobody took the request (no node, no such instance, an unhealthy one);
+//! - as one of the app's `[balance] retries`, within its retry budget, when an instance failed
+//!   or answered 5xx; and then only for an idempotent method if the app may have seen it.
+//!
+//! Every attempt's outcome goes to the balancer (latency, in flight, failures towards
+//! ejection); every answer for a deployed app to the metrics.
 
 use std::{
     net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use mycel_placement::PlacementHandle;
-use mycel_protocol::PeerId;
+use mycel_protocol::{
+    PeerId,
+    app::{BalanceSpec, BalanceStrategy},
+};
 use tokio::time::Instant;
 
 use crate::{
     Body, BoxError, GatewayConfig, INSTANCE_HEADER, LocalInstances, NODE_HEADER,
-    balance::{self, Balancer, Candidates, Target},
+    balance::{self, Balancer, Candidates, Outcome, Target},
     error::{AttemptError, json_error},
     forward, host,
-    inbound::{REFUSED_HEADER, UNKNOWN_INSTANCE},
+    inbound::{INSTANCE_UNHEALTHY, REFUSED_HEADER, UNKNOWN_INSTANCE},
+    metrics::GatewayMetrics,
     remote::Remote,
     replay::Replay,
+    track::Tracked,
+    weights::Weights,
 };
 
-/// The first try and at most two retries, each on another instance.
-pub(crate) const MAX_ATTEMPTS: usize = 3;
+/// Attempts that nobody took (see the module docs) beyond the first try and the retries: enough
+/// to step over a node that left and one whose replica lags, not to walk a whole large app.
+const UNROUTED_ATTEMPTS: usize = 2;
 
 pub(crate) struct Proxy {
     /// Lowercase, no trailing dot.
@@ -37,8 +49,10 @@ pub(crate) struct Proxy {
     me: String,
     placement: PlacementHandle,
     local: Arc<dyn LocalInstances>,
-    balancer: Mutex<Balancer>,
+    balancer: Arc<Mutex<Balancer>>,
     remote: Arc<Remote>,
+    metrics: GatewayMetrics,
+    weights: Weights,
 }
 
 /// The parts of a request that every attempt sends again.
@@ -49,19 +63,25 @@ struct Head {
 }
 
 impl Proxy {
-    pub(crate) fn new(config: GatewayConfig) -> Self {
+    pub(crate) fn new(config: GatewayConfig, metrics: GatewayMetrics, weights: Weights) -> Self {
+        // Only spread matters for the random choices; the clock differs enough between nodes.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         Self {
             domain: config.domain.trim_end_matches('.').to_ascii_lowercase(),
             me: config.mesh.peer_id().to_string(),
             placement: config.placement,
             local: config.local,
-            balancer: Mutex::default(),
+            balancer: Arc::new(Mutex::new(Balancer::new(seed))),
             remote: Arc::new(Remote::new(config.mesh.streams())),
+            metrics,
+            weights,
         }
     }
 
-    fn balancer(&self) -> std::sync::MutexGuard<'_, Balancer> {
-        self.balancer.lock().unwrap_or_else(PoisonError::into_inner)
+    fn balancer(&self) -> MutexGuard<'_, Balancer> {
+        lock(&self.balancer)
     }
 
     /// Answers one client request; every outcome is an answer (errors as JSON bodies).
@@ -70,6 +90,7 @@ impl Proxy {
         client: IpAddr,
         request: Request<Incoming>,
     ) -> Response<Body> {
+        let arrived = Instant::now();
         let host = host_of(&request);
         let Some(app) = host::app_of_host(&host, &self.domain) else {
             return json_error(
@@ -87,7 +108,7 @@ impl Proxy {
                 self.local.is_healthy(id)
             })
         };
-        let targets = match candidates {
+        let (mut targets, spec) = match candidates {
             Candidates::UnknownApp => {
                 return json_error(
                     StatusCode::NOT_FOUND,
@@ -95,12 +116,37 @@ impl Proxy {
                     format!("no app named '{app}' is deployed in this mesh"),
                 );
             }
-            Candidates::Healthy(healthy) => self.balancer().order(&app, healthy, Instant::now()),
+            Candidates::Healthy { targets, spec } => (targets, spec),
         };
-        if targets.is_empty() {
-            return no_healthy_instance(&app);
+        let finished = Finished::start(&self.metrics, &app, arrived);
+        if spec.strategy == BalanceStrategy::Weighted {
+            for target in &mut targets {
+                target.weight = self.weights.of(&target.node);
+            }
         }
+        let targets = self.balancer().order(&app, &spec, targets, arrived);
+        let (response, in_flight) = self
+            .forward(client, &host, &app, &spec, targets, request)
+            .await;
+        self.metrics.answered(&app, response.status().as_u16());
+        // Both end with the answer's body: read to its end, or dropped.
+        response.map(move |body| Tracked::new(body, move || drop((in_flight, finished))).boxed())
+    }
 
+    /// Tries `targets` in order until one answers. Returns the answer and the in-flight count it
+    /// holds at its instance (none for the gateway's own error answers).
+    async fn forward(
+        &self,
+        client: IpAddr,
+        host: &str,
+        app: &str,
+        spec: &BalanceSpec,
+        targets: Vec<Target>,
+        request: Request<Incoming>,
+    ) -> (Response<Body>, Option<InFlight>) {
+        if targets.is_empty() {
+            return (no_healthy_instance(app), None);
+        }
         let (parts, body) = request.into_parts();
         let mut head = Head {
             method: parts.method,
@@ -108,40 +154,91 @@ impl Proxy {
             headers: parts.headers,
         };
         forward::strip_hop_by_hop(&mut head.headers);
+        // Only gateways say which instance and node serve a request.
         head.headers.remove(INSTANCE_HEADER);
+        head.headers.remove(NODE_HEADER);
         // This gateway already answered any `100-continue` by reading the body.
         head.headers.remove(header::EXPECT);
-        forward::add_client(&mut head.headers, client, &host);
+        forward::add_client(&mut head.headers, client, host);
         if !head.headers.contains_key(header::HOST)
-            && let Ok(value) = HeaderValue::from_str(&host)
+            && let Ok(value) = HeaderValue::from_str(host)
         {
             head.headers.insert(header::HOST, value);
         }
         let replay = Replay::new(body.map_err(BoxError::from).boxed());
+        let idempotent = head.method.is_idempotent();
 
+        let mut retries = spec.retries.0 as usize;
+        let mut unrouted = UNROUTED_ATTEMPTS;
         let mut last_error = None;
-        for target in targets.iter().take(MAX_ATTEMPTS) {
+        let mut targets = targets.iter().peekable();
+        while let Some(target) = targets.next() {
             let Some(body) = replay.lend() else {
                 break;
             };
-            match self.attempt(target, head.request(body)).await {
+            let sent = Instant::now();
+            let in_flight = InFlight::start(&self.balancer, app, &target.instance, sent);
+            let result = self.attempt(target, head.request(body)).await;
+            let now = Instant::now();
+            let mut balancer = self.balancer();
+            match result {
                 Ok(response) => {
-                    if !target.local {
-                        self.balancer().reset(&target.instance);
+                    let failed = response.status().is_server_error();
+                    let outcome = if failed {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Answered
+                    };
+                    let latency = Some(now - sent);
+                    if balancer.record(app, spec, &target.instance, outcome, latency, now) {
+                        tracing::info!(%app, instance = %target.instance, "instance ejected after consecutive failures");
                     }
-                    return stamp(response, target);
+                    // A 5xx not yet sent on goes to another instance when that is safe.
+                    let retry = failed
+                        && idempotent
+                        && retries > 0
+                        && targets.peek().is_some()
+                        && replay.is_untouched()
+                        && balancer.try_retry(app, now);
+                    if !retry {
+                        drop(balancer);
+                        return (stamp(response, target), Some(in_flight));
+                    }
+                    retries -= 1;
+                    tracing::debug!(%app, instance = %target.instance, status = %response.status(), "retrying a 5xx answer elsewhere");
                 }
                 Err(e) => {
                     tracing::debug!(%app, instance = %target.instance, error = %e, "an attempt failed");
-                    if e.trips_breaker() {
-                        self.balancer().trip(&target.instance, Instant::now());
+                    if balancer.record(app, spec, &target.instance, e.outcome(), None, now) {
+                        tracing::info!(%app, instance = %target.instance, "instance ejected after consecutive failures");
                     }
+                    let unrouted_error = e.is_unrouted();
+                    let go_on = if unrouted_error && unrouted > 0 {
+                        unrouted -= 1;
+                        true
+                    } else {
+                        (idempotent || !e.app_may_have_seen())
+                            && retries > 0
+                            && targets.peek().is_some()
+                            && balancer.try_retry(app, now)
+                    };
                     last_error = Some(e);
+                    if !go_on {
+                        break;
+                    }
+                    if !unrouted_error {
+                        retries -= 1;
+                    }
                 }
             }
+            // Released before `in_flight` ends, which takes the lock again.
+            drop(balancer);
+            drop(in_flight);
         }
-        match last_error {
-            Some(AttemptError::NotThere { .. }) | None => no_healthy_instance(&app),
+        let answer = match last_error {
+            Some(AttemptError::NotThere { .. } | AttemptError::Unhealthy { .. }) | None => {
+                no_healthy_instance(app)
+            }
             Some(e) => {
                 tracing::warn!(%app, error = %e, "no instance answered");
                 json_error(
@@ -150,7 +247,8 @@ impl Proxy {
                     format!("no instance of '{app}' answered"),
                 )
             }
-        }
+        };
+        (answer, None)
     }
 
     /// Sends the request to one instance; `Ok` as soon as its answer began.
@@ -159,7 +257,13 @@ impl Proxy {
         target: &Target,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, AttemptError> {
+        if let Ok(node) = HeaderValue::from_str(&target.node) {
+            request.headers_mut().insert(NODE_HEADER, node);
+        }
         if target.local {
+            if let Ok(instance) = HeaderValue::from_str(&target.instance) {
+                request.headers_mut().insert(INSTANCE_HEADER, instance);
+            }
             let Some(answer) = self.local.serve(&target.instance, request) else {
                 return Err(AttemptError::NotThere {
                     node: target.node.clone(),
@@ -185,11 +289,63 @@ impl Proxy {
             Some(reason) if reason == UNKNOWN_INSTANCE => Err(AttemptError::NotThere {
                 node: target.node.clone(),
             }),
+            Some(reason) if reason == INSTANCE_UNHEALTHY => Err(AttemptError::Unhealthy {
+                node: target.node.clone(),
+            }),
             Some(reason) => Err(AttemptError::InstanceFailed {
                 node: target.node.clone(),
                 reason: String::from_utf8_lossy(reason.as_bytes()).into_owned(),
             }),
         }
+    }
+}
+
+/// A request counted in flight at an instance, until dropped.
+pub(crate) struct InFlight {
+    balancer: Arc<Mutex<Balancer>>,
+    app: String,
+    instance: String,
+}
+
+impl InFlight {
+    fn start(balancer: &Arc<Mutex<Balancer>>, app: &str, instance: &str, now: Instant) -> Self {
+        lock(balancer).start(app, instance, now);
+        Self {
+            balancer: balancer.clone(),
+            app: app.to_string(),
+            instance: instance.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.balancer).end(&self.app, &self.instance);
+    }
+}
+
+/// A request counted in the app's metrics, until dropped: then its duration is observed.
+struct Finished {
+    metrics: GatewayMetrics,
+    app: String,
+    arrived: Instant,
+}
+
+impl Finished {
+    fn start(metrics: &GatewayMetrics, app: &str, arrived: Instant) -> Self {
+        metrics.started(app);
+        Self {
+            metrics: metrics.clone(),
+            app: app.to_string(),
+            arrived,
+        }
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.metrics
+            .finished(&self.app, self.arrived.elapsed().as_secs_f64());
     }
 }
 
@@ -234,6 +390,11 @@ fn stamp(mut response: Response<Body>, target: &Target) -> Response<Body> {
         headers.insert(INSTANCE_HEADER, instance);
     }
     response
+}
+
+fn lock(balancer: &Mutex<Balancer>) -> MutexGuard<'_, Balancer> {
+    // Every balancer update leaves it consistent: a panic elsewhere does not poison routing.
+    balancer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn no_healthy_instance(app: &str) -> Response<Body> {

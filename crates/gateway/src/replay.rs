@@ -42,6 +42,11 @@ impl Replay {
         }
     }
 
+    /// Whether no attempt took any of the body yet: then it can go to another instance.
+    pub(crate) fn is_untouched(&self) -> bool {
+        !lock(&self.slot).started
+    }
+
     /// The body for the next attempt; `None` once an earlier attempt took part of it.
     pub(crate) fn lend(&self) -> Option<Body> {
         let mut slot = lock(&self.slot);

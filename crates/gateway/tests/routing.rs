@@ -1,6 +1,7 @@
 //! The gateway over real meshes and a real placement group in one process: requests reach
-//! instances on other nodes over mesh streams, round robin spreads them, clients' addresses reach
-//! the app, bodies stream both ways, and the contract's error answers hold.
+//! instances on other nodes over mesh streams, round robin spreads them, an instance that never
+//! passed its health check gets no request from any gateway, clients' addresses reach the app,
+//! bodies stream both ways, the contract's error answers hold, and the metrics count it all.
 //!
 //! Instances are a fixture at the `LocalInstances` seam (a hyper `service_fn` that says who it is
 //! and echoes what it got); the wasm runtime behind that seam is tested end to end elsewhere.
@@ -18,7 +19,7 @@ use futures::{StreamExt, future::BoxFuture};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::service::{Service, service_fn};
-use mycel_gateway::{Body, BoxError, GatewayConfig, LocalInstances};
+use mycel_gateway::{Body, BoxError, GatewayConfig, GatewayMetrics, LocalInstances};
 use mycel_mesh::{LocalNode, MeshConfig, MeshHandle};
 use mycel_placement::{GroupConfig, PlacementHandle};
 use mycel_protocol::{
@@ -102,6 +103,8 @@ struct Node {
     local: Arc<Fixture>,
     /// Stops this node's gateway.
     stop_gateway: CancellationToken,
+    /// Holds the gateway's metrics.
+    registry: Registry,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -147,7 +150,14 @@ impl Node {
             placement: group.clone(),
             local: fixture.clone(),
         };
-        tokio::spawn(mycel_gateway::serve(listener, config, stop_gateway.clone()));
+        let mut registry = Registry::default();
+        let metrics = GatewayMetrics::register(&mut registry);
+        tokio::spawn(mycel_gateway::serve_with(
+            listener,
+            config,
+            metrics,
+            stop_gateway.clone(),
+        ));
         Ok(Node {
             listen: mesh.listen_addrs[0].to_string(),
             mesh: mesh.handle,
@@ -155,12 +165,23 @@ impl Node {
             gateway,
             local: fixture,
             stop_gateway,
+            registry,
             _task: mesh.task,
         })
     }
 
     fn peer(&self) -> String {
         self.mesh.peer_id().to_string()
+    }
+
+    /// The lines of this node's metrics text that start with `prefix`.
+    fn metrics(&self, prefix: &str) -> Vec<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encodes");
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -184,11 +205,11 @@ impl Pair {
         Ok(Pair { a, b, _dirs: dirs })
     }
 
-    /// Deploys `name` with one instance on each node and waits until both replicas hold it;
-    /// returns (the instance on a, the instance on b).
+    /// Deploys `name` with one instance on each node, balanced round robin, and waits until
+    /// both replicas hold it; returns (the instance on a, the instance on b).
     async fn deploy(&self, name: &str) -> Result<(String, String)> {
         let toml = format!(
-            "name = \"{name}\"\nversion = \"1\"\nreplicas = 2\n[wasm]\nmodule = \"blake3:{}\"\n[resources]\nmemory_mb = 1\n",
+            "name = \"{name}\"\nversion = \"1\"\nreplicas = 2\n[wasm]\nmodule = \"blake3:{}\"\n[resources]\nmemory_mb = 1\n[balance]\nstrategy = \"round_robin\"\n",
             "c".repeat(64)
         );
         let manifest = Manifest::from_toml(&toml)?;
@@ -227,7 +248,12 @@ impl Pair {
     /// `node` reports `instance` running, and it starts answering there; waits until both
     /// replicas show it.
     async fn run(&self, node: &Node, instance: &str) -> Result<()> {
-        node.local.run(instance, true);
+        self.run_checked(node, instance, true).await
+    }
+
+    /// As [`Pair::run`], the instance passing its health check or not.
+    async fn run_checked(&self, node: &Node, instance: &str, healthy: bool) -> Result<()> {
+        node.local.run(instance, healthy);
         write(
             &node.group,
             WriteRequest::Report {
@@ -338,7 +364,16 @@ async fn a_request_for_an_instance_on_another_node_crosses_the_mesh() -> Result<
         "{body}"
     );
     ensure!(body.contains("host: Hello.LocalHost:8080\n"), "{body}");
-    ensure!(!body.contains("x-mycel-instance"), "{body}");
+    // The app learns which instance and node it is from the gateways, never from the client.
+    ensure!(
+        body.contains(&format!("x-mycel-instance: {on_b}\n")),
+        "{body}"
+    );
+    ensure!(
+        body.contains(&format!("x-mycel-node: {}\n", pair.b.peer())),
+        "{body}"
+    );
+    ensure!(!body.contains("spoofed"), "{body}");
 
     // Later requests reuse the pooled connection, and keep arriving.
     for _ in 0..5 {
@@ -514,5 +549,68 @@ async fn unknown_apps_and_apps_without_a_healthy_instance_get_json_errors() -> R
             get(&client, gateway, "idle.localhost").await?,
         )?;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_never_passed_its_health_check_gets_no_request() -> Result<()> {
+    let pair = Pair::start().await?;
+    let (on_a, on_b) = pair.deploy("web").await?;
+    pair.run(&pair.a, &on_a).await?;
+    // b's instance answers requests, and both replicas say it runs, but it never passed its
+    // health check: neither b's gateway nor a's may hand it a request.
+    pair.run_checked(&pair.b, &on_b, false).await?;
+    let client = client()?;
+    for gateway in [pair.a.gateway, pair.b.gateway] {
+        for _ in 0..10 {
+            let (status, _, instance, body) = get(&client, gateway, "web.localhost").await?;
+            ensure!(status == 200, "{status}: {body}");
+            ensure!(instance == on_a, "served by {instance}");
+        }
+    }
+    // Once it passes, it gets its turn (a's gateway skips it for a moment after b refused it).
+    pair.b.local.run(&on_b, true);
+    let mut sent = 10; // through a, above
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, instance, _) = get(&client, pair.a.gateway, "web.localhost").await?;
+        sent += 1;
+        ensure!(status == 200, "{status}");
+        if instance == on_b {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "b's instance never got a request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The metrics counted every answer of a's gateway, and nothing is left in flight.
+    wait_for("a's gateway to show nothing in flight", || {
+        pair.a.metrics("mycel_gateway_inflight") == ["mycel_gateway_inflight{app=\"web\"} 0"]
+    })
+    .await?;
+    let requests = pair.a.metrics("mycel_gateway_requests_total");
+    ensure!(
+        requests
+            == [format!(
+                "mycel_gateway_requests_total{{app=\"web\",code=\"200\"}} {sent}"
+            )],
+        "{requests:?}, {sent} sent"
+    );
+    let count = pair
+        .a
+        .metrics("mycel_gateway_request_duration_seconds_count");
+    ensure!(
+        count
+            == [format!(
+                "mycel_gateway_request_duration_seconds_count{{app=\"web\"}} {sent}"
+            )],
+        "{count:?}, {sent} sent"
+    );
+    // An unknown app gets no label of its own.
+    get(&client, pair.a.gateway, "nope.localhost").await?;
+    ensure!(pair.a.metrics("mycel_gateway_requests_total").len() == 1);
     Ok(())
 }
