@@ -10,6 +10,15 @@
 //! | `GET /loop`        | spins forever (CPU-bound), until the host cuts it off     |
 //!
 //! Every request logs one line to stdout: `<METHOD> <path>`.
+//!
+//! For balancing tests and benches, `GET /` can be made slow or failing on one node, known from
+//! the `x-mycel-node` header the gateway adds (every replica shares one manifest's env):
+//!
+//! | env                          | effect on `GET /`                                          |
+//! |------------------------------|------------------------------------------------------------|
+//! | `DELAY_MS`                   | waits this long before answering                           |
+//! | `SLOW_NODE`, `SLOW_MS`       | on the node with that peer id, waits `SLOW_MS` instead     |
+//! | `FAIL_NODE`, `FAIL_UNTIL_MS` | on that node, answers 500 until that Unix time (ms)        |
 
 use wstd::http::{Body, Error, Method, Request, Response, StatusCode};
 
@@ -21,6 +30,27 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
 
     match (&method, path.as_str()) {
         (&Method::GET, "/") => {
+            let node = request
+                .headers()
+                .get("x-mycel-node")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let on = |var: &str| std::env::var(var).is_ok_and(|n| !n.is_empty() && n == node);
+            let number = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok());
+            if on("FAIL_NODE") && number("FAIL_UNTIL_MS").is_some_and(|until| now_ms() < until) {
+                return Ok(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "failing on purpose\n".to_owned(),
+                ));
+            }
+            let delay = if on("SLOW_NODE") {
+                number("SLOW_MS")
+            } else {
+                number("DELAY_MS")
+            };
+            if let Some(ms) = delay.filter(|ms| *ms > 0) {
+                wstd::task::sleep(wstd::time::Duration::from_millis(ms)).await;
+            }
             let greeting = std::env::var("GREETING").unwrap_or_else(|_| "hi".to_owned());
             Ok(text(
                 StatusCode::OK,
@@ -43,6 +73,13 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
         (&Method::GET, "/loop") => spin(),
         _ => Ok(text(StatusCode::NOT_FOUND, "not found\n".to_owned())),
     }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

@@ -32,6 +32,11 @@ impl PeakEwma {
         }
     }
 
+    /// Whether an answer was ever observed.
+    pub fn is_measured(&self) -> bool {
+        self.measured
+    }
+
     /// The estimate at `now`, decayed for the time nothing updated it.
     pub fn estimate(&mut self, now: Instant) -> f64 {
         let decay = self.decay_since(now);

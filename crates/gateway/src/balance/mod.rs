@@ -213,9 +213,14 @@ impl Balancer {
                     .entry(target.instance.clone())
                     .or_insert_with(|| Endpoint::new(now));
                 let held_back = endpoint.held_back(now);
+                let estimate = endpoint.latency.estimate(now);
+                // An instance that never answered gets one request at a time until it has: it
+                // is tried at once (a new replica takes load from its first request), and never
+                // swamped on the strength of a default guess.
+                let exploring = !endpoint.latency.is_measured() && endpoint.in_flight == 0;
                 let scored = Scored {
                     in_flight: endpoint.in_flight,
-                    rtt_ns: endpoint.latency.estimate(now),
+                    rtt_ns: if exploring { 0.0 } else { estimate },
                     target,
                 };
                 (scored, held_back)
