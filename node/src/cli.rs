@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use mycel_mesh::JoinTicket;
+use mycel_node::Bootstrap;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -197,24 +198,6 @@ pub(crate) struct UpArgs {
 pub(crate) fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
     s.parse()
         .map_err(|e| format!("not a multiaddr ({e}); e.g. /ip4/127.0.0.1/tcp/7400"))
-}
-
-/// A way into a mesh: a member's address, or a join ticket (addresses and, for a private mesh,
-/// its secret).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Bootstrap {
-    Addr(Multiaddr),
-    Ticket(JoinTicket),
-}
-
-impl Bootstrap {
-    /// The addresses to dial, each ending in `/p2p/<peer id>`.
-    pub(crate) fn dial_addrs(&self) -> Vec<Multiaddr> {
-        match self {
-            Bootstrap::Addr(addr) => vec![addr.clone()],
-            Bootstrap::Ticket(ticket) => ticket.dial_addrs(),
-        }
-    }
 }
 
 /// A multiaddr ending in `/p2p/<peer id>`, or a join ticket.

@@ -14,43 +14,13 @@ use mycel_mesh::Timing;
 use mycel_protocol::{NodePolicy, Runtime, app::Relaxation};
 use serde::Deserialize;
 
-use crate::cli::{Bootstrap, UpArgs, parse_bootstrap, parse_label, parse_multiaddr, parse_ticket};
+use mycel_node::{Bootstrap, NodeConfig};
+
+use crate::cli::{UpArgs, parse_bootstrap, parse_label, parse_multiaddr, parse_ticket};
 
 pub(crate) const DEFAULT_P2P_PORT: u16 = 7400;
 pub(crate) const DEFAULT_API: &str = "127.0.0.1:7401";
 pub(crate) const DEFAULT_GATEWAY: &str = "127.0.0.1:7402";
-
-/// A node's settings, resolved and checked.
-#[derive(Clone, Debug)]
-pub(crate) struct NodeConfig {
-    pub(crate) data_dir: PathBuf,
-    pub(crate) listen: Vec<Multiaddr>,
-    /// Whether `listen` was asked for (flag, environment or file) rather than the default: a
-    /// private mesh drops the default's QUIC address, but refuses one asked for.
-    pub(crate) listen_given: bool,
-    pub(crate) api: SocketAddr,
-    /// Whether API clients must send the token: always when the API is not on loopback.
-    pub(crate) api_requires_token: bool,
-    pub(crate) gateway: SocketAddr,
-    /// Members' addresses and join tickets (`--bootstrap`, `--join`).
-    pub(crate) bootstrap: Vec<Bootstrap>,
-    /// `--open`: a deliberately open mesh (see `mesh_mode`).
-    pub(crate) open: bool,
-    pub(crate) name: Option<String>,
-    pub(crate) labels: BTreeMap<String, String>,
-    /// `None`: every runtime this host has.
-    pub(crate) runtimes: Option<Vec<Runtime>>,
-    pub(crate) domain: String,
-    pub(crate) timing: Timing,
-    /// The largest blob this node accepts.
-    pub(crate) max_blob_bytes: u64,
-    /// What this node's owner lets the mesh do here (advertised; the scheduler honours it).
-    pub(crate) policy: NodePolicy,
-    /// The longest one request to an app instance may run.
-    pub(crate) request_timeout: Duration,
-    /// How many API requests each client may make.
-    pub(crate) api_rate_limit: mycel_api::RateLimit,
-}
 
 /// The `--config` file: the flags' keys, plus tuning that has no flag.
 #[derive(Debug, Default, Deserialize)]
@@ -199,146 +169,146 @@ struct MembershipFile {
     ping_timeout_ms: Option<u64>,
 }
 
-impl NodeConfig {
-    /// Merges flags and environment (already merged by clap) over the file over the defaults.
-    pub(crate) fn resolve(args: UpArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
+/// Merges flags and environment (already merged by clap) over the file over the defaults.
+pub(crate) fn resolve(args: UpArgs) -> anyhow::Result<NodeConfig> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
 
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .map_or_else(default_data_dir, Ok)?;
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .map_or_else(default_data_dir, Ok)?;
 
-        let listen_given = !args.listen.is_empty() || !file.listen.is_empty();
-        let listen = if !args.listen.is_empty() {
-            args.listen
-        } else if !file.listen.is_empty() {
-            parse_all(&file.listen, parse_multiaddr)?
-        } else {
-            default_listen()
-        };
-        let bootstrap: Vec<Bootstrap> = if !args.bootstrap.is_empty() || !args.join.is_empty() {
-            let tickets = args.join.into_iter().map(Bootstrap::Ticket);
-            args.bootstrap.into_iter().chain(tickets).collect()
-        } else {
-            let tickets = parse_all(&file.join, parse_ticket)?;
-            let mut bootstrap = parse_all(&file.bootstrap, parse_bootstrap)?;
-            bootstrap.extend(tickets.into_iter().map(Bootstrap::Ticket));
-            bootstrap
-        };
-        let open = args.open || file.open.unwrap_or(false);
-        if open
-            && bootstrap
-                .iter()
-                .any(|b| matches!(b, Bootstrap::Ticket(t) if t.is_private()))
-        {
-            bail!(
-                "--open makes an open mesh, but the join ticket is a private mesh's (it holds \
-                 its secret): drop --open to join that mesh"
-            );
-        }
+    let listen_given = !args.listen.is_empty() || !file.listen.is_empty();
+    let listen = if !args.listen.is_empty() {
+        args.listen
+    } else if !file.listen.is_empty() {
+        parse_all(&file.listen, parse_multiaddr)?
+    } else {
+        default_listen()
+    };
+    let bootstrap: Vec<Bootstrap> = if !args.bootstrap.is_empty() || !args.join.is_empty() {
+        let tickets = args.join.into_iter().map(Bootstrap::Ticket);
+        args.bootstrap.into_iter().chain(tickets).collect()
+    } else {
+        let tickets = parse_all(&file.join, parse_ticket)?;
+        let mut bootstrap = parse_all(&file.bootstrap, parse_bootstrap)?;
+        bootstrap.extend(tickets.into_iter().map(Bootstrap::Ticket));
+        bootstrap
+    };
+    let open = args.open || file.open.unwrap_or(false);
+    if open
+        && bootstrap
+            .iter()
+            .any(|b| matches!(b, Bootstrap::Ticket(t) if t.is_private()))
+    {
+        bail!(
+            "--open makes an open mesh, but the join ticket is a private mesh's (it holds \
+             its secret): drop --open to join that mesh"
+        );
+    }
 
-        let api = parse_socket(
-            args.api.or(file.api).as_deref().unwrap_or(DEFAULT_API),
-            "api",
-        )?;
-        // Any other local user reaches loopback too: `api_token_required` closes that as well.
-        let api_requires_token = args.api_token_required
-            || file.api_token_required.unwrap_or(false)
-            || !api.ip().to_canonical().is_loopback();
-        let gateway = parse_socket(
-            args.gateway
-                .or(file.gateway)
-                .as_deref()
-                .unwrap_or(DEFAULT_GATEWAY),
-            "gateway",
-        )?;
+    let api = parse_socket(
+        args.api.or(file.api).as_deref().unwrap_or(DEFAULT_API),
+        "api",
+    )?;
+    // Any other local user reaches loopback too: `api_token_required` closes that as well.
+    let api_requires_token = args.api_token_required
+        || file.api_token_required.unwrap_or(false)
+        || !api.ip().to_canonical().is_loopback();
+    let gateway = parse_socket(
+        args.gateway
+            .or(file.gateway)
+            .as_deref()
+            .unwrap_or(DEFAULT_GATEWAY),
+        "gateway",
+    )?;
 
-        let name = args.name.or(file.name);
-        if let Some(name) = &name {
-            mycel_protocol::membership::validate_node_name(name)
-                .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-        }
+    let name = args.name.or(file.name);
+    if let Some(name) = &name {
+        mycel_protocol::membership::validate_node_name(name)
+            .map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    }
 
-        let mut labels = file.labels;
-        for (key, value) in &labels {
-            mycel_protocol::membership::validate_label(key, value)
-                .map_err(|e| anyhow::anyhow!("labels in the config file: {e}"))?;
-        }
-        labels.extend(parse_all(&file.label, parse_label)?);
-        labels.extend(args.labels);
+    let mut labels = file.labels;
+    for (key, value) in &labels {
+        mycel_protocol::membership::validate_label(key, value)
+            .map_err(|e| anyhow::anyhow!("labels in the config file: {e}"))?;
+    }
+    labels.extend(parse_all(&file.label, parse_label)?);
+    labels.extend(args.labels);
 
-        let runtimes = match args.runtimes {
-            Some(list) => Some(parse_runtimes(list.split(','))?),
-            None => match file.runtimes {
-                Some(Runtimes::Comma(list)) => Some(parse_runtimes(list.split(','))?),
-                Some(Runtimes::List(list)) => {
-                    Some(parse_runtimes(list.iter().map(String::as_str))?)
-                }
-                None => None,
-            },
-        };
-        // The owner's policy narrows what the flag, the file or the host offers.
-        let runtimes = match &file.policy.runtimes {
-            None => runtimes,
-            Some(allowed) => {
-                let allowed = parse_runtimes(allowed.iter().map(String::as_str))
-                    .map_err(|e| anyhow::anyhow!("policy.runtimes: {e}"))?;
-                match runtimes {
-                    None => Some(allowed),
-                    Some(offered) => {
-                        let kept: Vec<Runtime> = offered
-                            .into_iter()
-                            .filter(|r| allowed.contains(r))
-                            .collect();
-                        if kept.is_empty() {
-                            bail!("policy.runtimes allows none of the runtimes --runtimes names");
-                        }
-                        Some(kept)
+    let runtimes = match args.runtimes {
+        Some(list) => Some(parse_runtimes(list.split(','))?),
+        None => match file.runtimes {
+            Some(Runtimes::Comma(list)) => Some(parse_runtimes(list.split(','))?),
+            Some(Runtimes::List(list)) => Some(parse_runtimes(list.iter().map(String::as_str))?),
+            None => None,
+        },
+    };
+    // The owner's policy narrows what the flag, the file or the host offers.
+    let runtimes = match &file.policy.runtimes {
+        None => runtimes,
+        Some(allowed) => {
+            let allowed = parse_runtimes(allowed.iter().map(String::as_str))
+                .map_err(|e| anyhow::anyhow!("policy.runtimes: {e}"))?;
+            match runtimes {
+                None => Some(allowed),
+                Some(offered) => {
+                    let kept: Vec<Runtime> = offered
+                        .into_iter()
+                        .filter(|r| allowed.contains(r))
+                        .collect();
+                    if kept.is_empty() {
+                        bail!("policy.runtimes allows none of the runtimes --runtimes names");
                     }
+                    Some(kept)
                 }
             }
-        };
-
-        let domain = args
-            .domain
-            .or(file.domain)
-            .unwrap_or_else(|| "localhost".into());
-        if domain.is_empty() || domain.starts_with('.') || domain.contains(['/', ':', ' ']) {
-            bail!("--domain '{domain}' is not a domain name");
         }
+    };
 
-        Ok(Self {
-            data_dir,
-            listen,
-            listen_given,
-            api,
-            api_requires_token,
-            gateway,
-            bootstrap,
-            open,
-            name,
-            labels,
-            runtimes,
-            domain,
-            timing: timing(&file.membership)?,
-            max_blob_bytes: file
-                .blobs
-                .max_size_mb
-                .unwrap_or(4096)
-                .saturating_mul(1024 * 1024),
-            policy: file.policy.resolve()?,
-            request_timeout: match file.runtime.request_timeout_ms {
-                None => Duration::from_secs(30),
-                Some(0) => bail!("runtime.request_timeout_ms must be above 0"),
-                Some(ms) => Duration::from_millis(ms),
-            },
-            api_rate_limit: file.api_rate_limit.resolve()?,
-        })
+    let domain = args
+        .domain
+        .or(file.domain)
+        .unwrap_or_else(|| "localhost".into());
+    if domain.is_empty() || domain.starts_with('.') || domain.contains(['/', ':', ' ']) {
+        bail!("--domain '{domain}' is not a domain name");
     }
+
+    Ok(NodeConfig {
+        data_dir,
+        listen,
+        listen_given,
+        api,
+        api_requires_token,
+        gateway,
+        bootstrap,
+        open,
+        name,
+        labels,
+        runtimes,
+        domain,
+        timing: timing(&file.membership)?,
+        max_blob_bytes: file
+            .blobs
+            .max_size_mb
+            .unwrap_or(4096)
+            .saturating_mul(1024 * 1024),
+        policy: file.policy.resolve()?,
+        request_timeout: match file.runtime.request_timeout_ms {
+            None => Duration::from_secs(30),
+            Some(0) => bail!("runtime.request_timeout_ms must be above 0"),
+            Some(ms) => Duration::from_millis(ms),
+        },
+        api_rate_limit: file.api_rate_limit.resolve()?,
+        discovery_ttl: args.discovery_ttl.map_or(
+            mycel_discovery::DiscoveryConfig::DEFAULT_LIFETIME,
+            Duration::from_secs,
+        ),
+    })
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -474,12 +444,12 @@ mod tests {
         let path = dir.path().join("mycel.toml");
         std::fs::write(&path, text).unwrap();
         args.config = Some(path);
-        NodeConfig::resolve(args)
+        resolve(args)
     }
 
     #[test]
     fn defaults_follow_the_contract() {
-        let c = NodeConfig::resolve(args()).unwrap();
+        let c = resolve(args()).unwrap();
         assert_eq!(c.api.to_string(), DEFAULT_API);
         assert_eq!(c.gateway.to_string(), DEFAULT_GATEWAY);
         assert_eq!(c.listen.len(), 2);
@@ -493,7 +463,7 @@ mod tests {
         let requires = |api: &str| {
             let mut a = args();
             a.api = Some(api.into());
-            NodeConfig::resolve(a).unwrap().api_requires_token
+            resolve(a).unwrap().api_requires_token
         };
         assert!(!requires("127.0.0.1:0"));
         assert!(!requires("[::1]:7401"));
@@ -505,7 +475,7 @@ mod tests {
 
         let mut a = args();
         a.api_token_required = true;
-        assert!(NodeConfig::resolve(a).unwrap().api_requires_token);
+        assert!(resolve(a).unwrap().api_requires_token);
         let dir = tempfile::tempdir().unwrap();
         let c = resolve_with_file(&dir, "api_token_required = true\n", args()).unwrap();
         assert!(c.api_requires_token);
@@ -524,7 +494,7 @@ mod tests {
         a.config = Some(path);
         a.name = Some("from-flag".into());
         a.labels = vec![("rack".into(), "r1".into())];
-        let c = NodeConfig::resolve(a).unwrap();
+        let c = resolve(a).unwrap();
         assert_eq!(c.name.as_deref(), Some("from-flag"));
         assert_eq!(c.api.port(), 9000);
         assert_eq!(c.runtimes, Some(vec![Runtime::Wasm]));
@@ -536,7 +506,7 @@ mod tests {
     fn the_shipped_sample_config_is_valid() {
         let mut a = args();
         a.config = Some(package_dir().join("../bootstrap/mycel.toml"));
-        let c = NodeConfig::resolve(a).unwrap();
+        let c = resolve(a).unwrap();
         // TCP only: a private mesh (the default) refuses a QUIC address it is asked for.
         assert_eq!(c.listen.len(), 1);
         assert!(c.listen_given);
@@ -550,7 +520,7 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let mut a = args();
             a.config = Some(entry.unwrap().path());
-            NodeConfig::resolve(a).unwrap();
+            resolve(a).unwrap();
             checked += 1;
         }
         assert!(checked >= 2);
@@ -708,14 +678,14 @@ mod tests {
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let mut a = args();
         a.config = Some(path);
-        assert!(NodeConfig::resolve(a).is_err());
+        assert!(resolve(a).is_err());
 
         let mut a = args();
         a.api = Some("nowhere".into());
-        assert!(NodeConfig::resolve(a).is_err());
+        assert!(resolve(a).is_err());
 
         let mut a = args();
         a.runtimes = Some("wasm,vm".into());
-        assert!(NodeConfig::resolve(a).is_err());
+        assert!(resolve(a).is_err());
     }
 }

@@ -1,13 +1,11 @@
 //! `mycel`: the node (`mycel up`) and the client commands that talk to a node's API.
 //!
-//! Thin on purpose: parse the command line, then hand over to `up` (wiring the crates into a
-//! node) or `client` (HTTP calls and printing). Exit codes: 0 ok, 1 failure, 2 usage.
+//! Thin on purpose: parse the command line, then hand over to `up` (a `mycel_node::Node` until a
+//! signal) or `client` (HTTP calls and printing). Exit codes: 0 ok, 1 failure, 2 usage.
 
 mod cli;
 mod client;
 mod config;
-mod datadir;
-mod mesh_mode;
 mod up;
 
 use std::{process::ExitCode, time::Duration};
@@ -29,16 +27,13 @@ fn main() -> ExitCode {
         client::choose_user_key(cli.user_key.clone());
     }
     let result = match cli.command {
-        cli::Command::Up(args) => {
-            let discovery_ttl = args.discovery_ttl.map(Duration::from_secs);
-            match config::NodeConfig::resolve(*args) {
-                Ok(config) => runtime.block_on(up::run(config, discovery_ttl)),
-                Err(e) => {
-                    eprintln!("mycel: {}", one_line(&e));
-                    return ExitCode::from(2);
-                }
+        cli::Command::Up(args) => match config::resolve(*args) {
+            Ok(config) => runtime.block_on(up::run(config)),
+            Err(e) => {
+                eprintln!("mycel: {}", one_line(&e));
+                return ExitCode::from(2);
             }
-        }
+        },
         cli::Command::Nodes(args) => runtime.block_on(client::nodes(&cli.node, args.json)),
         cli::Command::Cluster(args) => runtime.block_on(client::cluster(&cli.node, args.json)),
         cli::Command::Deploy(args) => {

@@ -9,7 +9,9 @@ use std::{
     sync::OnceLock,
 };
 
-use crate::{config, datadir};
+use mycel_node::datadir;
+
+use crate::config;
 
 static TOKEN: OnceLock<Option<String>> = OnceLock::new();
 

@@ -15,24 +15,23 @@
 
 use std::{fs, io, path::Path};
 
-use anyhow::Context;
 use mycel_mesh::MeshSecret;
 
-use crate::{cli::Bootstrap, datadir};
+use crate::{Bootstrap, NodeError, datadir};
 
 /// A private mesh's secret, hex, owner-only.
-pub(crate) const SECRET_FILE: &str = "mesh.secret";
+pub const SECRET_FILE: &str = "mesh.secret";
 /// Present when the node's mesh is open.
-pub(crate) const OPEN_FILE: &str = "mesh.open";
+pub const OPEN_FILE: &str = "mesh.open";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum MeshMode {
+pub enum MeshMode {
     Private(MeshSecret),
     Open,
 }
 
 impl MeshMode {
-    pub(crate) fn secret(&self) -> Option<&MeshSecret> {
+    pub fn secret(&self) -> Option<&MeshSecret> {
         match self {
             MeshMode::Private(secret) => Some(secret),
             MeshMode::Open => None,
@@ -42,7 +41,7 @@ impl MeshMode {
 
 /// What the data dir remembers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Stored {
+pub enum Stored {
     Private(MeshSecret),
     Open,
     /// A node key but no mode: a data dir from before private meshes, whose mesh was open.
@@ -52,13 +51,13 @@ pub(crate) enum Stored {
 
 /// The mode, and whether it is new to the data dir (to be written down).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Decision {
-    pub(crate) mode: MeshMode,
-    pub(crate) store: bool,
+pub struct Decision {
+    pub mode: MeshMode,
+    pub store: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ModeError {
+pub enum ModeError {
     #[error(
         "this data dir belongs to a private mesh ({SECRET_FILE}); --open would leave it: start \
          an open mesh with another --data-dir"
@@ -88,7 +87,7 @@ pub(crate) enum ModeError {
 }
 
 /// Decides the mode (see the module's table); `new_secret` makes a new mesh's secret.
-pub(crate) fn decide(
+pub fn decide(
     stored: Stored,
     open: bool,
     bootstrap: &[Bootstrap],
@@ -139,7 +138,7 @@ pub(crate) fn decide(
 }
 
 /// The mode of the node running from `dir`, decided and remembered there.
-pub(crate) fn resolve(dir: &Path, open: bool, bootstrap: &[Bootstrap]) -> anyhow::Result<MeshMode> {
+pub fn resolve(dir: &Path, open: bool, bootstrap: &[Bootstrap]) -> Result<MeshMode, NodeError> {
     let stored = read(dir)?;
     let legacy = stored == Stored::Legacy;
     let decision = decide(
@@ -159,22 +158,22 @@ pub(crate) fn resolve(dir: &Path, open: bool, bootstrap: &[Bootstrap]) -> anyhow
     Ok(decision.mode)
 }
 
-fn read(dir: &Path) -> anyhow::Result<Stored> {
+fn read(dir: &Path) -> Result<Stored, NodeError> {
     let path = dir.join(SECRET_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => {
             return MeshSecret::from_hex(&text)
                 .map(Stored::Private)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} is not a mesh secret ({e}); it is never replaced, since it is the \
-                     mesh's: restore it, or move it away with the data dir",
-                        path.display()
-                    )
+                .map_err(|e| NodeError::Unreadable {
+                    what: format!(
+                        "a mesh secret ({e}); it is never replaced, since it is the mesh's: \
+                         restore it, or move it away with the data dir"
+                    ),
+                    path,
                 });
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => return Err(NodeError::io("reading", &path)(e)),
     }
     Ok(if dir.join(OPEN_FILE).exists() {
         Stored::Open
@@ -185,7 +184,7 @@ fn read(dir: &Path) -> anyhow::Result<Stored> {
     })
 }
 
-fn store(dir: &Path, mode: &MeshMode) -> anyhow::Result<()> {
+fn store(dir: &Path, mode: &MeshMode) -> Result<(), NodeError> {
     let (path, text) = match mode {
         MeshMode::Private(secret) => (dir.join(SECRET_FILE), format!("{}\n", secret.to_hex())),
         MeshMode::Open => (
@@ -193,8 +192,7 @@ fn store(dir: &Path, mode: &MeshMode) -> anyhow::Result<()> {
             "this node's mesh is open: any node may join it (mycel up --open)\n".to_string(),
         ),
     };
-    datadir::write_private(&path, text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    datadir::write_private(&path, text.as_bytes()).map_err(NodeError::io("writing", &path))
 }
 
 #[cfg(test)]

@@ -8,45 +8,43 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context;
 use libp2p::identity::Keypair;
 use mycel_api::ApiToken;
 use serde::{Deserialize, Serialize};
 
-pub(crate) const KEY_FILE: &str = "node.key";
+use crate::NodeError;
+
+pub const KEY_FILE: &str = "node.key";
 /// The API's bearer token, owner-only; never in `node.json`, never logged.
-pub(crate) const API_TOKEN_FILE: &str = "api.token";
-pub(crate) const NODE_FILE: &str = "node.json";
-pub(crate) const PEERS_FILE: &str = "peers.json";
+pub const API_TOKEN_FILE: &str = "api.token";
+pub const NODE_FILE: &str = "node.json";
+pub const PEERS_FILE: &str = "peers.json";
 
 /// Creates the data dir (owner-only) if it does not exist.
-pub(crate) fn prepare(dir: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+pub fn prepare(dir: &Path) -> Result<(), NodeError> {
+    fs::create_dir_all(dir).map_err(NodeError::io("creating data dir", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("restricting data dir {}", dir.display()))?;
-    Ok(())
+        .map_err(NodeError::io("restricting data dir", dir))
 }
 
 /// The node's ed25519 identity: read from the data dir, or made and stored on first start.
 /// A key file that exists but does not parse is an error, never silently replaced: replacing it
 /// would give the node a new identity.
-pub(crate) fn load_or_create_key(dir: &Path) -> anyhow::Result<Keypair> {
+pub fn load_or_create_key(dir: &Path) -> Result<Keypair, NodeError> {
     let path = dir.join(KEY_FILE);
     load_or_create(
         &path,
         |bytes| {
-            Keypair::from_protobuf_encoding(bytes).with_context(|| {
-                format!(
-                    "{} is not a node key; move it away to start with a new identity",
-                    path.display()
-                )
+            Keypair::from_protobuf_encoding(bytes).map_err(|_| NodeError::Unreadable {
+                path: path.clone(),
+                what: "a node key; move it away to start with a new identity".into(),
             })
         },
         || {
             let key = Keypair::generate_ed25519();
-            let bytes = key
-                .to_protobuf_encoding()
-                .context("encoding the new node key")?;
+            let bytes = key.to_protobuf_encoding().map_err(|e| {
+                NodeError::io("encoding the new node key", &path)(io::Error::other(e))
+            })?;
             Ok((key, bytes))
         },
     )
@@ -54,16 +52,14 @@ pub(crate) fn load_or_create_key(dir: &Path) -> anyhow::Result<Keypair> {
 
 /// The API's token: read from the data dir, or made and stored on first need. A file that is
 /// not a token is an error, never silently replaced: clients hold the old one.
-pub(crate) fn load_or_create_api_token(dir: &Path) -> anyhow::Result<ApiToken> {
+pub fn load_or_create_api_token(dir: &Path) -> Result<ApiToken, NodeError> {
     let path = dir.join(API_TOKEN_FILE);
     load_or_create(
         &path,
         |bytes| {
-            ApiToken::parse(&String::from_utf8_lossy(bytes)).with_context(|| {
-                format!(
-                    "{} is not an API token; move it away to get a new one",
-                    path.display()
-                )
+            ApiToken::parse(&String::from_utf8_lossy(bytes)).map_err(|e| NodeError::Unreadable {
+                path: path.clone(),
+                what: format!("an API token ({e}); move it away to get a new one"),
             })
         },
         || {
@@ -78,29 +74,29 @@ pub(crate) fn load_or_create_api_token(dir: &Path) -> anyhow::Result<ApiToken> {
 /// value and the bytes to store) and written owner-only.
 fn load_or_create<T>(
     path: &Path,
-    parse: impl FnOnce(&[u8]) -> anyhow::Result<T>,
-    create: impl FnOnce() -> anyhow::Result<(T, Vec<u8>)>,
-) -> anyhow::Result<T> {
+    parse: impl FnOnce(&[u8]) -> Result<T, NodeError>,
+    create: impl FnOnce() -> Result<(T, Vec<u8>), NodeError>,
+) -> Result<T, NodeError> {
     match fs::read(path) {
         Ok(bytes) => parse(&bytes),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let (value, bytes) = create()?;
-            write_private(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            write_private(path, &bytes).map_err(NodeError::io("writing", path))?;
             Ok(value)
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => Err(NodeError::io("reading", path)(e)),
     }
 }
 
 /// The API token a node keeps in `dir`, for a client on this machine; `None` when there is none
 /// or it cannot be read.
-pub(crate) fn read_api_token(dir: &Path) -> Option<String> {
+pub fn read_api_token(dir: &Path) -> Option<String> {
     let text = fs::read_to_string(dir.join(API_TOKEN_FILE)).ok()?;
     Some(text.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 /// Writes a file only its owner can read, atomically.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -116,37 +112,39 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// What `node.json` says: written when the node is ready, removed when it stops. Owner-only: a
 /// private mesh's join ticket holds the mesh's secret.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct NodeFile {
-    pub(crate) peer_id: String,
-    pub(crate) name: String,
-    pub(crate) listen_addrs: Vec<String>,
-    pub(crate) api: String,
-    pub(crate) gateway: String,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeFile {
+    pub peer_id: String,
+    pub name: String,
+    pub listen_addrs: Vec<String>,
+    pub api: String,
+    pub gateway: String,
     /// Whether the mesh is private.
     #[serde(default)]
-    pub(crate) private: bool,
+    pub private: bool,
     /// The join ticket (`mycel up --join`): this node's addresses, and a private mesh's secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) join: Option<String>,
+    pub join: Option<String>,
 }
 
-pub(crate) fn node_file(dir: &Path) -> PathBuf {
+pub fn node_file(dir: &Path) -> PathBuf {
     dir.join(NODE_FILE)
 }
 
-pub(crate) fn write_node_file(dir: &Path, node: &NodeFile) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(node).context("encoding node.json")?;
-    write_private(&node_file(dir), &json).context("writing node.json")
+pub fn write_node_file(dir: &Path, node: &NodeFile) -> Result<(), NodeError> {
+    let path = node_file(dir);
+    let json = serde_json::to_vec_pretty(node).map_err(io::Error::other);
+    json.and_then(|json| write_private(&path, &json))
+        .map_err(NodeError::io("writing", &path))
 }
 
 /// The `node.json` of a node running from `dir`; `None` when there is none.
-pub(crate) fn read_node_file(dir: &Path) -> Option<NodeFile> {
+pub fn read_node_file(dir: &Path) -> Option<NodeFile> {
     serde_json::from_slice(&fs::read(node_file(dir)).ok()?).ok()
 }
 
 /// Removes `node.json`, so nobody reads the addresses of a node that is not running.
-pub(crate) fn remove_node_file(dir: &Path) {
+pub fn remove_node_file(dir: &Path) {
     match fs::remove_file(node_file(dir)) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -155,7 +153,7 @@ pub(crate) fn remove_node_file(dir: &Path) {
 }
 
 /// This machine's host name, for default node names.
-pub(crate) fn hostname() -> String {
+pub fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
