@@ -1,4 +1,4 @@
-//! The end-to-end harness: it owns real `mycel` processes and nothing else.
+//! The end-to-end harness: real `mycel` processes, or real nodes inside the test's process.
 //!
 //! Tests and the bench start nodes exactly as a user would (`mycel up` on 127.0.0.1, every port
 //! picked by the OS) and talk to them only through the contract: `node.json`, the HTTP API, the
@@ -7,6 +7,8 @@
 //!
 //! - [`node`]: one `mycel up` child ([`NodeProcess`]) with its own data dir and log file; dropping
 //!   it kills and reaps the process, and prints its log tail when the test is panicking.
+//! - [`inprocess`]: nodes as `mycel_node::Node`s inside the test's process ([`InProcessMesh`]),
+//!   for tests that need no separate process.
 //! - [`mesh`]: several nodes joined as a chain or a star ([`Mesh`]), and the "everyone sees
 //!   everyone alive" condition.
 //! - [`chaos`]: a stream of deploys through random nodes while a test kills and restarts them,
@@ -17,6 +19,7 @@
 pub mod apps;
 pub mod chaos;
 pub mod docker;
+pub mod inprocess;
 pub mod mesh;
 pub mod metrics;
 pub mod netns;
@@ -35,6 +38,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use tokio::time::Instant;
 
+pub use inprocess::{InProcessMesh, InProcessNode};
 pub use mesh::Mesh;
 pub use node::{DataDir, NodeBuilder, NodeJson, NodeProcess};
 

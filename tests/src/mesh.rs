@@ -84,20 +84,8 @@ impl Mesh {
     pub async fn converged(&self) -> Result<bool> {
         let observers: Vec<&NodeProcess> = self.running().collect();
         let views = try_join_all(observers.iter().map(|n| n.nodes())).await?;
-        for (observer, view) in observers.iter().zip(&views) {
-            for expected in &observers {
-                match find(view, expected.peer_id()) {
-                    Some(info) if info.status == MemberStatus::Alive => {}
-                    Some(info) => bail!(
-                        "{} sees {} as {}",
-                        observer.name(),
-                        expected.name(),
-                        info.status.as_str()
-                    ),
-                    None => bail!("{} does not list {}", observer.name(), expected.name()),
-                }
-            }
-        }
+        let names: Vec<_> = observers.iter().map(|n| (n.name(), n.peer_id())).collect();
+        all_alive(&names, &views)?;
         Ok(true)
     }
 
@@ -140,6 +128,21 @@ impl Mesh {
 }
 
 /// The entry for `peer_id` in a `/v1/nodes` answer.
+/// Errs naming the first node that does not list every node `alive`: `views[i]` is what node
+/// `nodes[i]` (its name and peer id) lists.
+pub fn all_alive(nodes: &[(&str, &str)], views: &[Nodes]) -> Result<()> {
+    for ((observer, _), view) in nodes.iter().zip(views) {
+        for (expected, peer_id) in nodes {
+            match find(view, peer_id) {
+                Some(info) if info.status == MemberStatus::Alive => {}
+                Some(info) => bail!("{observer} sees {expected} as {}", info.status.as_str()),
+                None => bail!("{observer} does not list {expected}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn find<'a>(nodes: &'a Nodes, peer_id: &str) -> Option<&'a NodeInfo> {
     nodes.nodes.iter().find(|n| n.peer_id == peer_id)
 }

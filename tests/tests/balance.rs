@@ -119,7 +119,20 @@ async fn least_request_keeps_load_off_a_slow_instance() -> Result<()> {
             Ok(on_slow as f64 / total as f64)
         };
         let even = share(&load(&mesh[0], "even", 4, 45).await?)?;
-        let smart = share(&load(&mesh[0], "smart", 4, 45).await?)?;
+        let smart_counts = load(&mesh[0], "smart", 4, 45).await?;
+        let smart = share(&smart_counts)?;
+        // Every answer node 0's gateway gave is counted on its /metrics.
+        let answered: usize = smart_counts.values().sum();
+        let metrics = mesh[0].metrics().await?;
+        let counted = mycel_tests::metrics::value(
+            &metrics,
+            "mycel_gateway_requests_total",
+            &[("app", "smart"), ("code", "200")],
+        );
+        ensure!(
+            counted as usize == answered,
+            "node 0 counts {counted} answers for smart, the clients got {answered}"
+        );
         ensure!(
             even > 0.25,
             "round robin gives the slow instance its third: {even}"

@@ -9,40 +9,68 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use mycel_protocol::{Runtime, api::MemberStatus};
-use mycel_tests::{Mesh, NodeProcess, mesh::find, wait_until};
+use mycel_tests::{InProcessMesh, Mesh, NodeProcess, mesh::find, wait_until};
 use tokio::time::Instant;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
+/// In process: membership needs no separate processes.
 #[tokio::test(flavor = "multi_thread")]
 async fn five_nodes_in_a_chain_all_see_each_other_alive() -> Result<()> {
-    let mesh = Mesh::chain(5).await?;
-    let result = async {
-        mesh.wait_converged(CONVERGE).await?;
-        for observer in mesh.iter() {
-            let view = observer.nodes().await?;
+    let mesh = InProcessMesh::chain(5).await?;
+    mesh.wait_converged(CONVERGE).await?;
+    for observer in &mesh.nodes {
+        let view = observer.nodes().await?;
+        ensure!(
+            view.nodes.len() == 5,
+            "{} lists {} nodes",
+            observer.name(),
+            view.nodes.len()
+        );
+        for node in &mesh.nodes {
+            let info = find(&view, node.peer_id()).context("listed")?;
+            let seen_by = observer.name();
+            ensure!(info.name == node.name(), "{seen_by}: {info:?}");
             ensure!(
-                view.nodes.len() == 5,
-                "{} lists {} nodes",
-                observer.name(),
-                view.nodes.len()
+                info.runtimes.contains(&Runtime::Wasm),
+                "{seen_by}: {info:?}"
             );
-            for node in mesh.iter() {
-                let info = find(&view, node.peer_id()).context("listed")?;
-                let seen_by = observer.name();
-                ensure!(info.name == node.name(), "{seen_by}: {info:?}");
-                ensure!(
-                    info.runtimes.contains(&Runtime::Wasm),
-                    "{seen_by}: {info:?}"
-                );
-                ensure!(info.resources.cpu_cores > 0, "{seen_by}: {info:?}");
-                ensure!(info.resources.memory_mb > 0, "{seen_by}: {info:?}");
-            }
+            ensure!(info.resources.cpu_cores > 0, "{seen_by}: {info:?}");
+            ensure!(info.resources.memory_mb > 0, "{seen_by}: {info:?}");
         }
-        Ok(())
     }
-    .await;
-    mesh.report(result)
+    mesh.shutdown().await;
+    Ok(())
+}
+
+/// The library's one way to stop (`NodeHandle::shutdown`, what `mycel up` runs on SIGTERM) leaves
+/// the mesh with a departure notice: the others see it departed long before any failure detector
+/// could.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_shut_down_in_process_departs_at_once() -> Result<()> {
+    let mut mesh = InProcessMesh::chain(3).await?;
+    mesh.wait_converged(CONVERGE).await?;
+    let leaver = mesh.nodes.pop().context("three nodes")?;
+    let peer_id = leaver.peer_id().to_owned();
+    leaver.shutdown().await;
+    wait_until(
+        "the survivors to see the leaver departed",
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+        async || {
+            for survivor in &mesh.nodes {
+                let view = survivor.nodes().await?;
+                let info = find(&view, &peer_id).context("still listed")?;
+                if !(info.status == MemberStatus::Dead && info.departed) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .await?;
+    mesh.shutdown().await;
+    Ok(())
 }
 
 /// Polls every survivor's view of `victim` every `poll` until all see it `dead` (or `timeout`),
