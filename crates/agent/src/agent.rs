@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use mycel_blobs::{BlobStore, MeshBlobs};
 use mycel_mesh::MeshHandle;
 use mycel_placement::{PlacementHandle, Replica, plan::runtime_of};
@@ -142,6 +142,9 @@ enum Event {
     },
 }
 
+/// An instance's stop, running on its own task; awaited by a start of the same instance.
+type Stopping = Shared<BoxFuture<'static, ()>>;
+
 struct Agent {
     me: String,
     config: AgentConfig,
@@ -149,6 +152,10 @@ struct Agent {
     running: Arc<RwLock<HashMap<String, RunningEntry>>>,
     /// Start tasks in flight, by instance (aborted when their instance is no longer wanted).
     starting: HashMap<String, JoinHandle<()>>,
+    /// Stops in flight, by instance. A stop (a container's can take seconds) runs on its own
+    /// task so health checks and reconciles keep their cadence; a new start of the same
+    /// instance waits for it, so the two never hold the same name at once.
+    stopping: HashMap<String, Stopping>,
     last_check: HashMap<String, Instant>,
     checking: BTreeSet<String>,
     reporting: bool,
@@ -169,6 +176,7 @@ pub fn start(config: AgentConfig) -> AgentHandle {
         local: BTreeMap::new(),
         running: running.clone(),
         starting: HashMap::new(),
+        stopping: HashMap::new(),
         last_check: HashMap::new(),
         checking: BTreeSet::new(),
         reporting: false,
@@ -204,15 +212,16 @@ impl Agent {
                     }
                     return;
                 }
-                Some(event) = events.recv() => self.on_event(event).await,
+                Some(event) = events.recv() => self.on_event(event),
                 changed = replica.changed() => {
                     if changed.is_err() {
                         return; // the placement group is gone: the node is stopping
                     }
-                    self.reconcile().await;
+                    self.reconcile();
                 }
                 _ = tick.tick() => {
-                    self.reconcile().await;
+                    self.stopping.retain(|_, stop| stop.clone().now_or_never().is_none());
+                    self.reconcile();
                     self.check_health();
                     self.report();
                 }
@@ -232,7 +241,7 @@ impl Agent {
             .collect()
     }
 
-    async fn reconcile(&mut self) {
+    fn reconcile(&mut self) {
         let replica = self.config.placement.replica();
         let placed = self.placed_here(&replica);
         let desired: BTreeSet<String> = placed.keys().cloned().collect();
@@ -252,7 +261,7 @@ impl Agent {
                         Err(why) => self.refuse(id, why),
                     }
                 }
-                Action::Stop(id) => self.stop_instance(&id).await,
+                Action::Stop(id) => self.stop_instance(&id),
             }
         }
     }
@@ -304,7 +313,11 @@ impl Agent {
         let id_for_task = id.clone();
         let app_name = app.manifest.name.clone();
         let prepared = self.prepare(id.clone(), app);
+        let earlier_stop = self.stopping.get(&id).cloned();
         let task = tokio::spawn(async move {
+            if let Some(stop) = earlier_stop {
+                stop.await;
+            }
             let result = prepared.await;
             let _ = events
                 .send(Event::Started {
@@ -387,7 +400,7 @@ impl Agent {
         })
     }
 
-    async fn stop_instance(&mut self, id: &str) {
+    fn stop_instance(&mut self, id: &str) {
         if let Some(task) = self.starting.remove(id) {
             task.abort();
         }
@@ -396,8 +409,21 @@ impl Agent {
         let entry = self.running.write().ok().and_then(|mut r| r.remove(id));
         if let Some(entry) = entry {
             tracing::info!(instance = %id, "stopping");
-            entry.instance.stop().await;
+            self.stop_in_background(id, entry.instance);
         }
+    }
+
+    /// Stops `instance` on its own task (see [`Agent::stopping`]).
+    fn stop_in_background(&mut self, id: &str, instance: Arc<dyn Instance>) {
+        let earlier = self.stopping.remove(id);
+        let task = tokio::spawn(async move { instance.stop().await });
+        let stop = async move {
+            if let Some(earlier) = earlier {
+                earlier.await;
+            }
+            let _ = task.await;
+        };
+        self.stopping.insert(id.to_string(), stop.boxed().shared());
     }
 
     async fn stop_all(&mut self) {
@@ -406,8 +432,9 @@ impl Agent {
         }
         let ids: Vec<String> = self.local.keys().cloned().collect();
         for id in ids {
-            self.stop_instance(&id).await;
+            self.stop_instance(&id);
         }
+        futures::future::join_all(self.stopping.drain().map(|(_, stop)| stop)).await;
         self.remove_leftovers(true).await;
     }
 
@@ -432,14 +459,14 @@ impl Agent {
         }
     }
 
-    async fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event) {
         match event {
             Event::Started { id, app, result } => {
                 self.starting.remove(&id);
                 let Some(local) = self.local.get_mut(&id) else {
                     // No longer wanted: stop what just started.
                     if let Ok(instance) = result {
-                        instance.stop().await;
+                        self.stop_in_background(&id, instance);
                     }
                     return;
                 };
@@ -498,7 +525,7 @@ impl Agent {
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
                     let entry = self.running.write().ok().and_then(|mut r| r.remove(&id));
                     if let Some(entry) = entry {
-                        entry.instance.stop().await;
+                        self.stop_in_background(&id, entry.instance);
                     }
                     self.report();
                 }
