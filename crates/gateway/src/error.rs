@@ -11,6 +11,14 @@ use http_body_util::{BodyExt, Full};
 
 use crate::{Body, balance::Outcome};
 
+/// Marks an answer as the serving gateway's refusal, not the app's: its value is the reason
+/// (`unknown_instance`, `instance_unhealthy` or `instance_failed`). Only ever set by the
+/// serving side (`inbound::answer`).
+pub(crate) const REFUSED_HEADER: &str = "x-mycel-refused";
+pub(crate) const UNKNOWN_INSTANCE: &str = "unknown_instance";
+pub(crate) const INSTANCE_UNHEALTHY: &str = "instance_unhealthy";
+pub(crate) const INSTANCE_FAILED: &str = "instance_failed";
+
 /// Why one attempt at an instance produced no answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AttemptError {

@@ -23,16 +23,10 @@ use mycel_protocol::PeerId;
 use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    Body, BoxError, INSTANCE_HEADER, LocalInstances, NODE_HEADER, error::json_error, forward,
-    listener,
+    Body, BoxError, INSTANCE_HEADER, LocalInstances, NODE_HEADER,
+    error::{INSTANCE_FAILED, INSTANCE_UNHEALTHY, REFUSED_HEADER, UNKNOWN_INSTANCE, json_error},
+    forward, listener,
 };
-
-/// Marks an answer as the serving gateway's refusal, not the app's: its value is the reason
-/// (`unknown_instance`, `instance_unhealthy` or `instance_failed`). Only ever set by [`answer`].
-pub(crate) const REFUSED_HEADER: &str = "x-mycel-refused";
-pub(crate) const UNKNOWN_INSTANCE: &str = "unknown_instance";
-pub(crate) const INSTANCE_UNHEALTHY: &str = "instance_unhealthy";
-pub(crate) const INSTANCE_FAILED: &str = "instance_failed";
 
 /// How long a peer's connection may idle before it is closed; longer than the sending side
 /// keeps it in its pool.

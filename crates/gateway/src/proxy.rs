@@ -28,9 +28,8 @@ use tokio::time::Instant;
 use crate::{
     Body, BoxError, GatewayConfig, INSTANCE_HEADER, LocalInstances, NODE_HEADER,
     balance::{self, Balancer, Candidates, Outcome, Target},
-    error::{AttemptError, json_error},
+    error::{AttemptError, INSTANCE_UNHEALTHY, REFUSED_HEADER, UNKNOWN_INSTANCE, json_error},
     forward, host,
-    inbound::{INSTANCE_UNHEALTHY, REFUSED_HEADER, UNKNOWN_INSTANCE},
     metrics::GatewayMetrics,
     remote::Remote,
     replay::Replay,

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    fs::File,
     io::{self, SeekFrom, Write},
     path::Path,
 };
@@ -15,8 +16,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::{
-    ImageError,
-    plan::{self, Compression, LayerPlan, Plan},
+    ImageError, docker, oci,
+    plan::{Compression, LayerPlan, Plan},
     tree::{Span, Tree},
 };
 
@@ -52,7 +53,7 @@ pub async fn import_archive(
             let mut file =
                 std::fs::File::open(&path).map_err(ImageError::io("opening the archive"))?;
             let tree = Tree::read(&mut file)?;
-            plan::plan(&tree, &mut file, name.as_deref(), max_blob_bytes)
+            plan(&tree, &mut file, name.as_deref(), max_blob_bytes)
         })
         .await
         .map_err(|e| ImageError::Io {
@@ -304,4 +305,33 @@ async fn fill(reader: &mut (impl AsyncReadExt + Unpin), buf: &mut [u8]) -> io::R
         filled += n;
     }
     Ok(filled)
+}
+
+/// Reads the archive's manifests and config (a `docker save` archive or an OCI layout): pass 1
+/// after the entry table.
+fn plan(
+    tree: &Tree,
+    file: &mut File,
+    name: Option<&str>,
+    max_blob_bytes: u64,
+) -> Result<Plan, ImageError> {
+    // Docker 25+ writes both; its manifest.json is the simpler and names the image's tags.
+    let plan = if tree.contains("manifest.json") {
+        docker::plan(tree, file, name)?
+    } else if tree.contains("oci-layout") && tree.contains("index.json") {
+        oci::plan(tree, file, name)?
+    } else {
+        return Err(ImageError::invalid(
+            "neither a `docker save` archive (manifest.json) nor an OCI image layout \
+             (oci-layout, index.json)",
+        ));
+    };
+    let largest = plan.layers.iter().map(|l| l.span.size).max().unwrap_or(0);
+    if largest > max_blob_bytes {
+        return Err(ImageError::TooLarge {
+            what: format!("a layer of {largest} bytes"),
+            limit: max_blob_bytes,
+        });
+    }
+    Ok(plan)
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    ImageError, docker, oci,
+    ImageError,
     tree::{Span, Tree, read_small},
 };
 
@@ -51,34 +51,6 @@ pub(crate) struct LayerRef {
     pub(crate) span: Span,
     pub(crate) digest: Option<String>,
     pub(crate) compression: Compression,
-}
-
-/// Reads the archive's manifests and config: pass 1 after the entry table.
-pub(crate) fn plan(
-    tree: &Tree,
-    file: &mut File,
-    name: Option<&str>,
-    max_blob_bytes: u64,
-) -> Result<Plan, ImageError> {
-    // Docker 25+ writes both; its manifest.json is the simpler and names the image's tags.
-    let plan = if tree.contains("manifest.json") {
-        docker::plan(tree, file, name)?
-    } else if tree.contains("oci-layout") && tree.contains("index.json") {
-        oci::plan(tree, file, name)?
-    } else {
-        return Err(ImageError::invalid(
-            "neither a `docker save` archive (manifest.json) nor an OCI image layout \
-             (oci-layout, index.json)",
-        ));
-    };
-    let largest = plan.layers.iter().map(|l| l.span.size).max().unwrap_or(0);
-    if largest > max_blob_bytes {
-        return Err(ImageError::TooLarge {
-            what: format!("a layer of {largest} bytes"),
-            limit: max_blob_bytes,
-        });
-    }
-    Ok(plan)
 }
 
 /// Joins a config and the layers a manifest names, checking the config's `rootfs` against them.
