@@ -6,11 +6,10 @@
 
 use super::*;
 
-use libp2p::{
-    StreamProtocol,
-    request_response::{OutboundRequestId, ResponseChannel},
-};
+use libp2p::StreamProtocol;
 use mycel_protocol::blob::{BlobRequest, BlobResponse};
+
+use super::traffic::{Inbound, Reply};
 
 /// How many answers may wait for the actor at once.
 pub(super) const ANSWER_QUEUE: usize = 256;
@@ -25,14 +24,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-#[derive(Default)]
-pub(super) struct BlobTraffic {
-    pub(super) waiting:
-        HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, MeshError>>>,
-    pub(super) answering: HashMap<u64, ResponseChannel<BlobResponse>>,
-    pub(super) next_answer: u64,
 }
 
 impl Actor {
@@ -76,80 +67,47 @@ impl Actor {
         &mut self,
         peer: PeerId,
         request: BlobRequest,
-        reply: oneshot::Sender<Result<BlobResponse, MeshError>>,
+        reply: Reply<BlobResponse>,
     ) {
         let id = self
             .swarm
             .behaviour_mut()
             .blobs
             .send_request(&peer, request);
-        self.blob_traffic.waiting.insert(id, reply);
+        self.blob_traffic.expect(id, reply);
     }
 
     pub(super) fn on_blob_event(
         &mut self,
         event: request_response::Event<BlobRequest, BlobResponse>,
     ) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let Some(server) = self.config.blob_server.clone() else {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .blobs
-                        .send_response(channel, BlobResponse::Missing);
-                    return;
-                };
-                let id = self.blob_traffic.next_answer;
-                self.blob_traffic.next_answer += 1;
-                self.blob_traffic.answering.insert(id, channel);
-                let answers = self.answers.clone();
-                tokio::spawn(async move {
-                    let response = server.serve(peer, request).await;
-                    let _ = answers.send((id, response)).await;
-                });
-            }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.blob_traffic.waiting.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.blob_traffic.waiting.remove(&request_id) {
-                    let _ = reply.send(Err(MeshError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "answering a blob request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
-        }
+        let Some(Inbound {
+            peer,
+            request,
+            channel,
+        }) = self.blob_traffic.settle(event, "blob")
+        else {
+            return;
+        };
+        let Some(server) = self.config.blob_server.clone() else {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .blobs
+                .send_response(channel, BlobResponse::Missing);
+            return;
+        };
+        let id = self.blob_traffic.hold(channel);
+        let answers = self.answers.clone();
+        // Detached: ends when the blob server answers or drops the reply.
+        tokio::spawn(async move {
+            let response = server.serve(peer, request).await;
+            let _ = answers.send((id, response)).await;
+        });
     }
 
     pub(super) fn answer_blob_request(&mut self, id: u64, response: BlobResponse) {
-        if let Some(channel) = self.blob_traffic.answering.remove(&id) {
+        if let Some(channel) = self.blob_traffic.release(id) {
             // The asker may have given up meanwhile; nothing to do then.
             let _ = self
                 .swarm

@@ -245,13 +245,14 @@ mod connections;
 mod dht;
 mod gossip;
 mod placement;
+mod traffic;
 
 struct Actor {
-    blob_traffic: blobs::BlobTraffic,
+    blob_traffic: traffic::Traffic<mycel_protocol::blob::BlobResponse>,
     dht: dht::DhtQueries,
     /// Answers to inbound blob requests, from the tasks that made them.
     answers: mpsc::Sender<(u64, mycel_protocol::blob::BlobResponse)>,
-    placement_traffic: placement::PlacementTraffic,
+    placement_traffic: traffic::Traffic<crate::PlacementFrame>,
     /// Answers to inbound placement requests (`None`: refused).
     placement_answers: mpsc::Sender<(u64, Option<crate::PlacementFrame>)>,
     swarm: Swarm<Behaviour>,
