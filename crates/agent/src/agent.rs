@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,7 +18,12 @@ use mycel_protocol::{
     placement::{AppRecord, WriteRequest},
 };
 use mycel_runtime::{Body, DockerDriver, Driver, Instance, InstanceSpec, Workload};
-use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     admission,
@@ -76,13 +81,14 @@ pub struct AgentConfig {
     pub timing: AgentTiming,
 }
 
-/// What the rest of the node (the gateway, the API) asks of the agent.
+/// What the rest of the node (the gateway, the API) asks of the agent. Dropping it does not stop
+/// the agent: cancelling the token given to [`start`] does.
 #[derive(Clone)]
 pub struct AgentHandle {
-    pub(crate) running: Arc<RwLock<HashMap<String, RunningEntry>>>,
+    /// What runs here, as the agent last published it: it alone writes it.
+    pub(crate) running: watch::Receiver<Running>,
     /// This node's peer id.
     pub(crate) node: String,
-    stop: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
 }
 
 #[derive(Clone)]
@@ -93,36 +99,27 @@ pub(crate) struct RunningEntry {
     pub(crate) healthy: bool,
 }
 
+/// The instances that run here, by id.
+pub(crate) type Running = HashMap<String, RunningEntry>;
+
 type ServeFuture = BoxFuture<'static, Result<http::Response<Body>, mycel_runtime::RuntimeError>>;
 
 impl AgentHandle {
     /// Serves `request` with local instance `id`, if it runs here.
     pub fn serve(&self, id: &str, request: http::Request<Body>) -> Option<ServeFuture> {
-        let instance = self.running.read().ok()?.get(id)?.instance.clone();
+        let instance = self.running.borrow().get(id)?.instance.clone();
         Some(instance.handle(request))
     }
 
     /// Whether local instance `id` runs and passed its last health check.
     pub fn is_healthy(&self, id: &str) -> bool {
-        self.running
-            .read()
-            .is_ok_and(|running| running.get(id).is_some_and(|e| e.healthy))
+        self.running.borrow().get(id).is_some_and(|e| e.healthy)
     }
 
     /// The instances that run here now.
     pub fn instances(&self) -> Vec<Arc<dyn Instance>> {
-        self.running
-            .read()
-            .map(|r| r.values().map(|e| e.instance.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Stops every local instance and the agent (the node is leaving).
-    pub async fn stop(&self) {
-        let (done, stopped) = tokio::sync::oneshot::channel();
-        if self.stop.send(done).await.is_ok() {
-            let _ = stopped.await;
-        }
+        let running = self.running.borrow();
+        running.values().map(|e| e.instance.clone()).collect()
     }
 }
 
@@ -149,7 +146,7 @@ struct Agent {
     me: String,
     config: AgentConfig,
     local: BTreeMap<String, Local>,
-    running: Arc<RwLock<HashMap<String, RunningEntry>>>,
+    running: watch::Sender<Running>,
     /// Start tasks in flight, by instance (aborted when their instance is no longer wanted).
     starting: HashMap<String, JoinHandle<()>>,
     /// Stops in flight, by instance. A stop (a container's can take seconds) runs on its own
@@ -162,19 +159,21 @@ struct Agent {
     events: mpsc::Sender<Event>,
     /// Held while an image loads into the engine.
     image_loading: Arc<tokio::sync::Mutex<()>>,
+    /// Where every task of the agent runs: its loop, starts, stops, checks and reports.
+    tasks: TaskTracker,
 }
 
-/// Starts the agent on its own task.
-pub fn start(config: AgentConfig) -> AgentHandle {
-    let running = Arc::new(RwLock::new(HashMap::new()));
+/// Starts the agent's loop on `tasks`. Cancelling `stop` stops every local instance (and removes
+/// what they left behind), then the agent: the node is leaving. Wait on `tasks` for it to end.
+pub fn start(config: AgentConfig, stop: CancellationToken, tasks: TaskTracker) -> AgentHandle {
+    let (running, running_rx) = watch::channel(Running::new());
     let (events, events_rx) = mpsc::channel(256);
-    let (stop, stop_rx) = mpsc::channel(1);
     let node = config.mesh.peer_id().to_string();
     let agent = Agent {
         me: node.clone(),
         config,
         local: BTreeMap::new(),
-        running: running.clone(),
+        running,
         starting: HashMap::new(),
         stopping: HashMap::new(),
         last_check: HashMap::new(),
@@ -182,21 +181,17 @@ pub fn start(config: AgentConfig) -> AgentHandle {
         reporting: false,
         events,
         image_loading: Arc::default(),
+        tasks: tasks.clone(),
     };
-    tokio::spawn(agent.run(events_rx, stop_rx));
+    tasks.spawn(agent.run(events_rx, stop));
     AgentHandle {
-        running,
+        running: running_rx,
         node,
-        stop,
     }
 }
 
 impl Agent {
-    async fn run(
-        mut self,
-        mut events: mpsc::Receiver<Event>,
-        mut stop: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
-    ) {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, stop: CancellationToken) {
         // Nothing runs here yet: whatever an earlier run of this node left (a kill -9 leaves
         // containers) is an orphan. Instances still placed here start again, fresh.
         self.remove_leftovers(false).await;
@@ -205,11 +200,8 @@ impl Agent {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                done = stop.recv() => {
+                () = stop.cancelled() => {
                     self.stop_all().await;
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
                     return;
                 }
                 Some(event) = events.recv() => self.on_event(event),
@@ -314,7 +306,7 @@ impl Agent {
         let app_name = app.manifest.name.clone();
         let prepared = self.prepare(id.clone(), app);
         let earlier_stop = self.stopping.get(&id).cloned();
-        let task = tokio::spawn(async move {
+        let task = self.tasks.spawn(async move {
             if let Some(stop) = earlier_stop {
                 stop.await;
             }
@@ -406,17 +398,27 @@ impl Agent {
         }
         self.local.remove(id);
         self.last_check.remove(id);
-        let entry = self.running.write().ok().and_then(|mut r| r.remove(id));
+        let entry = self.unpublish(id);
         if let Some(entry) = entry {
             tracing::info!(instance = %id, "stopping");
             self.stop_in_background(id, entry.instance);
         }
     }
 
+    /// Takes instance `id` out of what the gateway and the API see.
+    fn unpublish(&mut self, id: &str) -> Option<RunningEntry> {
+        let mut removed = None;
+        self.running.send_if_modified(|r| {
+            removed = r.remove(id);
+            removed.is_some()
+        });
+        removed
+    }
+
     /// Stops `instance` on its own task (see [`Agent::stopping`]).
     fn stop_in_background(&mut self, id: &str, instance: Arc<dyn Instance>) {
         let earlier = self.stopping.remove(id);
-        let task = tokio::spawn(async move { instance.stop().await });
+        let task = self.tasks.spawn(async move { instance.stop().await });
         let stop = async move {
             if let Some(earlier) = earlier {
                 earlier.await;
@@ -475,16 +477,14 @@ impl Agent {
                         local.phase = Phase::Running { healthy: false };
                         local.failed_checks = 0;
                         local.error = None;
-                        if let Ok(mut running) = self.running.write() {
-                            running.insert(
-                                id.clone(),
-                                RunningEntry {
-                                    instance,
-                                    app,
-                                    healthy: false,
-                                },
-                            );
-                        }
+                        let entry = RunningEntry {
+                            instance,
+                            app,
+                            healthy: false,
+                        };
+                        self.running.send_modify(|r| {
+                            r.insert(id.clone(), entry);
+                        });
                         // Check at once: routing waits for the first good check.
                         self.last_check.remove(&id);
                         self.check_health();
@@ -514,16 +514,18 @@ impl Agent {
                 }
                 let failed = local.failed_checks >= restart_after;
                 local.phase = Phase::Running { healthy };
-                if let Ok(mut running) = self.running.write()
-                    && let Some(entry) = running.get_mut(&id)
-                {
-                    entry.healthy = healthy;
-                }
+                self.running.send_if_modified(|r| match r.get_mut(&id) {
+                    Some(entry) if entry.healthy != healthy => {
+                        entry.healthy = healthy;
+                        true
+                    }
+                    _ => false,
+                });
                 if failed {
                     let why = format!("it failed {restart_after} health checks in a row");
                     let wait = local.fail(Instant::now(), self.config.timing.max_backoff, why);
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
-                    let entry = self.running.write().ok().and_then(|mut r| r.remove(&id));
+                    let entry = self.unpublish(&id);
                     if let Some(entry) = entry {
                         self.stop_in_background(&id, entry.instance);
                     }
@@ -543,13 +545,12 @@ impl Agent {
     fn check_health(&mut self) {
         let now = Instant::now();
         let replica = self.config.placement.replica();
-        let running: Vec<(String, Arc<dyn Instance>)> = match self.running.read() {
-            Ok(r) => r
-                .iter()
-                .map(|(id, e)| (id.clone(), e.instance.clone()))
-                .collect(),
-            Err(_) => return,
-        };
+        let running: Vec<(String, Arc<dyn Instance>)> = self
+            .running
+            .borrow()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.instance.clone()))
+            .collect();
         for (id, instance) in running {
             let due = self
                 .last_check
@@ -569,7 +570,7 @@ impl Agent {
             self.checking.insert(id.clone());
             let events = self.events.clone();
             let timeout = self.config.timing.health_timeout;
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let healthy = match path {
                     // No health check declared: running is healthy.
                     None => true,
@@ -607,7 +608,7 @@ impl Agent {
         let placement = self.config.placement.clone();
         let events = self.events.clone();
         let node = self.me.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let ok = placement
                 .write(WriteRequest::Report {
                     node,

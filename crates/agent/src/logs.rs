@@ -34,10 +34,8 @@ impl AgentHandle {
     /// The logs of every local instance of `app`: each one's recent lines and a receiver of the
     /// lines that follow them.
     pub fn logs_of(&self, app: &str) -> Vec<(String, Logs)> {
-        let Ok(running) = self.running.read() else {
-            return Vec::new();
-        };
-        running
+        self.running
+            .borrow()
             .iter()
             .filter(|(_, entry)| entry.app == app)
             .map(|(id, entry)| (id.clone(), entry.instance.logs()))
@@ -129,6 +127,7 @@ pub async fn serve_logs(agent: AgentHandle, mesh: MeshHandle) {
     };
     while let Some((peer, stream)) = incoming.next().await {
         let agent = agent.clone();
+        // Detached: one per stream, it ends when the asker closes the stream or the events end.
         tokio::spawn(async move {
             if let Err(e) = answer(&agent, stream).await {
                 tracing::debug!(%peer, error = %e, "a logs stream ended with an error");

@@ -138,6 +138,7 @@ async fn fetch_and_stream(state: ApiState, hash: BlobHash) -> Result<Response, A
     let network = mycel_blobs::MeshBlobs {
         mesh: state.mesh.clone(),
     };
+    // Detached on purpose (see above): it ends with the fetch.
     tokio::spawn(async move {
         let outcome = match mycel_blobs::fetch(&store, &network, hash).await {
             Ok(meta) => {

@@ -5,11 +5,11 @@ use std::{sync::Arc, time::Duration};
 
 use futures::stream;
 use libp2p::{Multiaddr, identity::Keypair};
-use mycel_agent::{AgentConfig, AgentHandle};
+use mycel_agent::AgentConfig;
 use mycel_api::ApiState;
 use mycel_blobs::{BlobMetrics, BlobStore, StoreServer};
 use mycel_mesh::{LocalNode, MeshConfig, MeshHandle};
-use mycel_placement::{GroupConfig, PlacementHandle};
+use mycel_placement::GroupConfig;
 use mycel_protocol::{
     Resources, Runtime,
     api::{
@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// One node: everything a real `mycel up` wires, minus the CLI.
 struct Node {
@@ -31,9 +31,10 @@ struct Node {
     peer_id: String,
     http: Client,
     mesh: MeshHandle,
-    placement: PlacementHandle,
-    agent: AgentHandle,
     shutdown: CancellationToken,
+    /// Stops the placement group, the agent and discovery, which run on `tasks`.
+    stop_parts: CancellationToken,
+    tasks: TaskTracker,
     _dir: tempfile::TempDir,
 }
 
@@ -76,15 +77,17 @@ impl Node {
         let mesh = mycel_mesh::start(config, local, &mut registry)
             .await
             .unwrap();
-        let placement = mycel_placement::start(GroupConfig {
+        let (stop_parts, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let group = GroupConfig {
             dir: dir.path().join("placement"),
             mesh: mesh.handle.clone(),
             inbox,
             found: bootstrap.is_none(),
             timing: Default::default(),
-        })
-        .await
-        .unwrap();
+        };
+        let placement = mycel_placement::start(group, stop_parts.clone(), &tasks)
+            .await
+            .unwrap();
         // A joining node knows the leader once the leader has added it to the group.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while placement.cluster().leader.is_none() {
@@ -100,7 +103,7 @@ impl Node {
         let api = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         // An agent without runtimes: instances placed here fail to start, and have no logs.
-        let agent = mycel_agent::start(AgentConfig {
+        let config = AgentConfig {
             placement: placement.clone(),
             mesh: mesh.handle.clone(),
             blobs: blobs.clone(),
@@ -109,7 +112,8 @@ impl Node {
             scratch_dir: dir.path().join("tmp"),
             policy: Default::default(),
             timing: Default::default(),
-        });
+        };
+        let agent = mycel_agent::start(config, stop_parts.clone(), tasks.clone());
         let state = ApiState {
             mesh: mesh.handle.clone(),
             blobs,
@@ -119,6 +123,8 @@ impl Node {
             discovery: mycel_discovery::start(
                 mycel_discovery::DiscoveryConfig::new(mesh.handle.clone(), keypair.clone()),
                 tokio::sync::watch::channel(Vec::new()).1,
+                stop_parts.clone(),
+                &tasks,
             ),
             signer: mycel_api::NodeSigner::new(keypair),
         };
@@ -129,17 +135,18 @@ impl Node {
             peer_id: mesh.handle.peer_id().to_string(),
             http: Client::new(),
             mesh: mesh.handle,
-            placement,
-            agent,
             shutdown,
+            stop_parts,
+            tasks,
             _dir: dir,
         }
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        self.agent.stop().await;
-        self.placement.shutdown().await;
+        self.stop_parts.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         let _ = self.mesh.leave().await;
     }
 

@@ -39,7 +39,8 @@ use mycel_protocol::{
     app::AppKind,
     discovery::{DEFAULT_LIFETIME_MS, VerifiedListing},
 };
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use local::{LocalInstances, watch_local_apps};
 /// The discover protocol's server side; public for the fuzz targets.
@@ -113,11 +114,11 @@ impl Shared {
     }
 }
 
-/// A cheap, cloneable handle: browse and look up apps; stop announcing.
+/// A cheap, cloneable handle: browse and look up apps. Dropping it does not stop discovery:
+/// cancelling the token given to [`start`] does.
 #[derive(Clone)]
 pub struct DiscoveryHandle {
     shared: Arc<Shared>,
-    announcer: Arc<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for DiscoveryHandle {
@@ -126,34 +127,32 @@ impl std::fmt::Debug for DiscoveryHandle {
     }
 }
 
-/// Starts discovery: the server of the discover protocol, and the announcer of the apps that
-/// `local_apps` says run here.
+/// Starts discovery on `tasks`: the server of the discover protocol, and the announcer of the
+/// apps that `local_apps` says run here. Cancelling `stop` ends both; the announcer first
+/// withdraws this node's listings (for at most a lookup timeout: what does not get out runs out
+/// with the listings' lifetime). Wait on `tasks` for them to end.
 pub fn start(
     config: DiscoveryConfig,
     local_apps: watch::Receiver<Vec<LocalApp>>,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
 ) -> DiscoveryHandle {
     let shared = Arc::new(Shared {
         config,
         directory: Mutex::default(),
         own: Mutex::default(),
     });
-    // Ends when the mesh stops.
-    tokio::spawn(wire::serve(shared.config.mesh.clone(), shared.clone()));
-    let announcer = tokio::spawn(announce::run(shared.clone(), local_apps));
-    DiscoveryHandle {
-        shared,
-        announcer: Arc::new(announcer),
-    }
-}
-
-impl DiscoveryHandle {
-    /// Stops announcing and withdraws this node's listings from the directory (at most a lookup
-    /// timeout; what does not get out runs out with the listings' lifetime).
-    pub async fn shutdown(&self) {
-        self.announcer.abort();
-        let timeout = self.shared.config.lookup_timeout;
-        let _ = tokio::time::timeout(timeout, announce::withdraw_all(&self.shared)).await;
-    }
+    let server = wire::serve(shared.config.mesh.clone(), shared.clone());
+    let stop_serving = stop.clone();
+    tasks.spawn(async move { stop_serving.run_until_cancelled(server).await });
+    let announcer = shared.clone();
+    tasks.spawn(async move {
+        stop.run_until_cancelled(announce::run(announcer.clone(), local_apps))
+            .await;
+        let timeout = announcer.config.lookup_timeout;
+        let _ = tokio::time::timeout(timeout, announce::withdraw_all(&announcer)).await;
+    });
+    DiscoveryHandle { shared }
 }
 
 /// Wall-clock milliseconds.

@@ -49,6 +49,7 @@ pub(crate) async fn serve(mesh: MeshHandle, shared: Arc<Shared>) {
             return;
         };
         let shared = shared.clone();
+        // Detached: one per stream, bounded by ANSWER_TIMEOUT and by the permits.
         tokio::spawn(async move {
             let _permit = permit;
             let answered = tokio::time::timeout(ANSWER_TIMEOUT, async {

@@ -8,6 +8,7 @@ use mycel_mesh::{LocalNode, Mesh, MeshConfig};
 use mycel_protocol::{BlobHash, Keypair, app::AppKind};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 struct Node {
     mesh: Mesh,
@@ -35,7 +36,8 @@ async fn node(name: &str, bootstrap: Option<&Node>) -> Node {
     let (apps, feed) = watch::channel(Vec::new());
     let mut config = DiscoveryConfig::new(mesh.handle.clone(), keypair);
     config.lifetime = Duration::from_secs(30);
-    let discovery = mycel_discovery::start(config, feed);
+    let tasks = TaskTracker::new();
+    let discovery = mycel_discovery::start(config, feed, CancellationToken::new(), &tasks);
     Node {
         mesh,
         discovery,

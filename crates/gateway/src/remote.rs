@@ -132,6 +132,7 @@ impl Remote {
         let (sender, connection) = http1::handshake(TokioIo::new(stream.compat()))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        // Detached: the connection ends when its sender is dropped or the peer closes it.
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "gateway connection to a peer ended");
@@ -193,6 +194,7 @@ impl GiveBack {
             peer,
             mut sender,
         } = self;
+        // Detached: waits at most READY_TIMEOUT for the connection to be ready again.
         tokio::spawn(async move {
             if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
                 remote.put_back(peer, sender);

@@ -31,7 +31,7 @@ use mycel_protocol::{
 };
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, time::Instant};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// The instances that "run" on one node: id → passes its health check.
 #[derive(Default)]
@@ -132,14 +132,16 @@ impl Node {
             ..Default::default()
         };
         let mesh = mycel_mesh::start(config, local, &mut Registry::default()).await?;
-        let group = mycel_placement::start(GroupConfig {
+        let group = GroupConfig {
             dir: dir.to_path_buf(),
             mesh: mesh.handle.clone(),
             inbox: requests,
             found: bootstrap.is_none(),
             timing: Default::default(),
-        })
-        .await?;
+        };
+        // The group runs until the test ends.
+        let group =
+            mycel_placement::start(group, CancellationToken::new(), &TaskTracker::new()).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let gateway = listener.local_addr()?;
         let fixture = Arc::new(Fixture::default());

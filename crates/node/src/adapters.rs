@@ -12,6 +12,7 @@ pub(crate) fn start_discovery(
     lifetime: Duration,
     agent: &AgentHandle,
     placement: &mycel_placement::PlacementHandle,
+    stage: &crate::start::Stage,
 ) -> mycel_discovery::DiscoveryHandle {
     let mut config = mycel_discovery::DiscoveryConfig::new(mesh.clone(), keypair);
     config.lifetime = lifetime;
@@ -19,7 +20,7 @@ pub(crate) fn start_discovery(
         Arc::new(AgentInstances(agent.clone())),
         placement.clone(),
     );
-    mycel_discovery::start(config, local)
+    mycel_discovery::start(config, local, stage.stop.clone(), &stage.tasks)
 }
 
 /// Discovery's view of what runs here: the agent's healthy instances.

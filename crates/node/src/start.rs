@@ -23,6 +23,8 @@ use crate::{
 
 /// How often the node re-measures what it has free.
 const MEASURE_INTERVAL: Duration = Duration::from_secs(5);
+/// The least time the agent gets to stop the node's instances when the node stops.
+const AGENT_GRACE: Duration = Duration::from_secs(30);
 /// How many placement frames may wait for the placement group before peers are refused.
 const PLACEMENT_INBOX: usize = 1024;
 
@@ -41,11 +43,34 @@ pub struct NodeHandle {
     data_dir: std::path::PathBuf,
     mesh: MeshHandle,
     mesh_task: JoinHandle<()>,
-    placement: mycel_placement::PlacementHandle,
-    agent: mycel_agent::AgentHandle,
-    discovery: mycel_discovery::DiscoveryHandle,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    /// API, gateway, logs server, resource measuring.
+    servers: Stage,
+    discovery: Stage,
+    agent: Stage,
+    placement: Stage,
+}
+
+/// Long-lived work that starts and stops together: a token that stops it, a tracker to wait on.
+/// Every part of a node runs in one, and stops one way.
+#[derive(Default)]
+pub(crate) struct Stage {
+    pub(crate) stop: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Stage {
+    /// Stops the stage's tasks and waits for them, at most `grace` (then they are left to end on
+    /// their own).
+    async fn stop(&self, what: &str, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("{what}: some tasks did not finish within {grace:?}");
+        }
+    }
 }
 
 impl Node {
@@ -121,18 +146,22 @@ impl Node {
         let mesh = mycel_mesh::start(mesh_config, local.clone(), &mut registry)
             .await
             .map_err(NodeError::Mesh)?;
-        let placement = mycel_placement::start(mycel_placement::GroupConfig {
+        let placement_stage = Stage::default();
+        let group = mycel_placement::GroupConfig {
             dir: config.data_dir.join("placement"),
             mesh: mesh.handle.clone(),
             inbox: placement_requests,
             found: founds_mesh,
             timing: Default::default(),
-        })
-        .await
-        .map_err(NodeError::Placement)?;
+        };
+        let placement =
+            mycel_placement::start(group, placement_stage.stop.clone(), &placement_stage.tasks)
+                .await
+                .map_err(NodeError::Placement)?;
         announce_blobs(&blobs, &mesh.handle).await?;
 
-        let agent = mycel_agent::start(mycel_agent::AgentConfig {
+        let agent_stage = Stage::default();
+        let agent_config = mycel_agent::AgentConfig {
             placement: placement.clone(),
             mesh: mesh.handle.clone(),
             blobs: blobs.clone(),
@@ -144,24 +173,31 @@ impl Node {
                 request_timeout: config.request_timeout,
                 ..Default::default()
             },
-        });
+        };
+        let agent = mycel_agent::start(
+            agent_config,
+            agent_stage.stop.clone(),
+            agent_stage.tasks.clone(),
+        );
+        let discovery_stage = Stage::default();
         let discovery = start_discovery(
             &mesh.handle,
             keypair.clone(),
             config.discovery_ttl,
             &agent,
             &placement,
+            &discovery_stage,
         );
 
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        let servers = Stage::default();
+        let (shutdown, tasks) = (&servers.stop, &servers.tasks);
         let api_state = mycel_api::ApiState {
             mesh: mesh.handle.clone(),
             blobs,
             placement: placement.clone(),
             registry: Arc::new(registry),
             agent: agent.clone(),
-            discovery: discovery.clone(),
+            discovery,
             // The API signs the app requests it takes unsigned with the node's key: the node
             // owns them.
             signer: mycel_api::NodeSigner::new(keypair),
@@ -196,7 +232,6 @@ impl Node {
             config.data_dir.clone(),
             shutdown.clone(),
         ));
-        tasks.close();
 
         let ticket = mesh.handle.join_ticket().await.map_err(NodeError::Mesh)?;
         let info = NodeFile {
@@ -225,11 +260,10 @@ impl Node {
             data_dir: config.data_dir,
             mesh: mesh.handle,
             mesh_task: mesh.task,
-            placement,
-            agent,
-            discovery,
-            shutdown,
-            tasks,
+            servers,
+            discovery: discovery_stage,
+            agent: agent_stage,
+            placement: placement_stage,
         })
     }
 }
@@ -269,18 +303,15 @@ impl NodeHandle {
     /// and gateway requests get `grace` to finish.
     pub async fn shutdown(self, grace: Duration) {
         datadir::remove_node_file(&self.data_dir);
-        self.shutdown.cancel();
-        self.discovery.shutdown().await;
-        self.agent.stop().await;
-        self.placement.shutdown().await;
+        // No new requests; those in flight still reach the instances, which stop only after.
+        self.servers.stop.cancel();
+        self.discovery.stop("discovery", grace).await;
+        self.servers.stop("the API and gateway", grace).await;
+        // An instance's stop may take a container's stop timeout.
+        self.agent.stop("the agent", grace.max(AGENT_GRACE)).await;
+        self.placement.stop("the placement group", grace).await;
         if let Err(e) = self.mesh.leave().await {
             tracing::warn!(error = %e, "leaving the mesh");
-        }
-        if tokio::time::timeout(grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some requests did not finish in time");
         }
         let _ = tokio::time::timeout(grace, self.mesh_task).await;
     }

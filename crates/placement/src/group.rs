@@ -9,6 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use futures::FutureExt;
 use mycel_mesh::{InboundPlacement, MeshHandle, PlacementFrame};
 use mycel_protocol::{
     PeerId,
@@ -22,9 +23,9 @@ use openraft::{
 };
 use tokio::{
     sync::{Mutex, mpsc, oneshot, watch},
-    task::JoinHandle,
     time::Instant,
 };
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     NodeId, Raft,
@@ -131,15 +132,20 @@ struct Inner {
     /// Writes for this node to commit as the leader, batched by one task.
     leader_writes: mpsc::Sender<LeaderWrite>,
     timing: GroupTiming,
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// When this node's group started: its view of the mesh settles some time after.
     started: Instant,
     /// The last node whose entries (or heartbeat) this node accepted, and when.
     heard_from_leader: std::sync::Mutex<Option<(NodeId, Instant)>>,
 }
 
-/// Opens the store, starts Raft and the group's tasks.
-pub async fn start(config: GroupConfig) -> Result<PlacementHandle, GroupError> {
+/// Opens the store, starts Raft and the group's tasks on `tasks`. Cancelling `stop` stops them
+/// and Raft (the store is flushed on every write already); wait on `tasks` for it. Dropping the
+/// handle stops nothing.
+pub async fn start(
+    config: GroupConfig,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<PlacementHandle, GroupError> {
     let db = open_db(&config.dir).map_err(|e| GroupError::Storage(e.to_string()))?;
     let log = LogStore::open(&db).map_err(|e| GroupError::Storage(e.to_string()))?;
     let (state_machine, replica) =
@@ -200,20 +206,24 @@ pub async fn start(config: GroupConfig) -> Result<PlacementHandle, GroupError> {
             planning: Mutex::new(()),
             leader_writes,
             timing,
-            tasks: Default::default(),
             started: Instant::now(),
             heard_from_leader: Default::default(),
         }),
     };
-    let serving = tokio::spawn(handle.clone().serve(config.inbox));
-    let upkeep = tokio::spawn(handle.clone().upkeep());
-    let committer = tokio::spawn(handle.clone().commit_batches(leader_queue));
-    handle
-        .inner
-        .tasks
-        .lock()
-        .expect("tasks lock")
-        .extend([serving, upkeep, committer]);
+    let serving = handle.clone().serve(config.inbox);
+    let upkeep = handle.clone().upkeep();
+    let committer = handle.clone().commit_batches(leader_queue);
+    for task in [serving.boxed(), upkeep.boxed(), committer.boxed()] {
+        let stop = stop.clone();
+        tasks.spawn(async move { stop.run_until_cancelled(task).await });
+    }
+    let raft = handle.inner.raft.clone();
+    tasks.spawn(async move {
+        stop.cancelled().await;
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!(%e, "stopping Raft");
+        }
+    });
     Ok(handle)
 }
 
@@ -322,17 +332,6 @@ impl PlacementHandle {
                 }
                 Err(e) => return Err(e),
             }
-        }
-    }
-
-    /// Stops Raft and the group's tasks; the store is flushed on every write already.
-    pub async fn shutdown(&self) {
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
-        for task in tasks {
-            task.abort();
-        }
-        if let Err(e) = self.inner.raft.shutdown().await {
-            tracing::warn!(%e, "stopping Raft");
         }
     }
 
@@ -561,7 +560,8 @@ impl PlacementHandle {
     }
 
     /// Answers peers' placement frames, each on a task of its own: a slow write must not hold up
-    /// heartbeats.
+    /// heartbeats. Those tasks are detached: each ends with its answer, bounded by the write and
+    /// Raft timeouts, and one still running when the group stops gets an error from Raft.
     async fn serve(self, mut inbox: mpsc::Receiver<InboundPlacement>) {
         while let Some(inbound) = inbox.recv().await {
             let handle = self.clone();

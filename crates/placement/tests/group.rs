@@ -14,6 +14,7 @@ use mycel_protocol::{
 };
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// A snapshot every 10 entries, so a few dozen writes exercise snapshots and log purges.
 fn timing() -> GroupTiming {
@@ -27,6 +28,8 @@ struct Node {
     mesh: MeshHandle,
     listen: String,
     group: PlacementHandle,
+    stop: CancellationToken,
+    tasks: TaskTracker,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,25 +53,30 @@ async fn start(key: &Keypair, dir: &Path, bootstrap: Option<&str>) -> Result<Nod
         ..Default::default()
     };
     let mesh = mycel_mesh::start(config, local, &mut Registry::default()).await?;
-    let group = mycel_placement::start(GroupConfig {
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let config = GroupConfig {
         dir: dir.to_path_buf(),
         mesh: mesh.handle.clone(),
         inbox: requests,
         found: bootstrap.is_none(),
         timing: timing(),
-    })
-    .await?;
+    };
+    let group = mycel_placement::start(config, stop.clone(), &tasks).await?;
     Ok(Node {
         listen: mesh.listen_addrs[0].to_string(),
         mesh: mesh.handle,
         group,
+        stop,
+        tasks,
         _task: mesh.task,
     })
 }
 
 impl Node {
     async fn stop(self) {
-        self.group.shutdown().await;
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         let _ = self.mesh.leave().await;
     }
 }

@@ -159,6 +159,7 @@ impl Lease {
             upstream,
             mut sender,
         } = self;
+        // Detached: waits at most READY_TIMEOUT for the connection to be ready again.
         tokio::spawn(async move {
             if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
                 upstream.put_back(sender);

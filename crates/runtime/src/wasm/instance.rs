@@ -182,6 +182,8 @@ impl Shared {
         };
 
         let shared = self.clone();
+        // Detached from the caller so a client that goes away cannot cancel the guest mid-call;
+        // bounded by the request's deadline.
         let task = tokio::spawn(async move {
             let _ticket = ticket;
             let pre = shared.pre.clone();
