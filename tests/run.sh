@@ -7,6 +7,18 @@ cd "$(dirname "$0")/.."
 # One target dir outside the clone, reused between runs: a clean build is minutes, a warm one seconds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mycel/target}"
 mkdir -p "$CARGO_TARGET_DIR"
+# Incremental caches only help edit-compile loops, and take gigabytes a clean clone never reuses.
+export CARGO_INCREMENTAL=0
+# A full disk fails a link with "Bus error", not with a word about space: make room first.
+free_gb() { df -BG --output=avail "$CARGO_TARGET_DIR" | tail -1 | tr -dc 0-9; }
+if [ "$(free_gb)" -lt 15 ]; then
+  echo "only $(free_gb) GB free: removing incremental caches and release builds from $CARGO_TARGET_DIR"
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental" "$CARGO_TARGET_DIR/release"
+fi
+if [ "$(free_gb)" -lt 10 ]; then
+  echo "still only $(free_gb) GB free: cleaning $CARGO_TARGET_DIR"
+  cargo clean
+fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
