@@ -5,6 +5,8 @@
 
 use mycel_protocol::{NodePolicy, ownership::OwnerKey, placement::AppRecord};
 
+use crate::AgentError;
+
 /// Whether an instance of `app`, owned by `owner` (`None`: unknown), may start here, next to
 /// instances of `others` (one entry per local instance that is starting or running, this one
 /// excluded). `Err` says why not, for the node's log and the instance's report.
@@ -13,16 +15,16 @@ pub fn admit<'a>(
     app: &AppRecord,
     owner: Option<&OwnerKey>,
     others: impl IntoIterator<Item = &'a AppRecord>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     if let Some(owners) = &policy.allowed_owners
         && !owner.is_some_and(|key| policy.allows_owner(key))
     {
-        return Err(format!(
+        return Err(AgentError::Refused(format!(
             "this node's owner runs only the apps of {} (policy.allowed_owners); {} is owned by {}",
             owners.join(", "),
             app.manifest.name,
             owner.map_or_else(|| "nobody known".to_string(), |key| key.to_string())
-        ));
+        )));
     }
     let (mut count, mut memory_mb, mut cpu_millis) = (0u64, 0u64, 0u64);
     for other in others {
@@ -33,34 +35,34 @@ pub fn admit<'a>(
     if let Some(max) = policy.max_instances
         && count + 1 > u64::from(max)
     {
-        return Err(format!(
+        return Err(AgentError::Refused(format!(
             "this node's owner allows at most {max} instances here (policy.max_instances), and \
              {count} run"
-        ));
+        )));
     }
     let wants_memory = memory_mb + app.manifest.memory_mb();
     if let Some(max) = policy.memory_mb
         && wants_memory > max
     {
-        return Err(format!(
+        return Err(AgentError::Refused(format!(
             "{} needs {} MiB; this node's owner allows {max} MiB for apps (policy.memory_mb) and \
              {memory_mb} MiB are in use",
             app.manifest.name,
             app.manifest.memory_mb()
-        ));
+        )));
     }
     let wants_cpu = cpu_millis + app.manifest.cpu_millis();
     if let Some(max) = policy.cpu_millis
         && wants_cpu > max
     {
-        return Err(format!(
+        return Err(AgentError::Refused(format!(
             "{} needs {} cores; this node's owner allows {} cores for apps (policy.cpu) and {} \
              are in use",
             app.manifest.name,
             cores(app.manifest.cpu_millis()),
             cores(max),
             cores(cpu_millis)
-        ));
+        )));
     }
     Ok(())
 }
@@ -96,15 +98,13 @@ mod tests {
     #[test]
     fn no_policy_admits_everything() {
         let others = [app("a", 4096, 4.0, "x"), app("b", 4096, 4.0, "x")];
-        assert_eq!(
-            admit(
-                &NodePolicy::default(),
-                &app("c", 4096, 4.0, "y"),
-                None,
-                &others
-            ),
-            Ok(())
-        );
+        admit(
+            &NodePolicy::default(),
+            &app("c", 4096, 4.0, "y"),
+            None,
+            &others,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -116,19 +116,25 @@ mod tests {
             ..NodePolicy::default()
         };
         let one = [app("a", 128, 0.5, "x")];
-        assert_eq!(admit(&policy, &app("b", 128, 0.5, "x"), None, &one), Ok(()));
+        admit(&policy, &app("b", 128, 0.5, "x"), None, &one).unwrap();
 
         let two = [app("a", 64, 0.25, "x"), app("b", 64, 0.25, "x")];
-        let error = admit(&policy, &app("c", 64, 0.25, "x"), None, &two).unwrap_err();
+        let error = admit(&policy, &app("c", 64, 0.25, "x"), None, &two)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("at most 2 instances"), "{error}");
 
-        let error = admit(&policy, &app("b", 129, 0.25, "x"), None, &one).unwrap_err();
+        let error = admit(&policy, &app("b", 129, 0.25, "x"), None, &one)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("needs 129 MiB") && error.contains("policy.memory_mb"),
             "{error}"
         );
 
-        let error = admit(&policy, &app("b", 64, 0.75, "x"), None, &one).unwrap_err();
+        let error = admit(&policy, &app("b", 64, 0.75, "x"), None, &one)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("needs 0.75 cores") && error.contains("policy.cpu"),
             "{error}"
@@ -151,9 +157,11 @@ mod tests {
             ..NodePolicy::default()
         };
         let web = app("web", 64, 0.1, "x");
-        assert_eq!(admit(&policy, &web, Some(&alice_key), []), Ok(()));
-        assert_eq!(admit(&policy, &web, Some(&node_key), []), Ok(()));
-        let error = admit(&policy, &web, Some(&mallory), []).unwrap_err();
+        admit(&policy, &web, Some(&alice_key), []).unwrap();
+        admit(&policy, &web, Some(&node_key), []).unwrap();
+        let error = admit(&policy, &web, Some(&mallory), [])
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(&format!("owned by {mallory}")), "{error}");
         assert!(admit(&policy, &web, None, []).is_err());
     }

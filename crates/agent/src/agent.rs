@@ -26,7 +26,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    admission,
+    AgentError, admission,
     images::ImageLoader,
     reconcile::{self, Action, Local, Phase},
 };
@@ -128,7 +128,7 @@ enum Event {
     Started {
         id: String,
         app: String,
-        result: Result<Arc<dyn Instance>, String>,
+        result: Result<Arc<dyn Instance>, AgentError>,
     },
     Checked {
         id: String,
@@ -265,7 +265,7 @@ impl Agent {
         app: &AppRecord,
         placed: &BTreeMap<String, (AppRecord, InstanceState)>,
         replica: &Replica,
-    ) -> Result<(), String> {
+    ) -> Result<(), AgentError> {
         let others = self
             .local
             .iter()
@@ -279,7 +279,8 @@ impl Agent {
 
     /// Records that the owner's policy refused instance `id`: it is reported failed, and tried
     /// again after a backoff (room may appear here, or the group may move it elsewhere).
-    fn refuse(&mut self, id: String, why: String) {
+    fn refuse(&mut self, id: String, why: AgentError) {
+        let why = why.to_string();
         let local = self.local.entry(id.clone()).or_insert_with(Local::starting);
         let wait = local.fail(Instant::now(), self.config.timing.max_backoff, why.clone());
         tracing::warn!(instance = %id, %why, retry_in = ?wait, "the owner's policy refuses the instance");
@@ -329,7 +330,7 @@ impl Agent {
         &self,
         id: String,
         app: AppRecord,
-    ) -> BoxFuture<'static, Result<Arc<dyn Instance>, String>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Instance>, AgentError>> {
         let kind = app.manifest.kind();
         let runtime = runtime_of(kind);
         let driver = self
@@ -353,30 +354,41 @@ impl Agent {
         let mesh_images = self.config.placement.replica().state.images.clone();
         let timing = self.config.timing.clone();
         Box::pin(async move {
-            let driver = driver.ok_or_else(|| format!("this node has no {runtime} runtime"))?;
+            let driver = driver.ok_or_else(|| {
+                AgentError::Unrunnable(format!("this node has no {runtime} runtime"))
+            })?;
             let workload = match (kind, &app.manifest.wasm, &app.manifest.container) {
                 (AppKind::Wasm, Some(wasm), _) => {
-                    let hash: BlobHash = wasm
-                        .module
-                        .parse()
-                        .map_err(|e| format!("the module is not a blob hash: {e}"))?;
+                    let hash: BlobHash = wasm.module.parse().map_err(|e| {
+                        AgentError::Unrunnable(format!("the module is not a blob hash: {e}"))
+                    })?;
                     mycel_blobs::fetch(&blobs, &network, hash)
                         .await
-                        .map_err(|e| format!("fetching the module {hash}: {e}"))?;
+                        .map_err(|e| {
+                            AgentError::Fetch(format!("fetching the module {hash}: {e}"))
+                        })?;
                     let path = blobs
                         .blob_path(&hash)
-                        .map_err(|e| format!("reading the blob store: {e}"))?
-                        .ok_or_else(|| format!("{hash} vanished from the blob store"))?;
+                        .map_err(|e| AgentError::Node(format!("reading the blob store: {e}")))?
+                        .ok_or_else(|| {
+                            AgentError::Node(format!("{hash} vanished from the blob store"))
+                        })?;
                     Workload::Wasm {
                         module: path,
                         module_hash: hash.to_string(),
                     }
                 }
                 (AppKind::Container, _, Some(container)) => {
-                    let images = images.ok_or("this node has no Docker engine")?;
+                    let images = images.ok_or_else(|| {
+                        AgentError::Unrunnable("this node has no Docker engine".into())
+                    })?;
                     Workload::Container(images.workload(container, &mesh_images).await?)
                 }
-                _ => return Err(format!("{runtime} apps cannot run here")),
+                _ => {
+                    return Err(AgentError::Unrunnable(format!(
+                        "{runtime} apps cannot run here"
+                    )));
+                }
             };
             let spec = InstanceSpec {
                 instance_id: id,
@@ -388,7 +400,7 @@ impl Agent {
                 request_timeout: timing.request_timeout,
                 max_concurrency: timing.max_concurrency,
             };
-            driver.start(spec).await.map_err(|e| e.to_string())
+            Ok(driver.start(spec).await?)
         })
     }
 
@@ -490,6 +502,7 @@ impl Agent {
                         self.check_health();
                     }
                     Err(why) => {
+                        let why = why.to_string();
                         let wait =
                             local.fail(Instant::now(), self.config.timing.max_backoff, why.clone());
                         tracing::warn!(instance = %id, %why, retry_in = ?wait, "instance failed to start");

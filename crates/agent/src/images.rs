@@ -23,6 +23,8 @@ use mycel_protocol::{
 };
 use mycel_runtime::{ContainerRelax, ContainerWorkload, DockerDriver};
 
+use crate::AgentError;
+
 /// The port a container app listens on when its manifest names none.
 pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
 /// A blob this small may be an image record; anything larger is an archive.
@@ -48,19 +50,19 @@ impl ImageLoader {
         &self,
         spec: &ContainerSpec,
         mesh_images: &BTreeMap<String, ImageEntry>,
-    ) -> Result<ContainerWorkload, String> {
+    ) -> Result<ContainerWorkload, AgentError> {
         // Checked first: an app this node may not run costs it no image.
         let relax = container_relax(spec, &self.policy)?;
         let image = match (&spec.archive, &spec.image) {
             (Some(archive), _) => {
-                let hash: BlobHash = archive
-                    .parse()
-                    .map_err(|e| format!("container.archive is not a blob hash: {e}"))?;
+                let hash: BlobHash = archive.parse().map_err(|e| {
+                    unrunnable(format!("container.archive is not a blob hash: {e}"))
+                })?;
                 let record = self.record_from_blob(hash).await?;
                 self.ensure_loaded(&record).await?
             }
             (None, Some(reference)) => {
-                let name = normalize_image_name(reference)?;
+                let name = normalize_image_name(reference).map_err(AgentError::Unrunnable)?;
                 match mesh_images.get(&name) {
                     Some(entry) => self.ensure_loaded(&entry.record).await?,
                     None if self.has_image(&name).await? => name,
@@ -71,7 +73,11 @@ impl ImageLoader {
                     }
                 }
             }
-            (None, None) => return Err("[container] names neither image nor archive".to_owned()),
+            (None, None) => {
+                return Err(unrunnable(
+                    "[container] names neither image nor archive".to_owned(),
+                ));
+            }
         };
         Ok(ContainerWorkload {
             image,
@@ -83,7 +89,7 @@ impl ImageLoader {
 
     /// Pulls `name` from `registry` (already allowed), unless an instance starting alongside
     /// pulled it meanwhile.
-    async fn pull(&self, name: &str, registry: &str) -> Result<(), String> {
+    async fn pull(&self, name: &str, registry: &str) -> Result<(), AgentError> {
         let _one_at_a_time = self.loading.lock().await;
         if self.has_image(name).await? {
             return Ok(());
@@ -92,29 +98,29 @@ impl ImageLoader {
         self.docker
             .pull_image(name)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| AgentError::Fetch(e.to_string()))
     }
 
-    async fn has_image(&self, reference: &str) -> Result<bool, String> {
+    async fn has_image(&self, reference: &str) -> Result<bool, AgentError> {
         self.docker
             .has_image(reference)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| AgentError::Node(e.to_string()))
     }
 
     /// The record a blob holds: an image record pushed through `POST /v1/images`, or a raw
     /// archive uploaded as a blob, which is imported here (checked as untrusted input).
-    async fn record_from_blob(&self, hash: BlobHash) -> Result<ImageRecord, String> {
+    async fn record_from_blob(&self, hash: BlobHash) -> Result<ImageRecord, AgentError> {
         self.fetch(hash).await?;
         let path = self.blob_path(&hash)?;
         let size = tokio::fs::metadata(&path)
             .await
-            .map_err(|e| format!("reading {hash}: {e}"))?
+            .map_err(|e| AgentError::Node(format!("reading {hash}: {e}")))?
             .len();
         if size <= MAX_RECORD_BYTES {
             let bytes = tokio::fs::read(&path)
                 .await
-                .map_err(|e| format!("reading {hash}: {e}"))?;
+                .map_err(|e| AgentError::Node(format!("reading {hash}: {e}")))?;
             if let Ok(record) = serde_json::from_slice::<ImageRecord>(&bytes) {
                 return Ok(record);
             }
@@ -122,11 +128,11 @@ impl ImageLoader {
         mycel_images::import_archive(&self.blobs, &path, None)
             .await
             .map(|imported| imported.record)
-            .map_err(|e| format!("container.archive {hash}: {e}"))
+            .map_err(|e| unrunnable(format!("container.archive {hash}: {e}")))
     }
 
     /// Makes the engine hold `record`'s image; answers its id (the config's digest).
-    async fn ensure_loaded(&self, record: &ImageRecord) -> Result<String, String> {
+    async fn ensure_loaded(&self, record: &ImageRecord) -> Result<String, AgentError> {
         let _one_at_a_time = self.loading.lock().await;
         let id = record.image_id().to_owned();
         if self.has_image(&id).await? {
@@ -136,7 +142,7 @@ impl ImageLoader {
             .docker
             .image_diff_ids()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AgentError::Node(e.to_string()))?;
         let engine: Vec<Vec<String>> = engine.into_iter().map(|i| i.diff_ids).collect();
         let held = layers_held_by_engine(record, &engine);
         let needed = std::iter::once(&record.config)
@@ -156,7 +162,7 @@ impl ImageLoader {
 
         tokio::fs::create_dir_all(&self.scratch)
             .await
-            .map_err(|e| format!("creating {}: {e}", self.scratch.display()))?;
+            .map_err(|e| AgentError::Node(format!("creating {}: {e}", self.scratch.display())))?;
         let archive = self
             .scratch
             .join(format!("load-{}.tar", id.trim_start_matches("sha256:")));
@@ -177,46 +183,51 @@ impl ImageLoader {
                 .map_err(|e| e.to_string())
             })
             .await
-            .map_err(|e| format!("writing the archive: {e}"))?
+            .map_err(|e| format!("writing the archive: {e}"))
+            .and_then(|written| written)
+            .map_err(AgentError::Node)
         };
         let loaded = match written {
             Ok(()) => self
                 .docker
                 .load_archive(&archive)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| AgentError::Node(e.to_string())),
             Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&archive).await;
         loaded?;
         if !self.has_image(&id).await? {
-            return Err(format!(
+            return Err(AgentError::Node(format!(
                 "the engine loaded {} but holds no image {id}",
                 record.name
-            ));
+            )));
         }
         Ok(id)
     }
 
-    async fn fetch(&self, hash: BlobHash) -> Result<(), String> {
+    async fn fetch(&self, hash: BlobHash) -> Result<(), AgentError> {
         mycel_blobs::fetch(&self.blobs, &self.network, hash)
             .await
             .map(|_| ())
-            .map_err(|e| format!("fetching {hash}: {e}"))
+            .map_err(|e| AgentError::Fetch(format!("fetching {hash}: {e}")))
     }
 
-    fn blob_path(&self, hash: &BlobHash) -> Result<PathBuf, String> {
+    fn blob_path(&self, hash: &BlobHash) -> Result<PathBuf, AgentError> {
         self.blobs
             .blob_path(hash)
-            .map_err(|e| format!("reading the blob store: {e}"))?
-            .ok_or_else(|| format!("{hash} vanished from the blob store"))
+            .map_err(|e| AgentError::Node(format!("reading the blob store: {e}")))?
+            .ok_or_else(|| AgentError::Node(format!("{hash} vanished from the blob store")))
     }
 }
 
 /// The hardening `spec`'s container runs with: every relaxation it asks for, if this node's owner
 /// allows them all. The scheduler places apps only where their relaxations are allowed; this
 /// refuses anyway, since the placement may be older than the policy, or its leader mistaken.
-fn container_relax(spec: &ContainerSpec, policy: &NodePolicy) -> Result<ContainerRelax, String> {
+fn container_relax(
+    spec: &ContainerSpec,
+    policy: &NodePolicy,
+) -> Result<ContainerRelax, AgentError> {
     let refused: Vec<&str> = spec
         .relaxations()
         .into_iter()
@@ -224,11 +235,11 @@ fn container_relax(spec: &ContainerSpec, policy: &NodePolicy) -> Result<Containe
         .map(Relaxation::as_str)
         .collect();
     if !refused.is_empty() {
-        return Err(format!(
+        return Err(AgentError::Refused(format!(
             "[container.relax] asks for {}, which this node's owner does not allow \
              (policy.container_relax)",
             refused.join(", ")
-        ));
+        )));
     }
     let Some(relax) = &spec.relax else {
         return Ok(ContainerRelax::default());
@@ -243,7 +254,7 @@ fn container_relax(spec: &ContainerSpec, policy: &NodePolicy) -> Result<Containe
 
 /// The registry to pull `name` from, if this node's owner allows it; else why the image cannot
 /// be had at all (it is neither in the mesh nor in the engine when this is asked).
-fn allowed_registry<'a>(name: &'a str, policy: &NodePolicy) -> Result<&'a str, String> {
+fn allowed_registry<'a>(name: &'a str, policy: &NodePolicy) -> Result<&'a str, AgentError> {
     let registry = registry_host(name);
     if policy.allows_registry(registry) {
         return Ok(registry);
@@ -252,11 +263,15 @@ fn allowed_registry<'a>(name: &'a str, policy: &NodePolicy) -> Result<&'a str, S
         [] => "allows none".to_owned(),
         hosts => format!("allows only {}", hosts.join(", ")),
     };
-    Err(format!(
+    Err(AgentError::Refused(format!(
         "image {name} was never pushed to the mesh, this node's Docker engine does not hold it, \
          and this node may not pull from its registry {registry} (policy.registries \
          {allowed}); push it with `mycel push`"
-    ))
+    )))
+}
+
+fn unrunnable(why: String) -> AgentError {
+    AgentError::Unrunnable(why)
 }
 
 #[cfg(test)]
@@ -288,8 +303,8 @@ mod tests {
             ..ContainerSpec::default()
         };
         assert_eq!(
-            container_relax(&hardened, &NodePolicy::default()),
-            Ok(ContainerRelax::default())
+            container_relax(&hardened, &NodePolicy::default()).unwrap(),
+            ContainerRelax::default()
         );
         let asks = relaxed(RelaxSpec {
             writable_root: true,
@@ -297,7 +312,9 @@ mod tests {
             no_new_privileges: false,
             ..RelaxSpec::default()
         });
-        let error = container_relax(&asks, &policy(&["writable_root"], &[])).unwrap_err();
+        let error = container_relax(&asks, &policy(&["writable_root"], &[]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             "[container.relax] asks for capabilities, new_privileges, which this node's owner \
@@ -309,20 +326,22 @@ mod tests {
             &policy(&["writable_root", "capabilities", "new_privileges"], &[]),
         );
         assert_eq!(
-            allowed,
-            Ok(ContainerRelax {
+            allowed.unwrap(),
+            ContainerRelax {
                 writable_root: true,
                 run_as_root: false,
                 capabilities: vec!["NET_BIND_SERVICE".into()],
                 new_privileges: true,
-            })
+            }
         );
     }
 
     #[test]
     fn only_registries_on_the_allow_list_are_pulled_from() {
         // The default policy: no pull at all, and the error says how to get the image instead.
-        let error = allowed_registry("nginx:1.27", &NodePolicy::default()).unwrap_err();
+        let error = allowed_registry("nginx:1.27", &NodePolicy::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("may not pull from its registry docker.io"),
             "{error}"
@@ -331,27 +350,29 @@ mod tests {
         assert!(error.contains("mycel push"), "{error}");
 
         let some = policy(&[], &["ghcr.io", "localhost:5000"]);
-        let error = allowed_registry("quay.io/team/app:v1", &some).unwrap_err();
+        let error = allowed_registry("quay.io/team/app:v1", &some)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("its registry quay.io (")
                 && error.contains("allows only ghcr.io, localhost:5000"),
             "{error}"
         );
         assert_eq!(
-            allowed_registry("ghcr.io/team/app:v1", &some),
-            Ok("ghcr.io")
+            allowed_registry("ghcr.io/team/app:v1", &some).unwrap(),
+            "ghcr.io"
         );
         assert_eq!(
-            allowed_registry("localhost:5000/app:latest", &some),
-            Ok("localhost:5000")
+            allowed_registry("localhost:5000/app:latest", &some).unwrap(),
+            "localhost:5000"
         );
         assert!(
             allowed_registry("team/app:v1", &some).is_err(),
             "Docker Hub"
         );
         assert_eq!(
-            allowed_registry("team/app:v1", &policy(&[], &["docker.io"])),
-            Ok("docker.io")
+            allowed_registry("team/app:v1", &policy(&[], &["docker.io"])).unwrap(),
+            "docker.io"
         );
     }
 }

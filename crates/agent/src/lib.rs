@@ -19,10 +19,12 @@
 
 pub mod admission;
 mod agent;
+mod error;
 mod images;
 mod logs;
 pub mod reconcile;
 
 pub use agent::{AgentConfig, AgentHandle, AgentTiming, start};
+pub use error::AgentError;
 pub use images::DEFAULT_CONTAINER_PORT;
 pub use logs::{remote_logs, serve_logs};
