@@ -46,6 +46,9 @@ const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(200)
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Ranges asked of one provider at once, on its stream: enough to keep a loopback or LAN link busy.
 const PER_PROVIDER: usize = 4;
+/// How many sessions with one provider may fail on the link before it is dropped for the
+/// transfer (one that sends what does not verify is dropped at once).
+const MAX_LINK_FAILURES: usize = 3;
 /// How many range outcomes may wait for the fetch loop.
 const RESULT_QUEUE: usize = 256;
 /// Verified ranges between two background flushes of the fetched bytes to disk: the flush that
@@ -112,6 +115,8 @@ fn outboard_of(hash: &BlobHash, size: u64, data: Vec<u8>) -> PreOrderOutboard<Ve
 struct Source<P> {
     provider: Provider<P>,
     busy: usize,
+    /// Sessions with this provider that failed on the link, not on what it sent.
+    link_failures: usize,
     /// Hands ranges to the provider's stream session, once it has one.
     session: Option<tokio::sync::mpsc::Sender<usize>>,
 }
@@ -244,11 +249,29 @@ pub async fn fetch<N: BlobNetwork>(
                         }
                     }
                     Err(error) => {
-                        if !failed.contains(&peer) {
+                        last_error = format!("{peer}: {error}");
+                        let source = sources.iter_mut().find(|s| s.provider.peer == peer);
+                        // Every range the failed session held reports the failure: count it once,
+                        // when the session is still the provider's (its channel closed).
+                        let ended = source
+                            .as_ref()
+                            .and_then(|s| s.session.as_ref())
+                            .is_some_and(|session| session.is_closed());
+                        let give_up = match (&error, source) {
+                            (stream::SessionError::Link(_), Some(source)) if ended => {
+                                source.session = None;
+                                source.link_failures += 1;
+                                source.link_failures >= MAX_LINK_FAILURES
+                            }
+                            (stream::SessionError::Link(_), _) => false,
+                            (stream::SessionError::Provider(_), _) => true,
+                        };
+                        if give_up && !failed.contains(&peer) {
                             tracing::warn!(%peer, %hash, range, %error, "dropping a provider for this transfer");
-                            last_error = format!("{peer}: {error}");
                             sources.retain(|s| s.provider.peer != peer);
                             failed.push(peer);
+                        } else if ended {
+                            tracing::debug!(%peer, %hash, %error, "a range stream failed; opening another");
                         }
                         todo.push_back(range);
                     }
@@ -307,6 +330,7 @@ fn merge_sources<P: Clone + Eq>(
             None => sources.push(Source {
                 provider,
                 busy: 0,
+                link_failures: 0,
                 session: None,
             }),
         }

@@ -128,7 +128,31 @@ fn receiver_stream<T: Send>(rx: mpsc::Receiver<T>) -> impl futures::Stream<Item 
 }
 
 /// What a session reports for each range handed to it: exactly one result per range.
-pub(super) type RangeResult<P> = (P, usize, Result<(), String>);
+pub(super) type RangeResult<P> = (P, usize, Result<(), SessionError>);
+
+/// Why a session ended before its ranges were in.
+#[derive(Clone, Debug)]
+pub(super) enum SessionError {
+    /// The stream or its connection failed, or the provider went silent: another stream to the
+    /// same provider may well work (a connection replaced while nodes dial each other closes
+    /// the streams on it).
+    Link(String),
+    /// The provider answered what it must not (a range that does not verify, a broken frame) or
+    /// no longer holds the range: it is dropped for this transfer.
+    Provider(String),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::Link(why) | SessionError::Provider(why) => f.write_str(why),
+        }
+    }
+}
+
+fn link(error: impl std::fmt::Display) -> SessionError {
+    SessionError::Link(error.to_string())
+}
 
 /// Fetches the ranges handed to it through `asks` from one provider over one stream, verifying
 /// each into `partial`; reports each range's outcome on `results`. On the first failure it stops
@@ -148,11 +172,11 @@ pub(super) async fn session<N: BlobNetwork>(
         let mut stream = network
             .open_ranges(peer.clone(), hash)
             .await
-            .map_err(|e| format!("opening a range stream: {e}"))?;
+            .map_err(|e| link(format!("opening a range stream: {e}")))?;
         stream
             .write_all(&RangeStreamOpen { hash }.encode())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(link)?;
         let (mut reader, mut writer) = stream.split();
         let (asked_tx, mut asked_rx) = mpsc::unbounded_channel::<usize>();
         let write_asks = async {
@@ -162,16 +186,14 @@ pub(super) async fn session<N: BlobNetwork>(
                     held.push_back(range);
                 }
                 let (offset, len) = ranges[range];
-                let ask = RangeAsk { offset, len }
-                    .encode()
-                    .map_err(|e| e.to_string())?;
-                writer.write_all(&ask).await.map_err(|e| e.to_string())?;
-                writer.flush().await.map_err(|e| e.to_string())?;
+                let ask = RangeAsk { offset, len }.encode().map_err(link)?;
+                writer.write_all(&ask).await.map_err(link)?;
+                writer.flush().await.map_err(link)?;
                 let _ = asked_tx.send(range);
             }
             drop(asked_tx);
             // Every range is asked: the provider may end the stream once it has answered.
-            writer.close().await.map_err(|e| e.to_string())
+            writer.close().await.map_err(link)
         };
         let read_answers = async {
             let mut buffer = Vec::new();
@@ -180,10 +202,15 @@ pub(super) async fn session<N: BlobNetwork>(
                 let answer =
                     tokio::time::timeout(ANSWER_TIMEOUT, read_answer(&mut reader, &mut buffer))
                         .await
-                        .map_err(|_| format!("no answer for {ANSWER_TIMEOUT:?}"))?
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|_| link(format!("no answer for {ANSWER_TIMEOUT:?}")))?
+                        .map_err(|e| match e.kind() {
+                            io::ErrorKind::InvalidData => SessionError::Provider(e.to_string()),
+                            _ => link(e),
+                        })?;
                 let Some(answer_len) = answer else {
-                    return Err("the peer no longer holds the range".to_string());
+                    return Err(SessionError::Provider(
+                        "the peer no longer holds the range".to_string(),
+                    ));
                 };
                 let partial = partial.clone();
                 let (verified, returned) = tokio::task::spawn_blocking(move || {
@@ -191,9 +218,9 @@ pub(super) async fn session<N: BlobNetwork>(
                     (verified, buffer)
                 })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(link)?;
                 buffer = returned;
-                verified?;
+                verified.map_err(SessionError::Provider)?;
                 if let Ok(mut held) = held.lock() {
                     held.retain(|r| *r != range);
                 }

@@ -438,6 +438,74 @@ mod resuming {
     }
 }
 
+mod relinking {
+    use super::*;
+    use crate::BlobMetrics;
+
+    /// The only provider; the link under its first stream breaks after `cut_after` answers,
+    /// later streams serve everything.
+    struct CutOnce {
+        store: BlobStore,
+        cut_after: usize,
+        opened: AtomicUsize,
+    }
+
+    impl BlobNetwork for CutOnce {
+        type Peer = String;
+        fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<String>>> {
+            Box::pin(async move {
+                let size = self.store.meta(&hash).unwrap().unwrap().size;
+                vec![Provider {
+                    peer: "origin".into(),
+                    size,
+                    ranges: None,
+                }]
+            })
+        }
+        fn announce(&self, _: BlobHash) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn open_ranges(
+            &self,
+            _: String,
+            _: BlobHash,
+        ) -> BoxFuture<'_, Result<RangeStream, String>> {
+            let first = self.opened.fetch_add(1, Ordering::SeqCst) == 0;
+            let budget = if first { self.cut_after } else { usize::MAX };
+            let stream = hand_served(self.store.clone(), budget, Arc::default(), Mischief::None);
+            Box::pin(async move { Ok(stream) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_by_the_link_is_opened_again_and_the_lone_provider_finishes() {
+        let origin_dir = tempfile::tempdir().unwrap();
+        let origin = BlobStore::open(origin_dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
+        let bytes: Vec<u8> = (0..10 * RANGE_BYTES as usize + 123)
+            .map(|i| (i % 239) as u8)
+            .collect();
+        let mut upload = origin.begin_upload().await.unwrap();
+        upload.write(&bytes).await.unwrap();
+        let hash = upload.finish(None).await.unwrap().hash;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fetcher = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
+        let network = CutOnce {
+            store: origin,
+            cut_after: 3,
+            opened: AtomicUsize::new(0),
+        };
+        fetch(&fetcher, &network, hash).await.unwrap();
+        assert_eq!(network.opened.load(Ordering::SeqCst), 2, "one new stream");
+        let (_, mut file) = fetcher.open_blob(&hash).await.unwrap().unwrap();
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got, bytes);
+    }
+}
+
 mod serving {
     use super::*;
     use crate::BlobMetrics;
