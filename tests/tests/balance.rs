@@ -133,6 +133,15 @@ async fn least_request_keeps_load_off_a_slow_instance() -> Result<()> {
             counted as usize == answered,
             "node 0 counts {counted} answers for smart, the clients got {answered}"
         );
+        let running = mycel_tests::metrics::value(
+            &metrics,
+            "mycel_instances",
+            &[("app", "smart"), ("state", "running")],
+        );
+        ensure!(
+            running == 3.0,
+            "node 0 reports {running} running instances of smart"
+        );
         ensure!(
             even > 0.25,
             "round robin gives the slow instance its third: {even}"

@@ -14,6 +14,7 @@ pub mod mesh_mode;
 
 mod adapters;
 mod drivers;
+mod instance_metrics;
 mod start;
 
 use std::{
