@@ -25,6 +25,8 @@ use crate::{
 const MEASURE_INTERVAL: Duration = Duration::from_secs(5);
 /// The least time the agent gets to stop the node's instances when the node stops.
 const AGENT_GRACE: Duration = Duration::from_secs(30);
+/// How long what already runs gets to stop when a later step of starting fails.
+const FAILED_START_GRACE: Duration = Duration::from_secs(5);
 /// How many placement frames may wait for the placement group before peers are refused.
 const PLACEMENT_INBOX: usize = 1024;
 
@@ -41,13 +43,35 @@ pub struct NodeHandle {
     runtimes: Vec<Runtime>,
     mesh_kind: String,
     data_dir: std::path::PathBuf,
+    parts: Parts,
+}
+
+/// What runs of a node, stopped in the reverse order of starting: by
+/// [`NodeHandle::shutdown`], or by [`Node::start`] when a later step fails.
+struct Parts {
     mesh: MeshHandle,
     mesh_task: JoinHandle<()>,
-    /// API, gateway, logs server, resource measuring.
-    servers: Stage,
-    discovery: Stage,
-    agent: Stage,
     placement: Stage,
+    agent: Stage,
+    discovery: Stage,
+    /// API, gateway, logs server, metrics and resource measuring.
+    servers: Stage,
+}
+
+impl Parts {
+    async fn stop(self, grace: Duration) {
+        // No new requests; those in flight still reach the instances, which stop only after.
+        self.servers.stop.cancel();
+        self.discovery.stop("discovery", grace).await;
+        self.servers.stop("the API and gateway", grace).await;
+        // An instance's stop may take a container's stop timeout.
+        self.agent.stop("the agent", grace.max(AGENT_GRACE)).await;
+        self.placement.stop("the placement group", grace).await;
+        if let Err(e) = self.mesh.leave().await {
+            tracing::warn!(error = %e, "leaving the mesh");
+        }
+        let _ = tokio::time::timeout(grace, self.mesh_task).await;
+    }
 }
 
 /// Long-lived work that starts and stops together: a token that stops it, a tracker to wait on.
@@ -147,109 +171,125 @@ impl Node {
         let mesh = mycel_mesh::start(mesh_config, local.clone(), &mut registry)
             .await
             .map_err(NodeError::Mesh)?;
-        let placement_stage = Stage::default();
-        let group = mycel_placement::GroupConfig {
-            dir: config.data_dir.join("placement"),
+        let parts = Parts {
             mesh: mesh.handle.clone(),
-            inbox: placement_requests,
-            found: founds_mesh,
-            timing: Default::default(),
+            mesh_task: mesh.task,
+            placement: Stage::default(),
+            agent: Stage::default(),
+            discovery: Stage::default(),
+            servers: Stage::default(),
         };
-        let placement =
-            mycel_placement::start(group, placement_stage.stop.clone(), &placement_stage.tasks)
-                .await
-                .map_err(NodeError::Placement)?;
-        announce_blobs(&blobs, &mesh.handle).await?;
+        // From here on a failure stops what already runs.
+        let assembled = async {
+            let group = mycel_placement::GroupConfig {
+                dir: config.data_dir.join("placement"),
+                mesh: mesh.handle.clone(),
+                inbox: placement_requests,
+                found: founds_mesh,
+                timing: Default::default(),
+            };
+            let placement =
+                mycel_placement::start(group, parts.placement.stop.clone(), &parts.placement.tasks)
+                    .await
+                    .map_err(NodeError::Placement)?;
+            announce_blobs(&blobs, &mesh.handle).await?;
 
-        let agent_stage = Stage::default();
-        let agent_config = mycel_agent::AgentConfig {
-            placement: placement.clone(),
-            mesh: mesh.handle.clone(),
-            blobs: blobs.clone(),
-            drivers: drivers.all,
-            docker: drivers.docker,
-            scratch_dir: config.data_dir.join("tmp"),
-            policy: config.policy.clone(),
-            timing: mycel_agent::AgentTiming {
-                request_timeout: config.request_timeout,
-                ..Default::default()
-            },
-        };
-        let agent = mycel_agent::start(
-            agent_config,
-            agent_stage.stop.clone(),
-            agent_stage.tasks.clone(),
-        );
-        let discovery_stage = Stage::default();
-        let discovery = start_discovery(
-            &mesh.handle,
-            keypair.clone(),
-            config.discovery_ttl,
-            &agent,
-            &placement,
-            &discovery_stage,
-        );
+            let agent_config = mycel_agent::AgentConfig {
+                placement: placement.clone(),
+                mesh: mesh.handle.clone(),
+                blobs: blobs.clone(),
+                drivers: drivers.all,
+                docker: drivers.docker,
+                scratch_dir: config.data_dir.join("tmp"),
+                policy: config.policy.clone(),
+                timing: mycel_agent::AgentTiming {
+                    request_timeout: config.request_timeout,
+                    ..Default::default()
+                },
+            };
+            let agent = mycel_agent::start(
+                agent_config,
+                parts.agent.stop.clone(),
+                parts.agent.tasks.clone(),
+            );
+            let discovery = start_discovery(
+                &mesh.handle,
+                keypair.clone(),
+                config.discovery_ttl,
+                &agent,
+                &placement,
+                &parts.discovery,
+            );
 
-        let servers = Stage::default();
-        let (shutdown, tasks) = (&servers.stop, &servers.tasks);
-        let api_state = mycel_api::ApiState {
-            mesh: mesh.handle.clone(),
-            blobs,
-            placement: placement.clone(),
-            registry: Arc::new(registry),
-            agent: agent.clone(),
-            discovery,
-            // The API signs the app requests it takes unsigned with the node's key: the node
-            // owns them.
-            signer: mycel_api::NodeSigner::new(keypair),
-        };
-        let api_options = mycel_api::ServeOptions {
-            access: api_access,
-            rate_limit: config.api_rate_limit,
-            metrics: api_metrics,
-        };
-        let api_server =
-            mycel_api::serve_with(api_listener, api_state, api_options, shutdown.clone());
-        tasks.spawn(log_exit("API", api_server));
-        let gateway_config = mycel_gateway::GatewayConfig {
-            domain: config.domain.clone(),
-            mesh: mesh.handle.clone(),
-            placement: placement.clone(),
-            local: Arc::new(AgentRoutes(agent.clone())),
-        };
-        let gateway_server = mycel_gateway::serve_with(
-            gateway_listener,
-            gateway_config,
-            gateway_metrics,
-            shutdown.clone(),
-        );
-        tasks.spawn(log_exit("gateway", gateway_server));
-        let logs_server = mycel_agent::serve_logs(agent.clone(), mesh.handle.clone());
-        let stop_logs = shutdown.clone();
-        tasks.spawn(async move { stop_logs.run_until_cancelled(logs_server).await });
-        tasks.spawn(crate::instance_metrics::track(
-            instance_metrics,
-            placement.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(measure_resources(
-            mesh.handle.clone(),
-            local,
-            config.data_dir.clone(),
-            shutdown.clone(),
-        ));
+            let (shutdown, tasks) = (&parts.servers.stop, &parts.servers.tasks);
+            let api_state = mycel_api::ApiState {
+                mesh: mesh.handle.clone(),
+                blobs,
+                placement: placement.clone(),
+                registry: Arc::new(registry),
+                agent: agent.clone(),
+                discovery,
+                // The API signs the app requests it takes unsigned with the node's key: the node
+                // owns them.
+                signer: mycel_api::NodeSigner::new(keypair),
+            };
+            let api_options = mycel_api::ServeOptions {
+                access: api_access,
+                rate_limit: config.api_rate_limit,
+                metrics: api_metrics,
+            };
+            let api_server =
+                mycel_api::serve_with(api_listener, api_state, api_options, shutdown.clone());
+            tasks.spawn(log_exit("API", api_server));
+            let gateway_config = mycel_gateway::GatewayConfig {
+                domain: config.domain.clone(),
+                mesh: mesh.handle.clone(),
+                placement: placement.clone(),
+                local: Arc::new(AgentRoutes(agent.clone())),
+            };
+            let gateway_server = mycel_gateway::serve_with(
+                gateway_listener,
+                gateway_config,
+                gateway_metrics,
+                shutdown.clone(),
+            );
+            tasks.spawn(log_exit("gateway", gateway_server));
+            let logs_server = mycel_agent::serve_logs(agent.clone(), mesh.handle.clone());
+            let stop_logs = shutdown.clone();
+            tasks.spawn(async move { stop_logs.run_until_cancelled(logs_server).await });
+            tasks.spawn(crate::instance_metrics::track(
+                instance_metrics,
+                placement.clone(),
+                shutdown.clone(),
+            ));
+            tasks.spawn(measure_resources(
+                mesh.handle.clone(),
+                local,
+                config.data_dir.clone(),
+                shutdown.clone(),
+            ));
 
-        let ticket = mesh.handle.join_ticket().await.map_err(NodeError::Mesh)?;
-        let info = NodeFile {
-            peer_id: peer_id.to_string(),
-            name,
-            listen_addrs: mesh.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            api: format!("http://{api}"),
-            gateway: format!("http://{gateway}"),
-            private: ticket.is_private(),
-            join: Some(ticket.to_string()),
+            let ticket = mesh.handle.join_ticket().await.map_err(NodeError::Mesh)?;
+            let info = NodeFile {
+                peer_id: peer_id.to_string(),
+                name,
+                listen_addrs: mesh.listen_addrs.iter().map(|a| a.to_string()).collect(),
+                api: format!("http://{api}"),
+                gateway: format!("http://{gateway}"),
+                private: ticket.is_private(),
+                join: Some(ticket.to_string()),
+            };
+            datadir::write_node_file(&config.data_dir, &info)?;
+            Ok::<_, NodeError>(info)
+        }
+        .await;
+        let info = match assembled {
+            Ok(info) => info,
+            Err(e) => {
+                parts.stop(FAILED_START_GRACE).await;
+                return Err(e);
+            }
         };
-        datadir::write_node_file(&config.data_dir, &info)?;
         Ok(NodeHandle {
             info,
             peer_id,
@@ -264,12 +304,7 @@ impl Node {
                 None => "open".to_string(),
             },
             data_dir: config.data_dir,
-            mesh: mesh.handle,
-            mesh_task: mesh.task,
-            servers,
-            discovery: discovery_stage,
-            agent: agent_stage,
-            placement: placement_stage,
+            parts,
         })
     }
 }
@@ -309,17 +344,7 @@ impl NodeHandle {
     /// and gateway requests get `grace` to finish.
     pub async fn shutdown(self, grace: Duration) {
         datadir::remove_node_file(&self.data_dir);
-        // No new requests; those in flight still reach the instances, which stop only after.
-        self.servers.stop.cancel();
-        self.discovery.stop("discovery", grace).await;
-        self.servers.stop("the API and gateway", grace).await;
-        // An instance's stop may take a container's stop timeout.
-        self.agent.stop("the agent", grace.max(AGENT_GRACE)).await;
-        self.placement.stop("the placement group", grace).await;
-        if let Err(e) = self.mesh.leave().await {
-            tracing::warn!(error = %e, "leaving the mesh");
-        }
-        let _ = tokio::time::timeout(grace, self.mesh_task).await;
+        self.parts.stop(grace).await;
     }
 }
 
