@@ -353,11 +353,23 @@ mod resuming {
     use super::*;
     use crate::BlobMetrics;
 
-    /// One provider that answers `budget` range requests, then fails every one.
+    /// The only provider. The `n`th stream it opens answers while fewer than `budgets[n]` asks
+    /// were made of it in all (the last budget holds for every later stream), then is cut, as a
+    /// broken link cuts it; `asked` counts every ask.
     struct Flaky {
         store: BlobStore,
-        budget: usize,
+        budgets: Vec<usize>,
+        opened: AtomicUsize,
         asked: Arc<AtomicUsize>,
+    }
+
+    fn flaky(store: &BlobStore, budgets: &[usize]) -> Flaky {
+        Flaky {
+            store: store.clone(),
+            budgets: budgets.to_vec(),
+            opened: AtomicUsize::new(0),
+            asked: Arc::default(),
+        }
     }
 
     impl BlobNetwork for Flaky {
@@ -380,9 +392,11 @@ mod resuming {
             _: String,
             _: BlobHash,
         ) -> BoxFuture<'_, Result<RangeStream, String>> {
+            let n = self.opened.fetch_add(1, Ordering::SeqCst);
+            let budget = self.budgets[n.min(self.budgets.len() - 1)];
             let stream = hand_served(
                 self.store.clone(),
-                self.budget,
+                budget,
                 self.asked.clone(),
                 Mischief::None,
             );
@@ -403,11 +417,7 @@ mod resuming {
 
         let dir = tempfile::tempdir().unwrap();
         let fetcher = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
-        let cut = Flaky {
-            store: origin.clone(),
-            budget: 5,
-            asked: Arc::default(),
-        };
+        let cut = flaky(&origin, &[5, 0]);
         assert!(
             fetch(&fetcher, &cut, hash).await.is_err(),
             "the provider was cut off"
@@ -417,11 +427,7 @@ mod resuming {
         // A restart in between: the store is opened afresh.
         drop(fetcher);
         let fetcher = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
-        let honest = Flaky {
-            store: origin.clone(),
-            budget: usize::MAX,
-            asked: Arc::default(),
-        };
+        let honest = flaky(&origin, &[usize::MAX]);
         fetch(&fetcher, &honest, hash).await.unwrap();
         let (_, mut file) = fetcher.open_blob(&hash).await.unwrap().unwrap();
         let mut got = Vec::new();
@@ -435,46 +441,6 @@ mod resuming {
             "only the ranges not verified before were asked for"
         );
         assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
-    }
-}
-
-mod relinking {
-    use super::*;
-    use crate::BlobMetrics;
-
-    /// The only provider; the link under its first stream breaks after `cut_after` answers,
-    /// later streams serve everything.
-    struct CutOnce {
-        store: BlobStore,
-        cut_after: usize,
-        opened: AtomicUsize,
-    }
-
-    impl BlobNetwork for CutOnce {
-        type Peer = String;
-        fn providers(&self, hash: BlobHash) -> BoxFuture<'_, Vec<Provider<String>>> {
-            Box::pin(async move {
-                let size = self.store.meta(&hash).unwrap().unwrap().size;
-                vec![Provider {
-                    peer: "origin".into(),
-                    size,
-                    ranges: None,
-                }]
-            })
-        }
-        fn announce(&self, _: BlobHash) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
-        }
-        fn open_ranges(
-            &self,
-            _: String,
-            _: BlobHash,
-        ) -> BoxFuture<'_, Result<RangeStream, String>> {
-            let first = self.opened.fetch_add(1, Ordering::SeqCst) == 0;
-            let budget = if first { self.cut_after } else { usize::MAX };
-            let stream = hand_served(self.store.clone(), budget, Arc::default(), Mischief::None);
-            Box::pin(async move { Ok(stream) })
-        }
     }
 
     #[tokio::test]
@@ -490,11 +456,7 @@ mod relinking {
 
         let dir = tempfile::tempdir().unwrap();
         let fetcher = BlobStore::open(dir.path(), 1 << 30, BlobMetrics::default()).unwrap();
-        let network = CutOnce {
-            store: origin,
-            cut_after: 3,
-            opened: AtomicUsize::new(0),
-        };
+        let network = flaky(&origin, &[3, usize::MAX]);
         fetch(&fetcher, &network, hash).await.unwrap();
         assert_eq!(network.opened.load(Ordering::SeqCst), 2, "one new stream");
         let (_, mut file) = fetcher.open_blob(&hash).await.unwrap().unwrap();
