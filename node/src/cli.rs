@@ -52,6 +52,12 @@ pub(crate) enum Command {
     Scale(ScaleArgs),
     /// Remove an app and all its instances.
     Stop(AppArgs),
+    /// The manifests an app was last deployed with, newest first.
+    Versions(AppArgs),
+    /// Deploy an earlier version of an app again (by default the one before the current).
+    Rollback(RollbackArgs),
+    /// Let the canaries of an app's rollout replace the rest of its instances.
+    Promote(AppArgs),
     /// An app's log lines from every instance: `<instance> <stream>: <line>`.
     Logs(LogsArgs),
     /// Upload a file (a .wasm module, an archive) into the mesh's blob store; prints its hash.
@@ -67,7 +73,26 @@ pub(crate) enum Command {
 pub(crate) struct DeployArgs {
     /// The manifest: a .toml or .json file. Relative paths in it are read from its directory.
     pub(crate) file: std::path::PathBuf,
-    /// Wait until every replica runs.
+    /// Follow the rollout: exit 0 once it succeeds (or its canaries await a promote), 1 when it
+    /// fails or is reverted.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120, requires = "wait")]
+    pub(crate) timeout: u64,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    /// The app's name.
+    pub(crate) app: String,
+    /// The version to bring back (see `mycel versions APP`).
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) to: Option<String>,
+    /// Follow the rollout, as `deploy --wait` does.
     #[arg(long)]
     pub(crate) wait: bool,
     /// With --wait: give up after this many seconds.

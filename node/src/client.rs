@@ -3,6 +3,7 @@
 //! - this file: talking to the node, `mycel nodes`, `mycel cluster`, `mycel push`;
 //! - [`apps`]: `mycel deploy`, `apps`, `status`, `scale`, `stop`;
 //! - [`logs`]: `mycel logs`;
+//! - [`rollouts`]: `mycel versions`, `rollback`, `promote`, and following a rollout;
 //! - [`manifest`]: reading a manifest file and the files it names;
 //! - [`table`]: aligned columns;
 //! - [`auth`]: the API token every request carries;
@@ -12,6 +13,7 @@ mod apps;
 mod auth;
 mod logs;
 mod manifest;
+mod rollouts;
 mod table;
 mod user_key;
 
@@ -37,6 +39,7 @@ use mycel_protocol::{
 pub(crate) use apps::{apps, browse, deploy, scale, status, stop};
 pub(crate) use auth::choose_token;
 pub(crate) use logs::logs;
+pub(crate) use rollouts::{promote, rollback, versions};
 use table::short_peer;
 pub(crate) use user_key::{choose_user_key, whoami};
 

@@ -56,6 +56,22 @@ fn main() -> ExitCode {
             args.json,
         )),
         cli::Command::Stop(args) => runtime.block_on(client::stop(&cli.node, &args.app, args.json)),
+        cli::Command::Versions(args) => {
+            runtime.block_on(client::versions(&cli.node, &args.app, args.json))
+        }
+        cli::Command::Rollback(args) => {
+            let wait = args.wait.then(|| Duration::from_secs(args.timeout));
+            runtime.block_on(client::rollback(
+                &cli.node,
+                &args.app,
+                args.to.as_deref(),
+                wait,
+                args.json,
+            ))
+        }
+        cli::Command::Promote(args) => {
+            runtime.block_on(client::promote(&cli.node, &args.app, args.json))
+        }
         cli::Command::Logs(args) => {
             runtime.block_on(client::logs(&cli.node, &args.app, args.follow, args.json))
         }

@@ -217,6 +217,54 @@ pub struct AppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unplaced: Option<String>,
     pub manifest: Manifest,
+    /// The app's latest rollout (absent for an app deployed before rollouts were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutInfo>,
+}
+
+/// `"rollout"` of `GET /v1/apps/{name}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutInfo {
+    /// The version it replaces (null for a first deploy); after a revert, the one that failed.
+    pub from: Option<String>,
+    /// The version it brings; after a revert, the restored one.
+    pub to: String,
+    pub state: crate::placement::RolloutState,
+    /// New instances that passed their health checks for `min_healthy_ms`.
+    pub healthy: u32,
+    /// New instances it aims for (the canaries, until promoted).
+    pub total: u32,
+    pub message: String,
+}
+
+/// `GET /v1/apps/{name}/versions`: the manifests the app was last deployed with, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    pub name: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One deploy of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    /// `blake3:<hex>` of the manifest, as a signed deploy names it.
+    pub digest: String,
+    /// The key that signed the deploy.
+    pub who: String,
+    /// Milliseconds since the Unix epoch.
+    pub when: u64,
+    /// Whether the app runs this manifest now.
+    pub current: bool,
+}
+
+/// `POST /v1/apps/{name}/rollback`: the version to bring back; absent, the one before the
+/// current.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// `GET /v1/cluster`: the placement group as the answering node sees it.
@@ -427,8 +475,21 @@ mod tests {
             owner: None,
             unplaced: None,
             manifest,
+            rollout: Some(RolloutInfo {
+                from: None,
+                to: "1".into(),
+                state: crate::placement::RolloutState::AwaitingPromotion,
+                healthy: 1,
+                total: 1,
+                message: "waiting".into(),
+            }),
         };
         let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            value["rollout"],
+            json!({"from": null, "to": "1", "state": "awaiting_promotion", "healthy": 1,
+                   "total": 1, "message": "waiting"})
+        );
         assert_eq!(value["kind"], "wasm");
         assert_eq!(
             value["instances"][0],

@@ -13,6 +13,7 @@ use crate::BlobHash;
 
 mod balance;
 mod relax;
+mod update;
 
 pub use balance::{
     BalanceSpec, BalanceStrategy, DEFAULT_BASE_EJECTION_MS, DEFAULT_CONSECUTIVE_FAILURES,
@@ -20,6 +21,10 @@ pub use balance::{
     MAX_RETRIES, OutlierSpec, Retries,
 };
 pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
+pub use update::{
+    DEFAULT_HEALTHY_DEADLINE_MS, DEFAULT_MAX_PARALLEL, DEFAULT_MIN_HEALTHY_MS,
+    MAX_HEALTHY_DEADLINE_MS, UpdateOrder, UpdateSpec,
+};
 
 /// Largest manifest document accepted; checked before a byte of it is parsed.
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
@@ -73,6 +78,9 @@ pub struct Manifest {
     /// How gateways spread requests over the instances (`[balance]`).
     #[serde(default, skip_serializing_if = "BalanceSpec::is_default")]
     pub balance: BalanceSpec,
+    /// How a redeploy replaces the instances (`[update]`).
+    #[serde(default, skip_serializing_if = "UpdateSpec::is_default")]
+    pub update: UpdateSpec,
 }
 
 fn one() -> u32 {
@@ -352,7 +360,8 @@ impl Manifest {
             health.validate()?;
         }
         self.placement.validate()?;
-        self.balance.validate()
+        self.balance.validate()?;
+        self.update.validate()
     }
 
     /// [`Manifest::validate`], plus what the API demands: the API cannot read files next to the

@@ -160,6 +160,10 @@ pub enum AppAction {
     Stop {
         app: String,
     },
+    /// Let the canaries of the app's rollout replace the rest of the old instances.
+    Promote {
+        app: String,
+    },
 }
 
 impl AppAction {
@@ -175,16 +179,18 @@ impl AppAction {
         match self {
             AppAction::Deploy { app, .. }
             | AppAction::Scale { app, .. }
-            | AppAction::Stop { app } => app,
+            | AppAction::Stop { app }
+            | AppAction::Promote { app } => app,
         }
     }
 
-    /// "deploy", "scale" or "stop".
+    /// "deploy", "scale", "stop" or "promote".
     pub fn verb(&self) -> &'static str {
         match self {
             AppAction::Deploy { .. } => "deploy",
             AppAction::Scale { .. } => "scale",
             AppAction::Stop { .. } => "stop",
+            AppAction::Promote { .. } => "promote",
         }
     }
 }
@@ -274,7 +280,7 @@ impl SignedRequest {
     /// "mycel app request v1" 0x00
     /// key             32 bytes, the ed25519 public key
     /// issued_at_ms    u64, big-endian
-    /// action          u8: 1 deploy, 2 scale, 3 stop
+    /// action          u8: 1 deploy, 2 scale, 3 stop, 4 promote
     /// app             u32 big-endian length, then the name's UTF-8 bytes
     /// deploy:         32 bytes, the manifest digest
     /// scale:          u32 big-endian, the replicas
@@ -289,6 +295,7 @@ impl SignedRequest {
             AppAction::Deploy { .. } => 1,
             AppAction::Scale { .. } => 2,
             AppAction::Stop { .. } => 3,
+            AppAction::Promote { .. } => 4,
         });
         // Names are at most 63 bytes once validated; a longer one still encodes unambiguously.
         out.extend_from_slice(&(app.len() as u32).to_be_bytes());
@@ -296,7 +303,7 @@ impl SignedRequest {
         match action {
             AppAction::Deploy { manifest, .. } => out.extend_from_slice(&manifest.0),
             AppAction::Scale { replicas, .. } => out.extend_from_slice(&replicas.to_be_bytes()),
-            AppAction::Stop { .. } => {}
+            AppAction::Stop { .. } | AppAction::Promote { .. } => {}
         }
         out
     }

@@ -2,7 +2,11 @@
 //! its log that change them. Every entry carries every decision (placements, timestamps) so that
 //! applying it is deterministic: the leader decides, every replica merely applies.
 
+mod rollout;
+
 use serde::{Deserialize, Serialize};
+
+pub use rollout::{MAX_VERSIONS, Rollout, RolloutState, VersionRecord};
 
 use crate::{
     BlobHash,
@@ -61,6 +65,12 @@ impl Instance {
     pub fn id_for(app: &str, generation: u64, replica: u32) -> String {
         format!("{app}-{generation}-{replica}")
     }
+
+    /// The generation its id names (`None` for an id not made by [`Instance::id_for`]).
+    pub fn generation(&self) -> Option<u64> {
+        let rest = self.id.strip_prefix(&self.app)?.strip_prefix('-')?;
+        rest.split_once('-')?.0.parse().ok()
+    }
 }
 
 /// A container image pushed to the mesh, as the group holds it under its `name:tag`.
@@ -85,7 +95,21 @@ pub enum Command {
         /// The signed request this carries out (absent in entries written before ownership).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         auth: Option<Box<Authorized>>,
+        /// The rollout a deploy starts (absent for a scale, and in older entries).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout: Option<Box<Rollout>>,
     },
+    /// One step of an app's rollout: its record (a revert restores the previous one), its whole
+    /// list of instances and its rollout. Applies only when the app's rollout is still at step
+    /// `after_step`: a step planned before a promote or a new deploy changes nothing.
+    Roll {
+        app: Box<AppRecord>,
+        instances: Vec<Instance>,
+        rollout: Box<Rollout>,
+        after_step: u64,
+    },
+    /// The owner lets a rollout's canaries replace the rest of the old instances.
+    Promote { app: String, auth: Box<Authorized> },
     /// Moves an app's instances (a node died, or room appeared for unplaced replicas).
     Place {
         app: String,
@@ -138,6 +162,10 @@ pub enum WriteRequest {
         signed: Box<SignedRequest>,
     },
     Remove {
+        name: String,
+        signed: Box<SignedRequest>,
+    },
+    Promote {
         name: String,
         signed: Box<SignedRequest>,
     },

@@ -111,8 +111,13 @@ impl NodeProcess {
             .await
     }
 
-    /// `GET path` through this node's gateway with `Host: <app>.localhost` (10 s limit).
-    pub async fn through_gateway(&self, app: &str, path: &str) -> Result<reqwest::Response> {
+    /// A client of this node's gateway for `app` (`Host: <app>.localhost`), and the URL of
+    /// `/` through it.
+    pub fn gateway_client(
+        &self,
+        app: &str,
+        timeout: Duration,
+    ) -> Result<(reqwest::Client, String)> {
         let gateway: std::net::SocketAddr = self
             .gateway()
             .trim_start_matches("http://")
@@ -122,9 +127,15 @@ impl NodeProcess {
         let client = reqwest::Client::builder()
             .no_proxy()
             .resolve(&host, gateway)
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .build()?;
-        let url = format!("http://{host}:{}{path}", gateway.port());
+        Ok((client, format!("http://{host}:{}/", gateway.port())))
+    }
+
+    /// `GET path` through this node's gateway with `Host: <app>.localhost` (10 s limit).
+    pub async fn through_gateway(&self, app: &str, path: &str) -> Result<reqwest::Response> {
+        let (client, root) = self.gateway_client(app, Duration::from_secs(10))?;
+        let url = format!("{}{}", root.trim_end_matches('/'), path);
         Ok(client.get(url).send().await?)
     }
 

@@ -45,18 +45,6 @@ async fn deploy(mesh: &Mesh, name: &str, env: Value, balance: Value) -> Result<(
     .await
 }
 
-/// A client of `node`'s gateway for `app`.
-fn client(node: &NodeProcess, app: &str) -> Result<(reqwest::Client, String)> {
-    let gateway: std::net::SocketAddr = node.gateway().trim_start_matches("http://").parse()?;
-    let host = format!("{app}.localhost");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .resolve(&host, gateway)
-        .timeout(Duration::from_secs(20))
-        .build()?;
-    Ok((client, format!("http://{host}:{}/", gateway.port())))
-}
-
 /// `clients` concurrent clients each send `each` `GET /` through `node`'s gateway: the answers
 /// counted by (status, node that served).
 async fn load(
@@ -65,7 +53,7 @@ async fn load(
     clients: usize,
     each: usize,
 ) -> Result<BTreeMap<(u16, String), usize>> {
-    let (client, url) = client(node, app)?;
+    let (client, url) = node.gateway_client(app, Duration::from_secs(20))?;
     let runs = (0..clients).map(|_| {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -172,7 +160,7 @@ async fn a_failing_instance_is_ejected_and_comes_back() -> Result<()> {
         let balance = json!({"strategy": "round_robin", "retries": 0,
             "outlier": {"consecutive_failures": 3, "base_ejection_ms": 4000}});
         deploy(&mesh, "flaky", env, balance).await?;
-        let (client, url) = client(&mesh[0], "flaky")?;
+        let (client, url) = mesh[0].gateway_client("flaky", Duration::from_secs(20))?;
         let get = async || -> Result<(u16, String)> {
             let response = client.get(&url).send().await?;
             let node = response

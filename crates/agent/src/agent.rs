@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, atomic::AtomicUsize},
     time::Duration,
 };
 
@@ -27,6 +27,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     AgentError, admission,
+    drain::{self, InFlight},
     images::ImageLoader,
     reconcile::{self, Action, Local, Phase},
 };
@@ -49,6 +50,9 @@ pub struct AgentTiming {
     pub request_timeout: Duration,
     /// The most requests one instance serves at once.
     pub max_concurrency: usize,
+    /// How long an instance that is no longer wanted may finish the requests it has before it
+    /// is stopped (it takes no new ones meanwhile).
+    pub drain_grace: Duration,
 }
 
 impl Default for AgentTiming {
@@ -61,6 +65,7 @@ impl Default for AgentTiming {
             max_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_concurrency: 64,
+            drain_grace: Duration::from_secs(10),
         }
     }
 }
@@ -97,6 +102,11 @@ pub(crate) struct RunningEntry {
     /// The name of the instance's app.
     pub(crate) app: String,
     pub(crate) healthy: bool,
+    /// The path its health check GETs, from the manifest it was started with (`None`: running
+    /// is healthy).
+    pub(crate) health: Option<String>,
+    /// Requests it is serving now (until their answers' bodies end).
+    pub(crate) in_flight: Arc<AtomicUsize>,
 }
 
 /// The instances that run here, by id.
@@ -107,8 +117,17 @@ type ServeFuture = BoxFuture<'static, Result<http::Response<Body>, mycel_runtime
 impl AgentHandle {
     /// Serves `request` with local instance `id`, if it runs here.
     pub fn serve(&self, id: &str, request: http::Request<Body>) -> Option<ServeFuture> {
-        let instance = self.running.borrow().get(id)?.instance.clone();
-        Some(instance.handle(request))
+        let (instance, in_flight) = {
+            let running = self.running.borrow();
+            let entry = running.get(id)?;
+            (entry.instance.clone(), InFlight::start(&entry.in_flight))
+        };
+        let answer = instance.handle(request);
+        Some(Box::pin(async move {
+            let response = answer.await?;
+            Ok(response
+                .map(|body| http_body_util::BodyExt::boxed(drain::Counted::new(body, in_flight))))
+        }))
     }
 
     /// Whether local instance `id` runs and passed its last health check.
@@ -128,6 +147,7 @@ enum Event {
     Started {
         id: String,
         app: String,
+        health: Option<String>,
         result: Result<Arc<dyn Instance>, AgentError>,
     },
     Checked {
@@ -227,7 +247,7 @@ impl Agent {
             .state
             .instances_on(&self.me)
             .filter_map(|i| {
-                let app = replica.state.apps.get(&i.app)?;
+                let app = replica.state.record_for(i)?;
                 Some((i.id.clone(), (app.clone(), i.state)))
             })
             .collect()
@@ -305,6 +325,7 @@ impl Agent {
         let events = self.events.clone();
         let id_for_task = id.clone();
         let app_name = app.manifest.name.clone();
+        let health = app.manifest.health.as_ref().map(|h| h.path.clone());
         let prepared = self.prepare(id.clone(), app);
         let earlier_stop = self.stopping.get(&id).cloned();
         let task = self.tasks.spawn(async move {
@@ -316,6 +337,7 @@ impl Agent {
                 .send(Event::Started {
                     id,
                     app: app_name,
+                    health,
                     result,
                 })
                 .await;
@@ -413,7 +435,8 @@ impl Agent {
         let entry = self.unpublish(id);
         if let Some(entry) = entry {
             tracing::info!(instance = %id, "stopping");
-            self.stop_in_background(id, entry.instance);
+            let grace = self.config.timing.drain_grace;
+            self.stop_in_background(id, entry.instance, Some((entry.in_flight, grace)));
         }
     }
 
@@ -427,10 +450,21 @@ impl Agent {
         removed
     }
 
-    /// Stops `instance` on its own task (see [`Agent::stopping`]).
-    fn stop_in_background(&mut self, id: &str, instance: Arc<dyn Instance>) {
+    /// Stops `instance` on its own task (see [`Agent::stopping`]), once the requests it is
+    /// serving have finished when `drain` says so (within the grace).
+    fn stop_in_background(
+        &mut self,
+        id: &str,
+        instance: Arc<dyn Instance>,
+        drain: Option<(Arc<AtomicUsize>, Duration)>,
+    ) {
         let earlier = self.stopping.remove(id);
-        let task = self.tasks.spawn(async move { instance.stop().await });
+        let task = self.tasks.spawn(async move {
+            if let Some((in_flight, grace)) = drain {
+                drain::settle(&in_flight, grace).await;
+            }
+            instance.stop().await
+        });
         let stop = async move {
             if let Some(earlier) = earlier {
                 earlier.await;
@@ -475,12 +509,17 @@ impl Agent {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Started { id, app, result } => {
+            Event::Started {
+                id,
+                app,
+                health,
+                result,
+            } => {
                 self.starting.remove(&id);
                 let Some(local) = self.local.get_mut(&id) else {
                     // No longer wanted: stop what just started.
                     if let Ok(instance) = result {
-                        self.stop_in_background(&id, instance);
+                        self.stop_in_background(&id, instance, None);
                     }
                     return;
                 };
@@ -493,6 +532,8 @@ impl Agent {
                             instance,
                             app,
                             healthy: false,
+                            health,
+                            in_flight: Arc::default(),
                         };
                         self.running.send_modify(|r| {
                             r.insert(id.clone(), entry);
@@ -540,7 +581,7 @@ impl Agent {
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
                     let entry = self.unpublish(&id);
                     if let Some(entry) = entry {
-                        self.stop_in_background(&id, entry.instance);
+                        self.stop_in_background(&id, entry.instance, None);
                     }
                     self.report();
                 }
@@ -557,14 +598,13 @@ impl Agent {
     /// Starts a health check for every running instance whose last one is old enough.
     fn check_health(&mut self) {
         let now = Instant::now();
-        let replica = self.config.placement.replica();
-        let running: Vec<(String, Arc<dyn Instance>)> = self
+        let running: Vec<(String, Arc<dyn Instance>, Option<String>)> = self
             .running
             .borrow()
             .iter()
-            .map(|(id, e)| (id.clone(), e.instance.clone()))
+            .map(|(id, e)| (id.clone(), e.instance.clone(), e.health.clone()))
             .collect();
-        for (id, instance) in running {
+        for (id, instance, path) in running {
             let due = self
                 .last_check
                 .get(&id)
@@ -572,13 +612,6 @@ impl Agent {
             if !due || self.checking.contains(&id) {
                 continue;
             }
-            let path = replica
-                .state
-                .instances
-                .get(&id)
-                .and_then(|i| replica.state.apps.get(&i.app))
-                .and_then(|a| a.manifest.health.as_ref())
-                .map(|h| h.path.clone());
             self.last_check.insert(id.clone(), now);
             self.checking.insert(id.clone());
             let events = self.events.clone();

@@ -19,6 +19,7 @@
 
 pub mod admission;
 mod agent;
+mod drain;
 mod error;
 mod images;
 mod logs;

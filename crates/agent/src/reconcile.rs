@@ -55,11 +55,12 @@ impl Local {
         wait
     }
 
-    /// The state to report for it.
+    /// The state to report for it: running only while it passes its health checks, so every
+    /// gateway routes to it and a rollout counts it only then.
     pub fn reported(&self) -> InstanceState {
         match self.phase {
-            Phase::Starting => InstanceState::Starting,
-            Phase::Running { .. } => InstanceState::Running,
+            Phase::Starting | Phase::Running { healthy: false } => InstanceState::Starting,
+            Phase::Running { healthy: true } => InstanceState::Running,
             Phase::Failed { .. } => InstanceState::Failed,
         }
     }

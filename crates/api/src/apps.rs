@@ -16,10 +16,13 @@ use axum::{
 use mycel_placement::{PlacementState, plan::runtime_of};
 use mycel_protocol::{
     BlobHash, Manifest, ManifestError,
-    api::{AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState},
+    api::{
+        AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState, RollbackRequest,
+        RolloutInfo, VersionInfo, Versions,
+    },
     app::{MAX_MANIFEST_BYTES, MAX_REPLICAS},
-    ownership::AppAction,
-    placement::{AppRecord, WriteError, WriteRequest},
+    ownership::{AppAction, manifest_digest},
+    placement::{AppRecord, VersionRecord, WriteError, WriteRequest},
 };
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +64,16 @@ pub(crate) async fn deploy_manifest(
     }
     let manifest = Manifest::from_json(&bytes)?;
     manifest.validate_for_api()?;
+    commit_deploy(state, headers, manifest).await
+}
+
+/// Signs (or checks the signature of) a deploy of `manifest`, checks its blobs are held and
+/// commits it.
+async fn commit_deploy(
+    state: &ApiState,
+    headers: &HeaderMap,
+    manifest: Manifest,
+) -> Result<Deployed, ApiError> {
     let signed = signed_request(state, headers, AppAction::deploy(&manifest))?;
     for hash in manifest.blobs() {
         ensure_held(state, hash).await?;
@@ -118,6 +131,98 @@ pub(crate) async fn remove(
 ) -> Result<Json<Removed>, ApiError> {
     remove_app(&state, &headers, &name).await?;
     Ok(Json(Removed { name }))
+}
+
+/// `GET /v1/apps/{name}/versions`: the manifests it was last deployed with, newest first.
+pub(crate) async fn versions(
+    State(state): State<ApiState>,
+    AppName(name): AppName,
+) -> Result<Json<Versions>, ApiError> {
+    let (current, history) = history(&state.placement.replica().state, &name)?;
+    let versions = history
+        .iter()
+        .rev()
+        .map(|v| VersionInfo {
+            version: v.version.clone(),
+            digest: v.digest.to_string(),
+            who: v.by.clone(),
+            when: v.at_ms,
+            current: v.digest == current,
+        })
+        .collect();
+    Ok(Json(Versions { name, versions }))
+}
+
+/// The digest of the manifest `name` runs now, and the manifests it was deployed with.
+fn history(state: &PlacementState, name: &str) -> Result<(BlobHash, Vec<VersionRecord>), ApiError> {
+    let record = state.apps.get(name).ok_or_else(|| app_not_found(name))?;
+    let versions = state.versions.get(name).cloned().unwrap_or_default();
+    Ok((manifest_digest(&record.manifest), versions))
+}
+
+/// `POST /v1/apps/{name}/rollback`: deploys again the manifest of an earlier version (by default
+/// the newest one that differs from what runs now), rolled out like any deploy. A signed
+/// request signs the deploy of that manifest's digest (see `GET …/versions`).
+pub(crate) async fn rollback(
+    State(state): State<ApiState>,
+    AppName(name): AppName,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<RollbackRequest>,
+) -> Result<(StatusCode, Json<Deployed>), ApiError> {
+    let manifest = {
+        let replica = state.placement.replica();
+        let record = replica
+            .state
+            .apps
+            .get(&name)
+            .ok_or_else(|| app_not_found(&name))?;
+        let current = manifest_digest(&record.manifest);
+        let history = replica
+            .state
+            .versions
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let found = match &request.version {
+            Some(version) => history.iter().rev().find(|v| &v.version == version),
+            None => history.iter().rev().find(|v| v.digest != current),
+        };
+        let wanted = request.version.as_deref().map_or_else(
+            || "an earlier version".to_string(),
+            |v| format!("version '{v}'"),
+        );
+        found
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "version_not_found",
+                    format!("app '{name}' has no {wanted} to roll back to (see its versions)"),
+                )
+            })?
+            .manifest
+            .clone()
+    };
+    let deployed = commit_deploy(&state, &headers, manifest).await?;
+    Ok((StatusCode::CREATED, Json(deployed)))
+}
+
+/// `POST /v1/apps/{name}/promote`: lets the canaries of the app's rollout replace the rest.
+pub(crate) async fn promote(
+    State(state): State<ApiState>,
+    AppName(name): AppName,
+    headers: HeaderMap,
+) -> Result<Json<AppStatus>, ApiError> {
+    let signed = signed_request(&state, &headers, AppAction::Promote { app: name.clone() })?;
+    let key = signed.key;
+    let write = WriteRequest::Promote {
+        name: name.clone(),
+        signed: Box::new(signed),
+    };
+    commit(&state, write).await?;
+    tracing::info!(app = %name, %key, "rollout promoted");
+    status_of(&state.placement.replica().state, &name)
+        .map(Json)
+        .ok_or_else(|| app_not_found(&name))
 }
 
 /// Scales `name` (also behind the seed's `scale_app`), signed by the client or by this node.
@@ -227,6 +332,14 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
         owner: state.owner_of(name),
         unplaced: record.unplaced.clone(),
         manifest: record.manifest.clone(),
+        rollout: state.rollouts.get(name).map(|r| RolloutInfo {
+            from: r.from.as_ref().map(|f| f.manifest.version.clone()),
+            to: r.to_version.clone(),
+            state: r.state,
+            healthy: r.healthy,
+            total: r.total,
+            message: r.message.clone(),
+        }),
     })
 }
 
@@ -297,11 +410,13 @@ mod tests {
                 instance("web", 0, InstanceState::Pending),
             ],
             auth: None,
+            rollout: None,
         });
         state.apply(&Command::PutApp {
             app: record("api", 1),
             instances: vec![instance("api", 0, InstanceState::Running)],
             auth: None,
+            rollout: None,
         });
 
         let apps = summaries(&state);

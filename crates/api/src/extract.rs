@@ -74,6 +74,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 format!("the body is not the JSON this endpoint takes: {reason}"),
             )
         };
+        // No body at all is an empty object: the request takes every default it has.
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            axum::body::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
         // serde reads a struct from an array of its fields too; a body is an object.
         if !starts_an_object(&bytes) {
             return Err(bad("expected a JSON object".into()));

@@ -13,8 +13,8 @@ pub mod datadir;
 pub mod mesh_mode;
 
 mod adapters;
+mod app_metrics;
 mod drivers;
-mod instance_metrics;
 mod start;
 
 use std::{

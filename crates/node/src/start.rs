@@ -141,7 +141,7 @@ impl Node {
         let mut registry = Registry::default();
         let api_metrics = mycel_api::ApiMetrics::register(&mut registry);
         let gateway_metrics = mycel_gateway::GatewayMetrics::register(&mut registry);
-        let instance_metrics = crate::instance_metrics::register(&mut registry);
+        let app_metrics = crate::app_metrics::register(&mut registry);
         let blob_metrics = mycel_blobs::BlobMetrics::register(&mut registry);
         let blobs = mycel_blobs::BlobStore::open(
             &config.data_dir.join("blobs"),
@@ -257,8 +257,8 @@ impl Node {
             let logs_server = mycel_agent::serve_logs(agent.clone(), mesh.handle.clone());
             let stop_logs = shutdown.clone();
             tasks.spawn(async move { stop_logs.run_until_cancelled(logs_server).await });
-            tasks.spawn(crate::instance_metrics::track(
-                instance_metrics,
+            tasks.spawn(crate::app_metrics::track(
+                app_metrics,
                 placement.clone(),
                 shutdown.clone(),
             ));

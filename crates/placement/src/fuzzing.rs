@@ -76,6 +76,9 @@ fn sign_again(request: &mut WriteRequest, signer: &Keypair) {
             signed,
         ),
         WriteRequest::Remove { name, signed } => (AppAction::Stop { app: name.clone() }, signed),
+        WriteRequest::Promote { name, signed } => {
+            (AppAction::Promote { app: name.clone() }, signed)
+        }
         WriteRequest::Report { .. } | WriteRequest::PutImage { .. } => return,
     };
     if let Ok(again) = SignedRequest::sign(signer, view().now_ms, action) {

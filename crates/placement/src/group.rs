@@ -14,7 +14,7 @@ use mycel_mesh::{InboundPlacement, MeshHandle, PlacementFrame};
 use mycel_protocol::{
     PeerId,
     api::{Cluster, MemberStatus, NodeInfo},
-    placement::{WriteError, WriteOutcome, WriteRequest},
+    placement::{Command, WriteError, WriteOutcome, WriteRequest},
 };
 use openraft::{
     ChangeMembers, Config, SnapshotPolicy,
@@ -639,9 +639,12 @@ impl PlacementHandle {
                 return; // the mesh stopped: the node is shutting down
             };
             self.look_after_members(&nodes).await;
+            self.commit_planned(&nodes, "stepping rollouts", plan::plan_rollouts)
+                .await;
             // Instances move off nodes known dead, never off nodes not heard of yet.
             if self.view_settled() {
-                self.move_stranded_instances(&nodes).await;
+                self.commit_planned(&nodes, "moving instances", plan::plan_reschedule)
+                    .await;
             }
         }
     }
@@ -707,26 +710,31 @@ impl PlacementHandle {
         }
     }
 
-    /// Places elsewhere the instances of nodes dead past the grace time, and replicas that had
-    /// no room before.
-    async fn move_stranded_instances(&self, nodes: &[NodeInfo]) {
+    /// Plans entries from the replica and the mesh (`plan`: instances off nodes dead past the
+    /// grace time, unplaced replicas that found room, rollout steps) and commits them in turn.
+    async fn commit_planned(
+        &self,
+        nodes: &[NodeInfo],
+        what: &str,
+        plan: fn(&crate::PlacementState, &View) -> Vec<Command>,
+    ) {
         let _planning = self.inner.planning.lock().await;
         let view = View {
             nodes: plan::node_views(nodes),
             now_ms: now_ms(),
             dead_grace_ms: self.inner.timing.dead_grace.as_millis() as u64,
         };
-        for command in plan::plan_reschedule(&self.replica().state, &view) {
-            tracing::info!(?command, "moving instances");
+        for command in plan(&self.replica().state, &view) {
+            tracing::info!(?command, "{what}");
             let write = self.inner.raft.client_write(command);
             match tokio::time::timeout(self.inner.timing.write_timeout, write).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::info!(%e, "moving instances failed");
+                    tracing::info!(%e, "{what} failed");
                     return;
                 }
                 Err(_) => {
-                    tracing::info!("moving instances timed out");
+                    tracing::info!("{what} timed out");
                     return;
                 }
             }

@@ -12,6 +12,7 @@
 //! - [`state`]: the replicated state and how an entry changes it (pure).
 //! - [`plan`]: the leader's decisions: writes and dead nodes into entries (pure, uses the
 //!   scheduler).
+//! - [`rollout`]: the next step of an app's rollout (pure).
 //! - [`owners`]: who owns each app; the rule every replica applies to signed requests (pure).
 //! - [`voters`]: who votes and who only replicates (pure).
 //! - `storage`, `network`, `group`: the shells around openraft.
@@ -22,6 +23,7 @@ mod group;
 mod network;
 pub mod owners;
 pub mod plan;
+pub mod rollout;
 pub mod state;
 mod storage;
 #[cfg(test)]

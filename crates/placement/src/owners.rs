@@ -94,7 +94,7 @@ impl Owners {
             AppAction::Stop { .. } => {
                 self.apps.remove(&app);
             }
-            AppAction::Deploy { .. } | AppAction::Scale { .. } => {
+            AppAction::Deploy { .. } | AppAction::Scale { .. } | AppAction::Promote { .. } => {
                 self.apps.insert(app.clone(), request.key);
             }
         }

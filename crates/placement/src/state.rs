@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use mycel_protocol::{
     PeerId,
     ownership::{AppAction, OwnerKey, manifest_digest},
-    placement::{AppRecord, Authorized, Command, ImageEntry, Instance, WriteError, instance_error},
+    placement::{
+        AppRecord, Authorized, Command, ImageEntry, Instance, MAX_VERSIONS, Rollout, RolloutState,
+        VersionRecord, WriteError, instance_error,
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,12 +27,34 @@ pub struct PlacementState {
     /// Who owns each app, and which signed requests were used (see [`owners`]).
     #[serde(default)]
     pub owners: Owners,
+    /// Each app's latest rollout (see [`crate::rollout`]).
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, Rollout>,
+    /// The manifests each app was last deployed with, oldest first, at most [`MAX_VERSIONS`].
+    #[serde(default)]
+    pub versions: BTreeMap<String, Vec<VersionRecord>>,
 }
 
 impl PlacementState {
     /// The instances of `app`, by replica number.
     pub fn instances_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
         self.instances.values().filter(move |i| i.app == app)
+    }
+
+    /// The record `instance` was placed from: its app's, or during a rollout the replaced
+    /// version's (an old instance keeps its own manifest until it is retired). `None` for an
+    /// instance of a generation the state no longer describes.
+    pub fn record_for(&self, instance: &Instance) -> Option<&AppRecord> {
+        let generation = instance.generation()?;
+        let current = self.apps.get(&instance.app)?;
+        if current.generation == generation {
+            return Some(current);
+        }
+        self.rollouts
+            .get(&instance.app)?
+            .from
+            .as_deref()
+            .filter(|from| from.generation == generation)
     }
 
     /// The key that may change `app`: its owner, else the key of the node that took its deploy
@@ -73,11 +98,62 @@ impl PlacementState {
                 app,
                 instances,
                 auth,
+                rollout,
             } => {
                 let name = app.manifest.name.clone();
                 self.authorize_put(app, auth.as_deref())?;
+                if let Some(auth) = auth
+                    && matches!(auth.request.action, AppAction::Deploy { .. })
+                {
+                    self.record_version(app, auth);
+                }
                 self.apps.insert(name.clone(), (**app).clone());
                 self.replace_instances(&name, instances);
+                if let Some(rollout) = rollout {
+                    self.rollouts.insert(name, (**rollout).clone());
+                }
+            }
+            Command::Roll {
+                app,
+                instances,
+                rollout,
+                after_step,
+            } => {
+                let name = &app.manifest.name;
+                // A promote, a new deploy or a removal committed since the leader planned this
+                // step: it no longer applies.
+                let current = self.rollouts.get(name).map(|r| r.step);
+                if current != Some(*after_step) || !self.apps.contains_key(name) {
+                    return Ok(());
+                }
+                self.apps.insert(name.clone(), (**app).clone());
+                self.replace_instances(name, instances);
+                self.rollouts.insert(name.clone(), (**rollout).clone());
+            }
+            Command::Promote { app, auth } => {
+                self.check_signed(auth, &AppAction::Promote { app: app.clone() })?;
+                let deadline = self
+                    .apps
+                    .get(app)
+                    .ok_or_else(|| WriteError::UnknownApp(app.clone()))?
+                    .manifest
+                    .update
+                    .healthy_deadline_ms;
+                let rollout = self
+                    .rollouts
+                    .get_mut(app)
+                    .filter(|r| r.active && !r.promoted)
+                    .ok_or_else(|| {
+                        WriteError::Rejected(format!(
+                            "no rollout of '{app}' has canaries to promote"
+                        ))
+                    })?;
+                rollout.promoted = true;
+                rollout.state = RolloutState::Progressing;
+                rollout.deadline_ms = auth.accepted_at_ms + deadline;
+                rollout.message = format!("promoted: version {} rolls out", rollout.to_version);
+                rollout.step += 1;
+                self.owners.accept(auth);
             }
             Command::Place {
                 app,
@@ -100,6 +176,8 @@ impl PlacementState {
                     None => self.refuse_unsigned(name)?,
                 }
                 self.apps.remove(name);
+                self.rollouts.remove(name);
+                self.versions.remove(name);
                 self.instances.retain(|_, i| &i.app != name);
             }
             Command::Report {
@@ -170,15 +248,46 @@ impl PlacementState {
                     replicas: record.manifest.replicas,
                 }
             }
-            AppAction::Stop { .. } => {
+            AppAction::Stop { .. } | AppAction::Promote { .. } => {
                 return Err(WriteError::BadSignature(format!(
-                    "a signed stop of '{name}' cannot deploy it"
+                    "a signed {} of '{name}' cannot deploy it",
+                    auth.request.action.verb()
                 )));
             }
         };
         self.check_signed(auth, &expected)?;
         self.owners.accept(auth);
         Ok(())
+    }
+
+    /// Adds the manifest of a signed deploy to the app's versions, forgetting the oldest past
+    /// [`MAX_VERSIONS`].
+    fn record_version(&mut self, record: &AppRecord, auth: &Authorized) {
+        let versions = self
+            .versions
+            .entry(record.manifest.name.clone())
+            .or_default();
+        versions.push(VersionRecord {
+            version: record.manifest.version.clone(),
+            digest: manifest_digest(&record.manifest),
+            by: auth.request.key.to_string(),
+            at_ms: auth.accepted_at_ms,
+            manifest: record.manifest.clone(),
+        });
+        let extra = versions.len().saturating_sub(MAX_VERSIONS);
+        versions.drain(..extra);
+    }
+
+    /// The generation the next deploy of `app` takes: one past any it has had.
+    pub fn next_generation(&self, app: &str) -> u64 {
+        let record = self.apps.get(app).map_or(0, |r| r.generation);
+        let rollout = self.rollouts.get(app).map_or(0, |r| r.max_generation);
+        let instances = self
+            .instances_of(app)
+            .filter_map(Instance::generation)
+            .max()
+            .unwrap_or(0);
+        record.max(rollout).max(instances) + 1
     }
 
     /// Entries without a signed request come from logs written before apps had owners: they
@@ -258,6 +367,7 @@ mod tests {
                 app: record("web", 2),
                 instances: vec![instance("web", 0, "a"), instance("web", 1, "b")],
                 auth: None,
+                rollout: None,
             })
             .unwrap();
         assert_eq!(state.instances_of("web").count(), 2);
@@ -306,6 +416,7 @@ mod tests {
                 app: record("web", 1),
                 instances: vec![instance("web", 0, "a")],
                 auth: None,
+                rollout: None,
             })
             .unwrap();
         assert_eq!(state.instances["web-1-0"].state, InstanceState::Running);

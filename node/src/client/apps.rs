@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mycel_protocol::{
     api::{AppStatus, Apps, Deployed, DiscoveredApps, InstanceState, ScaleRequest},
     ownership::{AppAction, OwnerKey},
@@ -13,11 +13,8 @@ use super::{
     send, short_peer, table, upload, user_key,
 };
 
-/// How often `mycel deploy --wait` asks how the rollout goes.
-const WAIT_POLL: Duration = Duration::from_millis(500);
-
-/// `mycel deploy FILE`: uploads the files the manifest names, deploys it, and with `wait` waits
-/// until every replica runs.
+/// `mycel deploy FILE`: uploads the files the manifest names, deploys it, and with `wait`
+/// follows its rollout until it succeeds (an error when it fails or is reverted).
 pub(crate) async fn deploy(
     node: &str,
     file: &Path,
@@ -66,47 +63,8 @@ pub(crate) async fn deploy(
         );
     }
     match wait {
-        Some(timeout) => wait_running(node, &deployed, timeout).await,
+        Some(timeout) => super::rollouts::follow(node, &deployed, timeout).await,
         None => Ok(()),
-    }
-}
-
-/// Polls the app's status until every replica runs; progress goes to stderr on each change.
-async fn wait_running(node: &str, deployed: &Deployed, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_line = String::new();
-    loop {
-        let body = get(node, &["v1", "apps", &deployed.name]).await?;
-        let status: AppStatus =
-            serde_json::from_str(&body).context("the node's answer is not an app status")?;
-        if status.version != deployed.version {
-            bail!(
-                "{} was deployed again meanwhile (now version {})",
-                status.name,
-                status.version
-            );
-        }
-        let line = progress(&status);
-        if line != last_line {
-            eprintln!("{}: {line}", status.name);
-            last_line = line;
-        }
-        if running(&status) >= status.replicas {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let unplaced = status
-                .unplaced
-                .as_deref()
-                .map(|reason| format!("; {reason}"))
-                .unwrap_or_default();
-            bail!(
-                "timed out after {} s waiting for {} to run: {last_line}{unplaced}",
-                timeout.as_secs(),
-                status.name
-            );
-        }
-        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -247,6 +205,21 @@ fn status_text(
     if let Some(reason) = &status.unplaced {
         out.push_str(&format!("unplaced: {reason}\n"));
     }
+    if let Some(rollout) = &status.rollout {
+        let from = rollout
+            .from
+            .as_deref()
+            .map(|from| format!("{from} → "))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "rollout: {} {from}{}, {}/{} new healthy: {}\n",
+            rollout.state.as_str(),
+            rollout.to,
+            rollout.healthy,
+            rollout.total,
+            rollout.message
+        ));
+    }
     if status.instances.is_empty() {
         out.push_str("no instances\n");
         return out;
@@ -359,6 +332,7 @@ mod tests {
             owner: None,
             unplaced: unplaced.map(str::to_string),
             manifest,
+            rollout: None,
         }
     }
 

@@ -174,6 +174,7 @@ fn an_entry_must_do_exactly_what_was_signed() {
             app: Box::new(app),
             instances: instances.clone(),
             auth,
+            rollout: None,
         };
         for replica in &mut replicas {
             assert!(
@@ -192,6 +193,7 @@ fn an_entry_must_do_exactly_what_was_signed() {
             app: Box::new(record),
             instances,
             auth: None,
+            rollout: None,
         },
         Command::RemoveApp {
             name: "web".into(),
@@ -323,6 +325,7 @@ fn apps_from_before_ownership_belong_to_the_node_that_took_them() {
             error: None,
         }],
         auth: None,
+        rollout: None,
     };
     let mut replicas = vec![PlacementState::default(); 2];
     for replica in &mut replicas {
