@@ -509,3 +509,166 @@ async fn bad_update_values_are_refused_and_change_nothing() -> Result<()> {
     }
     result
 }
+
+/// The CLI, signed with a user key: `deploy --wait` exits 0 when the rollout succeeds and 1
+/// when it is reverted; `versions`, `promote` and `rollback --to` sign what they ask.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_follows_promotes_and_rolls_back() -> Result<()> {
+    let node = NodeProcess::start("solo", None).await?;
+    let result = async {
+        let dir = tempfile::tempdir()?;
+        let (wasm, _) = hello_example()?;
+        std::fs::copy(wasm, dir.path().join("hello.wasm"))?;
+        let key = dir.path().join("user.key");
+        let key = key.to_str().context("a UTF-8 path")?;
+        let cli = async |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend(["--node", node.api()]);
+            mycel_tests::mycel_cli_env(all, &[("MYCEL_USER_KEY", key)]).await
+        };
+        let write = |version: &str, extra: &str| -> Result<String> {
+            let file = dir.path().join(format!("v{version}.toml"));
+            std::fs::write(
+                &file,
+                format!(
+                    "name = \"cli\"\nversion = \"{version}\"\nreplicas = 2\n\
+                     [wasm]\nmodule = \"hello.wasm\"\n[resources]\nmemory_mb = 16\ncpu = 0.01\n\
+                     [update]\nmin_healthy_ms = 300\nhealthy_deadline_ms = 3000\n{extra}"
+                ),
+            )?;
+            Ok(file.to_str().context("a UTF-8 path")?.to_string())
+        };
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+        let out = cli(&["deploy", &write("1", "")?, "--wait"]).await?;
+        ensure!(out.status.success(), "{out:?}");
+        ensure!(
+            text(&out.stderr).contains("succeeded 1"),
+            "{}",
+            text(&out.stderr)
+        );
+
+        let broken = write("2", "[health]\npath = \"/no-such-page\"\n")?;
+        let out = cli(&["deploy", &broken, "--wait"]).await?;
+        ensure!(
+            out.status.code() == Some(1),
+            "a reverted rollout exits 1: {out:?}"
+        );
+        let stderr = text(&out.stderr);
+        ensure!(
+            stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("was reverted")),
+            "{stderr}"
+        );
+
+        let out = cli(&["versions", "cli"]).await?;
+        let table = text(&out.stdout);
+        let rows: Vec<&str> = table.lines().skip(1).collect();
+        ensure!(
+            rows.len() == 2 && rows[0].starts_with("2 ") && rows[1].starts_with("1 "),
+            "{table}"
+        );
+        ensure!(rows[1].trim_end().ends_with("current"), "{table}");
+
+        let out = cli(&["deploy", &write("3", "canary = 1\n")?, "--wait"]).await?;
+        ensure!(out.status.success(), "{out:?}");
+        ensure!(
+            text(&out.stderr).contains("mycel promote cli"),
+            "{}",
+            text(&out.stderr)
+        );
+        let out = cli(&["promote", "cli"]).await?;
+        ensure!(out.status.success(), "{out:?}");
+        rollout_ends(&node, "cli", RolloutState::Succeeded).await?;
+
+        let out = cli(&["rollback", "cli", "--to", "1", "--wait"]).await?;
+        ensure!(out.status.success(), "{out:?}");
+        let app = node.app("cli").await?;
+        ensure!(app.version == "1", "{app:?}");
+        let out = cli(&["rollback", "cli", "--to", "9"]).await?;
+        ensure!(out.status.code() == Some(1), "{out:?}");
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        node.print_log_tail();
+    }
+    result
+}
+
+/// A retired container instance is drained, not cut off: an upload still streaming into it when
+/// the rollout retires it finishes, and its echo comes back whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retired_instance_finishes_the_requests_it_has() -> Result<()> {
+    let (archive, _) = mycel_tests::hello_container_example()?;
+    let mesh = Mesh::star(1).await?;
+    let result = async {
+        let node = &mesh[0];
+        let (status, pushed) = node.push_image(&archive).await?;
+        ensure!(status == StatusCode::CREATED, "push: {status} {pushed}");
+        let hash = pushed["hash"].as_str().context("hash")?.to_string();
+        let version = |v: &str| {
+            let mut m = mycel_tests::apps::container_manifest("drain", &hash, 1);
+            m["version"] = json!(v);
+            m["update"] = json!({"min_healthy_ms": 0});
+            m
+        };
+        deploy(node, &version("1")).await?;
+        running_everywhere(&mesh, "drain", 1).await?;
+
+        // An upload that streams for a while: 20 chunks, 250 ms apart.
+        let (client, url) = node.gateway_client("drain", Duration::from_secs(30))?;
+        let (chunks, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let stream = futures::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let body = reqwest::Body::wrap_stream(stream);
+        let upload = tokio::spawn(
+            client
+                .post(format!("{url}echo"))
+                .header("content-length", "2000")
+                .body(body)
+                .send(),
+        );
+        let feeding = tokio::spawn(async move {
+            for _ in 0..20 {
+                if chunks.send(Ok(vec![b'x'; 100])).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        deploy(node, &version("2")).await?;
+        let app = rollout_ends(node, "drain", RolloutState::Succeeded).await?;
+        ensure!(app.instances.iter().all(|i| generation(&i.id) == Some(2)));
+        ensure!(
+            !feeding.is_finished(),
+            "the old instance was retired mid-upload"
+        );
+
+        let response = upload.await??;
+        ensure!(response.status() == StatusCode::OK, "{}", response.status());
+        let served_by = response
+            .headers()
+            .get("x-mycel-instance")
+            .and_then(|v| v.to_str().ok())
+            .and_then(generation);
+        ensure!(
+            served_by == Some(1),
+            "the old instance answered: {served_by:?}"
+        );
+        let echoed = response.bytes().await?;
+        ensure!(
+            echoed.len() == 2000,
+            "the whole upload came back: {} bytes",
+            echoed.len()
+        );
+        Ok(())
+    }
+    .await;
+    mycel_tests::docker::remove_containers_of(&mesh);
+    mesh.report(result)
+}

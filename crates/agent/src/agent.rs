@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
-    sync::{Arc, atomic::AtomicUsize},
+    sync::Arc,
     time::Duration,
 };
 
@@ -27,7 +27,6 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     AgentError, admission,
-    drain::{self, InFlight},
     images::ImageLoader,
     reconcile::{self, Action, Local, Phase},
 };
@@ -50,9 +49,6 @@ pub struct AgentTiming {
     pub request_timeout: Duration,
     /// The most requests one instance serves at once.
     pub max_concurrency: usize,
-    /// How long an instance that is no longer wanted may finish the requests it has before it
-    /// is stopped (it takes no new ones meanwhile).
-    pub drain_grace: Duration,
 }
 
 impl Default for AgentTiming {
@@ -65,7 +61,6 @@ impl Default for AgentTiming {
             max_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_concurrency: 64,
-            drain_grace: Duration::from_secs(10),
         }
     }
 }
@@ -105,8 +100,6 @@ pub(crate) struct RunningEntry {
     /// The path its health check GETs, from the manifest it was started with (`None`: running
     /// is healthy).
     pub(crate) health: Option<String>,
-    /// Requests it is serving now (until their answers' bodies end).
-    pub(crate) in_flight: Arc<AtomicUsize>,
 }
 
 /// The instances that run here, by id.
@@ -117,17 +110,8 @@ type ServeFuture = BoxFuture<'static, Result<http::Response<Body>, mycel_runtime
 impl AgentHandle {
     /// Serves `request` with local instance `id`, if it runs here.
     pub fn serve(&self, id: &str, request: http::Request<Body>) -> Option<ServeFuture> {
-        let (instance, in_flight) = {
-            let running = self.running.borrow();
-            let entry = running.get(id)?;
-            (entry.instance.clone(), InFlight::start(&entry.in_flight))
-        };
-        let answer = instance.handle(request);
-        Some(Box::pin(async move {
-            let response = answer.await?;
-            Ok(response
-                .map(|body| http_body_util::BodyExt::boxed(drain::Counted::new(body, in_flight))))
-        }))
+        let instance = self.running.borrow().get(id)?.instance.clone();
+        Some(instance.handle(request))
     }
 
     /// Whether local instance `id` runs and passed its last health check.
@@ -435,8 +419,7 @@ impl Agent {
         let entry = self.unpublish(id);
         if let Some(entry) = entry {
             tracing::info!(instance = %id, "stopping");
-            let grace = self.config.timing.drain_grace;
-            self.stop_in_background(id, entry.instance, Some((entry.in_flight, grace)));
+            self.stop_in_background(id, entry.instance);
         }
     }
 
@@ -450,21 +433,12 @@ impl Agent {
         removed
     }
 
-    /// Stops `instance` on its own task (see [`Agent::stopping`]), once the requests it is
-    /// serving have finished when `drain` says so (within the grace).
-    fn stop_in_background(
-        &mut self,
-        id: &str,
-        instance: Arc<dyn Instance>,
-        drain: Option<(Arc<AtomicUsize>, Duration)>,
-    ) {
+    /// Stops `instance` on its own task (see [`Agent::stopping`]). Unpublished first, it takes
+    /// no new requests; its runtime lets the ones it has finish (within their time limit)
+    /// before it stops it: an instance is drained, not cut off.
+    fn stop_in_background(&mut self, id: &str, instance: Arc<dyn Instance>) {
         let earlier = self.stopping.remove(id);
-        let task = self.tasks.spawn(async move {
-            if let Some((in_flight, grace)) = drain {
-                drain::settle(&in_flight, grace).await;
-            }
-            instance.stop().await
-        });
+        let task = self.tasks.spawn(async move { instance.stop().await });
         let stop = async move {
             if let Some(earlier) = earlier {
                 earlier.await;
@@ -519,7 +493,7 @@ impl Agent {
                 let Some(local) = self.local.get_mut(&id) else {
                     // No longer wanted: stop what just started.
                     if let Ok(instance) = result {
-                        self.stop_in_background(&id, instance, None);
+                        self.stop_in_background(&id, instance);
                     }
                     return;
                 };
@@ -533,7 +507,6 @@ impl Agent {
                             app,
                             healthy: false,
                             health,
-                            in_flight: Arc::default(),
                         };
                         self.running.send_modify(|r| {
                             r.insert(id.clone(), entry);
@@ -581,7 +554,7 @@ impl Agent {
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
                     let entry = self.unpublish(&id);
                     if let Some(entry) = entry {
-                        self.stop_in_background(&id, entry.instance, None);
+                        self.stop_in_background(&id, entry.instance);
                     }
                     self.report();
                 }

@@ -19,7 +19,6 @@
 
 pub mod admission;
 mod agent;
-mod drain;
 mod error;
 mod images;
 mod logs;

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+mod rollouts;
+
 fn error_response(description: &str) -> Value {
     json!({
         "description": description,
@@ -25,7 +27,15 @@ fn json_response(description: &str, schema: &str) -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    with_rate_limits(described())
+    let mut doc = described();
+    let signed = signed_headers();
+    if let (Some(paths), Value::Object(more)) = (
+        doc["paths"].as_object_mut(),
+        rollouts::paths(&signed, &write_errors()),
+    ) {
+        paths.extend(more);
+    }
+    with_rate_limits(doc)
 }
 
 /// Every operation but the health probe may be refused with `429 rate_limited` (see the
@@ -74,12 +84,11 @@ fn described() -> Value {
             .cloned()
             .collect()
     };
-    let not_owner = error_response(
-        "The app is owned by another key than the one that signed the request, or (unsigned) this node's (not_owner); nothing changed",
-    );
-    let bad_signature = error_response(
-        "The x-mycel-* headers are malformed (400 bad_signature), or the signature does not hold (401 bad_signature), or it was signed more than 5 minutes away from now or was used already (401 stale_request); nothing changed",
-    );
+    let WriteErrors {
+        not_owner,
+        bad_signature,
+        ..
+    } = write_errors();
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -312,7 +321,7 @@ fn described() -> Value {
             }}
         },
         "components": {
-            "schemas": merged([basic_schemas(), app_schemas(), seed_schemas()]),
+            "schemas": merged([basic_schemas(), app_schemas(), rollouts::schemas(), seed_schemas()]),
             "securitySchemes": {"bearer": {
                 "type": "http",
                 "scheme": "bearer",
@@ -327,9 +336,30 @@ fn described() -> Value {
     })
 }
 
+/// The answers every signed write may get.
+struct WriteErrors {
+    not_owner: Value,
+    bad_signature: Value,
+    no_quorum: Value,
+}
+
+fn write_errors() -> WriteErrors {
+    WriteErrors {
+        not_owner: error_response(
+            "The app is owned by another key than the one that signed the request, or (unsigned) this node's (not_owner); nothing changed",
+        ),
+        bad_signature: error_response(
+            "The x-mycel-* headers are malformed (400 bad_signature), or the signature does not hold (401 bad_signature), or it was signed more than 5 minutes away from now or was used already (401 stale_request); nothing changed",
+        ),
+        no_quorum: error_response(
+            "The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)",
+        ),
+    }
+}
+
 /// The headers that sign a deploy, scale or stop (see `mycel_protocol::ownership`).
 fn signed_headers() -> Value {
-    let signed_bytes = "The signature covers, in this order: the bytes `mycel app request v1` and a zero byte; the 32-byte public key; x-mycel-issued-at as a big-endian u64; one byte for the action (1 deploy, 2 scale, 3 stop); the app's name as a big-endian u32 length and its UTF-8 bytes; for a deploy, the 32-byte BLAKE3 hash of the manifest's canonical JSON (the manifest as this API parses it, serialized back compactly: fields in the Manifest schema's order, maps sorted by key, defaults filled in, empty sections left out); for a scale, the replicas as a big-endian u32. The action is what the request asks for, so one signature is good for the /v1 endpoint and the seed-compatible one alike.";
+    let signed_bytes = "The signature covers, in this order: the bytes `mycel app request v1` and a zero byte; the 32-byte public key; x-mycel-issued-at as a big-endian u64; one byte for the action (1 deploy, 2 scale, 3 stop, 4 promote); the app's name as a big-endian u32 length and its UTF-8 bytes; for a deploy, the 32-byte BLAKE3 hash of the manifest's canonical JSON (the manifest as this API parses it, serialized back compactly: fields in the Manifest schema's order, maps sorted by key, defaults filled in, empty sections left out); for a scale, the replicas as a big-endian u32. The action is what the request asks for, so one signature is good for the /v1 endpoint and the seed-compatible one alike.";
     json!([
         {
             "name": "x-mycel-key", "in": "header", "required": false,
@@ -478,6 +508,7 @@ fn app_schemas() -> Value {
                     "preferred": {"type": "array", "items": rule},
                     "strategy": {"type": "string", "enum": ["spread", "binpack"]}
                 }},
+                "update": {"$ref": "#/components/schemas/Update"},
                 "balance": {"type": "object", "additionalProperties": false,
                     "description": "How every gateway spreads requests over the app's healthy instances. A value out of range or an unknown strategy is 400 invalid_manifest.",
                     "properties": {
@@ -520,7 +551,8 @@ fn app_schemas() -> Value {
             "deployed_by": {"type": "string", "description": "Peer id of the node that took the deploy"},
             "owner": {"type": "string", "pattern": "^ed25519:[0-9a-f]{64}$", "description": "The key that owns the app: only requests it signs redeploy, scale or stop it (a node's key for apps deployed unsigned through it). Absent when nobody owns it yet"},
             "unplaced": {"type": "string", "description": "Why some replicas have no node; absent when all have one"},
-            "manifest": {"$ref": "#/components/schemas/Manifest"}
+            "manifest": {"$ref": "#/components/schemas/Manifest"},
+            "rollout": {"$ref": "#/components/schemas/Rollout"}
         }},
         "Instance": {"type": "object", "required": ["id", "node", "state", "runtime"], "properties": {
             "id": {"type": "string"},
@@ -578,137 +610,4 @@ fn seed_schemas() -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every `$ref` in `value`, recursively.
-    fn refs(value: &Value, out: &mut Vec<String>) {
-        match value {
-            Value::Object(map) => {
-                for (key, value) in map {
-                    match (key.as_str(), value) {
-                        ("$ref", Value::String(target)) => out.push(target.clone()),
-                        _ => refs(value, out),
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
-            _ => {}
-        }
-    }
-
-    #[test]
-    fn every_reference_resolves() {
-        let doc = document();
-        let mut found = Vec::new();
-        refs(&doc, &mut found);
-        assert!(found.len() > 20, "{found:?}");
-        for target in found {
-            let (kind, name) = target
-                .strip_prefix("#/components/")
-                .and_then(|t| t.split_once('/'))
-                .unwrap_or_else(|| panic!("{target} is not a component reference"));
-            assert!(
-                doc["components"][kind].get(name).is_some(),
-                "{target} names no component"
-            );
-        }
-    }
-
-    #[test]
-    fn every_operation_but_health_may_be_rate_limited() {
-        let doc = document();
-        let limited = json!({"$ref": "#/components/responses/RateLimited"});
-        for (path, operations) in doc["paths"].as_object().unwrap() {
-            for (method, operation) in operations.as_object().unwrap() {
-                let is_health = path == "/v1/health" && method == "get";
-                assert_eq!(
-                    operation["responses"].get("429") == Some(&limited),
-                    !is_health,
-                    "{method} {path}"
-                );
-            }
-        }
-        let response = &doc["components"]["responses"]["RateLimited"];
-        assert!(response["headers"].get("Retry-After").is_some());
-    }
-
-    #[test]
-    fn the_app_endpoints_are_documented() {
-        let doc = document();
-        for (path, method) in [
-            ("/v1/cluster", "get"),
-            ("/v1/apps", "get"),
-            ("/v1/apps", "post"),
-            ("/v1/apps/{name}", "get"),
-            ("/v1/apps/{name}", "delete"),
-            ("/v1/apps/{name}/scale", "post"),
-            ("/v1/apps/{name}/logs", "get"),
-            ("/v1/discover/apps", "get"),
-            ("/v1/discover/apps/{name}", "get"),
-            ("/v1/join-ticket", "get"),
-            ("/api/apps/deploy_app", "post"),
-            ("/api/apps/list_apps", "get"),
-            ("/api/apps/get_app_status", "get"),
-            ("/api/apps/stop_app", "post"),
-            ("/api/apps/scale_app", "post"),
-        ] {
-            assert!(doc["paths"][path].get(method).is_some(), "{method} {path}");
-        }
-    }
-
-    #[test]
-    fn every_app_write_documents_its_signature_and_the_owner_rule() {
-        let doc = document();
-        for (path, method) in [
-            ("/v1/apps", "post"),
-            ("/v1/apps/{name}", "delete"),
-            ("/v1/apps/{name}/scale", "post"),
-            ("/api/apps/deploy_app", "post"),
-            ("/api/apps/stop_app", "post"),
-            ("/api/apps/scale_app", "post"),
-        ] {
-            let operation = &doc["paths"][path][method];
-            let headers: Vec<&str> = operation["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|p| p["in"] == "header")
-                .map(|p| p["name"].as_str().unwrap())
-                .collect();
-            assert_eq!(
-                headers,
-                ["x-mycel-key", "x-mycel-issued-at", "x-mycel-signature"],
-                "{method} {path}"
-            );
-            for status in ["401", "403"] {
-                assert!(
-                    operation["responses"].get(status).is_some(),
-                    "{method} {path} {status}"
-                );
-            }
-        }
-        let owner = &doc["components"]["schemas"]["AppStatus"]["properties"]["owner"];
-        assert_eq!(owner["type"], "string");
-    }
-
-    #[test]
-    fn the_bearer_token_is_documented_and_health_is_open() {
-        let doc = document();
-        let scheme = &doc["components"]["securitySchemes"]["bearer"];
-        assert_eq!(scheme["type"], "http");
-        assert_eq!(scheme["scheme"], "bearer");
-        assert!(
-            scheme["description"]
-                .as_str()
-                .unwrap()
-                .contains("401 (unauthorized)")
-        );
-        assert_eq!(doc["security"], json!([{}, {"bearer": []}]));
-        assert_eq!(doc["paths"]["/v1/health"]["get"]["security"], json!([]));
-        assert_eq!(
-            doc["paths"]["/v1/join-ticket"]["get"]["security"],
-            json!([{"bearer": []}])
-        );
-    }
-}
+mod tests;
