@@ -210,6 +210,73 @@ async fn a_failing_instance_is_ejected_and_comes_back() -> Result<()> {
     mesh.report(result)
 }
 
+/// One of three nodes frozen (SIGSTOP) under steady load: its instance stays in every replica
+/// (the failure detector has not called it dead yet), yet requests through another node's
+/// gateway keep answering in time: a request its instance leaves unanswered is hedged to another
+/// after a second, and the silent instance is skipped meanwhile. Round robin, the strategy that
+/// would send it a full third, shows that this holds whatever the strategy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_node_costs_requests_at_most_a_hedge_delay() -> Result<()> {
+    let mesh = Mesh::star(3).await?;
+    let result = async {
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        deploy(
+            &mesh,
+            "steady",
+            json!({}),
+            json!({"strategy": "round_robin"}),
+        )
+        .await?;
+        let (client, url) = mesh[0].gateway_client("steady", Duration::from_secs(10))?;
+        mesh[2].freeze()?;
+        // Open loop, as real traffic: a request every 20 ms for 8 s, each on its own.
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut requests = Vec::new();
+        for _ in 0..400 {
+            tick.tick().await;
+            let (client, url) = (client.clone(), url.clone());
+            requests.push(tokio::spawn(async move {
+                let sent = tokio::time::Instant::now();
+                let ok = match client.get(&url).send().await {
+                    Ok(response) => {
+                        let status = response.status();
+                        response.bytes().await.is_ok() && status == StatusCode::OK
+                    }
+                    Err(_) => false,
+                };
+                (ok, sent.elapsed())
+            }));
+        }
+        let answers: Vec<(bool, Duration)> = join_all(requests)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        mesh[2].thaw()?;
+        let in_time = answers
+            .iter()
+            .filter(|(ok, took)| *ok && *took <= Duration::from_secs(2))
+            .count();
+        let rate = in_time as f64 / answers.len() as f64;
+        let slowest = answers
+            .iter()
+            .map(|(_, took)| *took)
+            .max()
+            .unwrap_or_default();
+        // The aim is 97%; without hedging it is about that (the slowest waits 2.6 s), with it
+        // every request answers within a hedge delay and a little.
+        ensure!(
+            rate >= 0.99,
+            "{in_time} of {} requests answered within 2 s ({:.1}%), the slowest in {slowest:?}",
+            answers.len(),
+            rate * 100.0
+        );
+        Ok(())
+    }
+    .await;
+    let _ = mesh[2].thaw();
+    mesh.report(result)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_balance_value_is_refused_and_changes_nothing() -> Result<()> {
     let mesh = Mesh::star(1).await?;

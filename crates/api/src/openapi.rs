@@ -517,6 +517,8 @@ fn app_schemas() -> Value {
                             "description": "least_request: power of two random choices over in-flight requests weighted by a peak-EWMA of latency; weighted: by the node's `weight` label, else its cores; latency: the lowest EWMA latency, the local instance when close"},
                         "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2,
                             "description": "Retries on another instance, when safe (no byte of the answer sent, an idempotent method) and within a budget of about 20% of requests"},
+                        "hedge": {"type": "boolean", "default": true,
+                            "description": "A request without a body and with an idempotent method whose instance stays silent past 8 times its usual latency (at least 1 s) is sent to another instance too; the first answer wins and the silent instance is skipped 2 s"},
                         "outlier": {"type": "object", "additionalProperties": false,
                             "description": "An instance failing consecutive_failures requests in a row (connection error, timeout, 5xx) is ejected for base_ejection_ms × the times it was ejected, never more than max_ejection_percent of the instances",
                             "properties": {

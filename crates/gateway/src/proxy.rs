@@ -164,20 +164,43 @@ impl Proxy {
         {
             head.headers.insert(header::HOST, value);
         }
-        let replay = Replay::new(body.map_err(BoxError::from).boxed());
         let idempotent = head.method.is_idempotent();
+
+        // A request without a body that is safe to send twice may be hedged: when its instance
+        // stays silent too long, a copy goes to the next one and the first answer wins, so a
+        // frozen node costs a request a hedge delay rather than its whole time limit.
+        let hedgeable = spec.hedge.0 && idempotent && http_body::Body::is_end_stream(&body);
+        let replay = Replay::new(body.map_err(BoxError::from).boxed());
 
         let mut retries = spec.retries.0 as usize;
         let mut unrouted = UNROUTED_ATTEMPTS;
         let mut last_error = None;
         let mut targets = targets.iter().peekable();
-        while let Some(target) = targets.next() {
+        while let Some(first) = targets.next() {
             let Some(body) = replay.lend() else {
                 break;
             };
             let sent = Instant::now();
-            let in_flight = InFlight::start(&self.balancer, app, &target.instance, sent);
-            let result = self.attempt(target, head.request(body)).await;
+            let in_flight = InFlight::start(&self.balancer, app, &first.instance, sent);
+            let attempt = Attempt {
+                target: first,
+                sent,
+                in_flight,
+            };
+            let request = head.request(body);
+            let (
+                result,
+                Attempt {
+                    target,
+                    sent,
+                    in_flight,
+                },
+            ) = if hedgeable && targets.peek().is_some() {
+                self.hedged(app, spec, attempt, request, &head, &mut targets)
+                    .await
+            } else {
+                (self.attempt(first, request).await, attempt)
+            };
             let now = Instant::now();
             let mut balancer = self.balancer();
             match result {
@@ -250,6 +273,65 @@ impl Proxy {
         (answer, None)
     }
 
+    /// Sends `request` to `first.target`; when no answer began within its hedge delay, sends a
+    /// copy (no body) to the next target as well, and the first answer wins. The silent instance
+    /// is skipped a while and its attempt dropped; a copy that fails leaves the first to finish.
+    /// Returns the outcome and the attempt it came from.
+    async fn hedged<'t>(
+        &self,
+        app: &str,
+        spec: &BalanceSpec,
+        first: Attempt<'t>,
+        request: Request<Body>,
+        head: &Head,
+        targets: &mut std::iter::Peekable<std::slice::Iter<'t, Target>>,
+    ) -> (Result<Response<Body>, AttemptError>, Attempt<'t>) {
+        let after = self
+            .balancer()
+            .hedge_after(app, &first.target.instance, first.sent);
+        let answer = self.attempt(first.target, request);
+        tokio::pin!(answer);
+        tokio::select! {
+            result = &mut answer => return (result, first),
+            () = tokio::time::sleep(after) => {}
+        }
+        let now = Instant::now();
+        if !self.balancer().try_retry(app, now) {
+            return (answer.await, first);
+        }
+        let Some(next) = targets.next() else {
+            return (answer.await, first);
+        };
+        tracing::debug!(%app, instance = %first.target.instance, after = ?after, hedge = %next.instance, "no answer yet: hedging");
+        let copy = Attempt {
+            target: next,
+            sent: now,
+            in_flight: InFlight::start(&self.balancer, app, &next.instance, now),
+        };
+        let empty = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed();
+        let copy_answer = self.attempt(next, head.request(empty));
+        tokio::select! {
+            result = &mut answer => (result, first),
+            result = copy_answer => match result {
+                Ok(response) => {
+                    let now = Instant::now();
+                    self.balancer()
+                        .record(app, spec, &first.target.instance, Outcome::Stalled, None, now);
+                    (Ok(response), copy)
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    self.balancer()
+                        .record(app, spec, &next.instance, e.outcome(), None, now);
+                    drop(copy);
+                    (answer.await, first)
+                }
+            },
+        }
+    }
+
     /// Sends the request to one instance; `Ok` as soon as its answer began.
     async fn attempt(
         &self,
@@ -297,6 +379,13 @@ impl Proxy {
             }),
         }
     }
+}
+
+/// One attempt at an instance: where it went, when, and its count in flight there.
+struct Attempt<'t> {
+    target: &'t Target,
+    sent: Instant,
+    in_flight: InFlight,
 }
 
 /// A request counted in flight at an instance, until dropped.

@@ -28,6 +28,22 @@ pub struct BalanceSpec {
     /// that is safe, and within the gateway's retry budget).
     pub retries: Retries,
     pub outlier: OutlierSpec,
+    /// Whether a request without a body that is safe to send twice goes to a second instance
+    /// too when its first stays silent past its hedge delay (8 times its usual latency, at least
+    /// a second); the first answer wins. Off for apps whose requests may legitimately wait long
+    /// (long polls) and are costly to run twice.
+    pub hedge: Hedge,
+}
+
+/// `[balance] hedge`, on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Hedge(pub bool);
+
+impl Default for Hedge {
+    fn default() -> Self {
+        Self(true)
+    }
 }
 
 impl BalanceSpec {
@@ -162,6 +178,9 @@ mod tests {
         // A default section is not written out, so older readers see the manifest unchanged.
         assert!(!serde_json::to_string(&m).unwrap().contains("balance"));
 
+        assert_eq!(m.balance.hedge, Hedge(true));
+        let m = with("[balance]\nhedge = false\n").unwrap();
+        assert_eq!(m.balance.hedge, Hedge(false));
         let m = with("[balance.outlier]\nbase_ejection_ms = 500\n").unwrap();
         assert_eq!(m.balance.strategy, BalanceStrategy::LeastRequest);
         assert_eq!(m.balance.outlier.base_ejection_ms, 500);

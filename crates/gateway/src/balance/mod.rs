@@ -8,10 +8,13 @@
 //! - Of the candidates, those not held back are ordered by the app's `[balance] strategy`
 //!   ([`pick`]); the first takes the request, the others take its retries.
 //! - Held back: an instance whose node could not be reached, or turned out not to run it, for
-//!   [`COOL_OFF`] (an answer ends that at once); an instance ejected as an outlier ([`outlier`]).
+//!   [`COOL_OFF`] (an answer ends that at once); one that stayed silent while another answered
+//!   a hedged copy of its request, for [`STALLED_SKIP`]; an instance ejected as an outlier
+//!   ([`outlier`]).
 //!   When every candidate is held back, they are all tried anyway rather than failing every
 //!   request until the first comes back.
-//! - Retries come out of a per-app budget ([`budget`]).
+//! - Retries, and hedged copies of requests left unanswered for [`Balancer::hedge_after`], come
+//!   out of a per-app budget ([`budget`]).
 //!
 //! All of this is per gateway, local to its node: nothing here is agreed with other nodes.
 
@@ -36,6 +39,13 @@ pub const COOL_OFF: Duration = Duration::from_secs(5);
 /// How long an instance its node refused as unhealthy is skipped: health checks come often, and
 /// a new instance should get its share soon after its first good one.
 pub const UNHEALTHY_SKIP: Duration = Duration::from_secs(1);
+/// How long an instance that stayed silent past its hedge delay (see [`Balancer::hedge_after`])
+/// is skipped: a frozen node's instance gets one request now and then, not a share.
+pub const STALLED_SKIP: Duration = Duration::from_secs(2);
+/// The shortest wait before a request is hedged, and how many times an instance's usual latency
+/// a request may wait before it is.
+pub const HEDGE_FLOOR: Duration = Duration::from_secs(1);
+const HEDGE_LATENCIES: f64 = 8.0;
 /// Past this many apps, the oldest state is forgotten (apps come and go).
 const MAX_TRACKED: usize = 4096;
 /// Endpoints kept for instances that are no longer candidates, before they are pruned.
@@ -108,6 +118,9 @@ pub enum Outcome {
     NotThere,
     /// The node refused it as unhealthy: skipped for [`UNHEALTHY_SKIP`].
     Unhealthy,
+    /// It stayed silent past its hedge delay and another instance answered first: skipped for
+    /// [`STALLED_SKIP`] (a frozen or overloaded node), not counted towards ejection.
+    Stalled,
     /// Says nothing about the instance (a stale pooled connection, an overloaded instance).
     Neutral,
 }
@@ -304,8 +317,27 @@ impl Balancer {
                 endpoint.skip_until = Some(now + UNHEALTHY_SKIP);
                 false
             }
+            Outcome::Stalled => {
+                endpoint.skip_until = Some(now + STALLED_SKIP);
+                false
+            }
             Outcome::Neutral => false,
         }
+    }
+
+    /// How long a request to `instance` of `app` may go unanswered before a copy of it goes to
+    /// another instance (when that is safe): [`HEDGE_LATENCIES`] times its usual latency, at
+    /// least [`HEDGE_FLOOR`]. A slow app is given its time; a silent node costs a request one
+    /// hedge delay, not its whole time limit.
+    pub fn hedge_after(&mut self, app: &str, instance: &str, now: Instant) -> Duration {
+        let usual = self
+            .apps
+            .get_mut(app)
+            .and_then(|s| s.endpoints.get_mut(instance))
+            .filter(|e| e.latency.is_measured())
+            .map_or(0.0, |e| e.latency.estimate(now));
+        let wait = Duration::from_nanos((usual * HEDGE_LATENCIES) as u64);
+        wait.max(HEDGE_FLOOR)
     }
 
     /// Takes one retry from `app`'s budget; `false` when it is spent.

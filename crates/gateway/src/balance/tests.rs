@@ -182,6 +182,32 @@ fn an_unreachable_instance_is_skipped_until_it_cools_off() {
 }
 
 #[test]
+fn a_silent_instance_is_hedged_after_a_multiple_of_its_latency_and_skipped_a_while() {
+    let c = targets(2);
+    let rr = spec(BalanceStrategy::RoundRobin);
+    let mut b = Balancer::new(1);
+    let now = Instant::now();
+    b.order("web", &rr, c.clone(), now);
+    // Nothing measured yet, or a fast app: the floor.
+    assert_eq!(b.hedge_after("web", "i0", now), HEDGE_FLOOR);
+    b.record("web", &rr, "i0", Outcome::Answered, Some(Duration::from_millis(3)), now);
+    assert_eq!(b.hedge_after("web", "i0", now), HEDGE_FLOOR);
+    // A slow app is given several times its usual latency.
+    b.record("web", &rr, "i1", Outcome::Answered, Some(Duration::from_millis(500)), now);
+    let wait = b.hedge_after("web", "i1", now);
+    assert!(
+        wait >= Duration::from_millis(3900) && wait <= Duration::from_millis(4000),
+        "{wait:?}"
+    );
+
+    // Silent past it while a copy was answered elsewhere: skipped, not ejected.
+    b.record("web", &rr, "i0", Outcome::Stalled, None, now);
+    assert_eq!(ids(&b.order("web", &rr, c.clone(), now)), ["i1"]);
+    assert_eq!(b.ejected("web", now), 0);
+    assert!(!b.is_held_back("web", "i0", now + STALLED_SKIP));
+}
+
+#[test]
 fn a_failing_instance_is_ejected_then_comes_back() {
     let c = targets(3);
     let s = BalanceSpec {
