@@ -132,6 +132,41 @@ impl NodeProcess {
         Ok((client, format!("http://{host}:{}/", gateway.port())))
     }
 
+    /// Open-loop load, as real traffic: `GET /` for `app` through this node's gateway every
+    /// `every`, `count` times, each request on its own (10 s limit). Returns how many answered
+    /// 200 within `within`, of how many, and the slowest answer.
+    pub async fn open_loop(
+        &self,
+        app: &str,
+        every: Duration,
+        count: usize,
+        within: Duration,
+    ) -> Result<(usize, usize, Duration)> {
+        let (client, url) = self.gateway_client(app, Duration::from_secs(10))?;
+        let mut tick = tokio::time::interval(every);
+        let mut requests = Vec::new();
+        for _ in 0..count {
+            tick.tick().await;
+            let (client, url) = (client.clone(), url.clone());
+            requests.push(tokio::spawn(async move {
+                let sent = tokio::time::Instant::now();
+                let ok = match client.get(&url).send().await {
+                    Ok(r) => r.status() == StatusCode::OK && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                (ok, sent.elapsed())
+            }));
+        }
+        let mut in_time = 0;
+        let mut slowest = Duration::ZERO;
+        for request in requests {
+            let (ok, took) = request.await?;
+            in_time += usize::from(ok && took <= within);
+            slowest = slowest.max(took);
+        }
+        Ok((in_time, count, slowest))
+    }
+
     /// `GET path` through this node's gateway with `Host: <app>.localhost` (10 s limit).
     pub async fn through_gateway(&self, app: &str, path: &str) -> Result<reqwest::Response> {
         let (client, root) = self.gateway_client(app, Duration::from_secs(10))?;

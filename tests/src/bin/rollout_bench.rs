@@ -124,7 +124,6 @@ async fn redeploy_under_load(
 /// A request every [`OPEN_LOOP_EVERY`] to `name` through node 0's gateway while node 2 is
 /// frozen: the share answered 200 within 2 s, and the slowest answer.
 async fn frozen_node(mesh: &Mesh, name: &str) -> Result<(f64, Duration)> {
-    let (client, url) = mesh[0].gateway_client(name, Duration::from_secs(10))?;
     let app = mesh[0].app(name).await?;
     ensure!(
         app.instances
@@ -133,32 +132,13 @@ async fn frozen_node(mesh: &Mesh, name: &str) -> Result<(f64, Duration)> {
         "an instance of {name} runs on the node about to freeze: {app:?}"
     );
     mesh[2].freeze()?;
-    let mut tick = tokio::time::interval(OPEN_LOOP_EVERY);
-    let mut requests = Vec::new();
-    let until = Instant::now() + FROZEN_FOR;
-    while Instant::now() < until {
-        tick.tick().await;
-        let (client, url) = (client.clone(), url.clone());
-        requests.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let ok = match client.get(&url).send().await {
-                Ok(r) => r.status() == StatusCode::OK && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            (ok, sent.elapsed())
-        }));
-    }
-    let answers: Vec<(bool, Duration)> = join_all(requests)
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
+    let count = (FROZEN_FOR.as_millis() / OPEN_LOOP_EVERY.as_millis()) as usize;
+    let answered = mesh[0]
+        .open_loop(name, OPEN_LOOP_EVERY, count, Duration::from_secs(2))
+        .await;
     mesh[2].thaw()?;
-    let in_time = answers
-        .iter()
-        .filter(|(ok, took)| *ok && *took <= Duration::from_secs(2))
-        .count();
-    let slowest = answers.iter().map(|(_, t)| *t).max().unwrap_or_default();
-    Ok((in_time as f64 / answers.len() as f64, slowest))
+    let (in_time, sent, slowest) = answered?;
+    Ok((in_time as f64 / sent as f64, slowest))
 }
 
 #[tokio::main]

@@ -190,10 +190,24 @@ fn a_silent_instance_is_hedged_after_a_multiple_of_its_latency_and_skipped_a_whi
     b.order("web", &rr, c.clone(), now);
     // Nothing measured yet, or a fast app: the floor.
     assert_eq!(b.hedge_after("web", "i0", now), HEDGE_FLOOR);
-    b.record("web", &rr, "i0", Outcome::Answered, Some(Duration::from_millis(3)), now);
+    b.record(
+        "web",
+        &rr,
+        "i0",
+        Outcome::Answered,
+        Some(Duration::from_millis(3)),
+        now,
+    );
     assert_eq!(b.hedge_after("web", "i0", now), HEDGE_FLOOR);
     // A slow app is given several times its usual latency.
-    b.record("web", &rr, "i1", Outcome::Answered, Some(Duration::from_millis(500)), now);
+    b.record(
+        "web",
+        &rr,
+        "i1",
+        Outcome::Answered,
+        Some(Duration::from_millis(500)),
+        now,
+    );
     let wait = b.hedge_after("web", "i1", now);
     assert!(
         wait >= Duration::from_millis(3900) && wait <= Duration::from_millis(4000),
