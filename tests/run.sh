@@ -11,6 +11,19 @@ mkdir -p "$CARGO_TARGET_DIR"
 export CARGO_INCREMENTAL=0
 # A full disk fails a link with "Bus error", not with a word about space: make room first.
 free_gb() { df -BG --output=avail "$CARGO_TARGET_DIR" | tail -1 | tr -dc 0-9; }
+# Test and bin executables (~280 MB each) are most of the target dir, and every rebuild leaves
+# the last ones behind under new hashes. Of each name, keep the newest and whatever was built in
+# the last two hours (this run's); cargo relinks anything it still wants.
+deps="$CARGO_TARGET_DIR/debug/deps"
+if [ -d "$deps" ]; then
+  find "$deps" -maxdepth 1 -type f -perm -u+x -regextype posix-extended -regex '.*-[0-9a-f]{16}' \
+    -printf '%T@ %p\n' |
+    sort -rn |
+    awk -v recent="$(($(date +%s) - 7200))" '{
+      name = $2; sub(/-[0-9a-f]+$/, "", name)
+      if (seen[name]++ && $1 < recent) print $2
+    }' | xargs -r rm -f
+fi
 if [ "$(free_gb)" -lt 15 ]; then
   echo "only $(free_gb) GB free: removing incremental caches and release builds from $CARGO_TARGET_DIR"
   rm -rf "$CARGO_TARGET_DIR/debug/incremental" "$CARGO_TARGET_DIR/release"
