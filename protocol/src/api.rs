@@ -220,6 +220,20 @@ pub struct AppStatus {
     /// The app's latest rollout (absent for an app deployed before rollouts were recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutInfo>,
+    /// How it scales itself, for an app with `[scale]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleInfo>,
+}
+
+/// `"scale"` of `GET /v1/apps/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleInfo {
+    pub min: u32,
+    pub max: u32,
+    /// The count it runs for now.
+    pub desired: u32,
+    /// Why, for a person.
+    pub reason: String,
 }
 
 /// `"rollout"` of `GET /v1/apps/{name}`.
@@ -483,6 +497,7 @@ mod tests {
                 total: 1,
                 message: "waiting".into(),
             }),
+            scale: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(

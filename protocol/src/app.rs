@@ -13,6 +13,7 @@ use crate::BlobHash;
 
 mod balance;
 mod relax;
+mod scale;
 mod update;
 
 pub use balance::{
@@ -21,6 +22,11 @@ pub use balance::{
     MAX_CONSECUTIVE_FAILURES, MAX_RETRIES, OutlierSpec, Retries,
 };
 pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
+pub use scale::{
+    DEFAULT_COOLDOWN_MS, DEFAULT_SCALE_MAX, DEFAULT_SCALE_MIN, DEFAULT_SCALE_TO_ZERO_AFTER_MS,
+    DEFAULT_TARGET_CONCURRENCY, DEFAULT_WINDOW_MS, MAX_SCALE_WAIT_MS, MAX_TARGET_CONCURRENCY,
+    MAX_WINDOW_MS, MIN_SCALE_TO_ZERO_AFTER_MS, MIN_WINDOW_MS, ScaleSpec,
+};
 pub use update::{
     DEFAULT_HEALTHY_DEADLINE_MS, DEFAULT_MAX_PARALLEL, DEFAULT_MIN_HEALTHY_MS,
     MAX_HEALTHY_DEADLINE_MS, UpdateOrder, UpdateSpec,
@@ -78,6 +84,9 @@ pub struct Manifest {
     /// How gateways spread requests over the instances (`[balance]`).
     #[serde(default, skip_serializing_if = "BalanceSpec::is_default")]
     pub balance: BalanceSpec,
+    /// How the app scales itself on its load (`[scale]`); absent, it runs `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleSpec>,
     /// How a redeploy replaces the instances (`[update]`).
     #[serde(default, skip_serializing_if = "UpdateSpec::is_default")]
     pub update: UpdateSpec,
@@ -361,6 +370,9 @@ impl Manifest {
         }
         self.placement.validate()?;
         self.balance.validate()?;
+        if let Some(scale) = &self.scale {
+            scale.validate(self.replicas)?;
+        }
         self.update.validate()
     }
 

@@ -28,6 +28,57 @@ pub struct AppRecord {
     pub generation: u64,
     /// Why some replicas have no node, when some have none.
     pub unplaced: Option<String>,
+    /// The autoscaler's last decision, for an app with `[scale]` (absent until it makes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleStatus>,
+}
+
+impl AppRecord {
+    /// How many instances it should run: the autoscaler's count for an app with `[scale]` once
+    /// it has decided one, else the manifest's `replicas`.
+    pub fn replicas(&self) -> u32 {
+        match (&self.manifest.scale, &self.scale) {
+            (Some(_), Some(status)) => status.desired,
+            _ => self.manifest.replicas,
+        }
+    }
+}
+
+/// An autoscaler decision, as the group holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaleStatus {
+    pub desired: u32,
+    /// Why, for a person (`5.8 in flight per instance, target 2`).
+    pub reason: String,
+    /// The leader's clock when it decided.
+    pub at_ms: u64,
+}
+
+/// What one node saw of each app's load since its last report: the leader's autoscaler sums
+/// these over the nodes. Sent to the leader about every second; never written to the log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub apps: Vec<AppLoad>,
+}
+
+/// The most apps one load report may name.
+pub const MAX_LOAD_APPS: usize = 4096;
+
+/// One app's load at one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppLoad {
+    pub app: String,
+    /// Requests in flight through this node's gateway, averaged over the report's window
+    /// (requests held for an app at zero count too).
+    pub in_flight: f64,
+    /// Requests this node's gateway took for the app in the window.
+    pub requests: u64,
+    /// Memory the app's instances on this node use now.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// The app's instances running on this node.
+    #[serde(default)]
+    pub instances: u32,
 }
 
 /// One replica of an app, placed on a node.
@@ -110,6 +161,14 @@ pub enum Command {
     },
     /// The owner lets a rollout's canaries replace the rest of the old instances.
     Promote { app: String, auth: Box<Authorized> },
+    /// The autoscaler's decision for an app with `[scale]`: its count and why, and its instances
+    /// placed for it. Applies only to the generation it was planned for.
+    Autoscale {
+        app: String,
+        generation: u64,
+        status: ScaleStatus,
+        instances: Vec<Instance>,
+    },
     /// Moves an app's instances (a node died, or room appeared for unplaced replicas).
     Place {
         app: String,
@@ -169,6 +228,9 @@ pub enum WriteRequest {
         name: String,
         signed: Box<SignedRequest>,
     },
+    /// A gateway holds a request for an app scaled to zero: one instance should start. Asked by
+    /// any node, unsigned (it changes nothing the owner chose); a no-op unless the app is at zero.
+    Activate { name: String },
     Report {
         node: String,
         states: Vec<(String, InstanceState)>,

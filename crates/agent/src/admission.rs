@@ -92,6 +92,7 @@ mod tests {
             deployed_at_ms: 0,
             generation: 1,
             unplaced: None,
+            scale: None,
         }
     }
 

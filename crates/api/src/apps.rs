@@ -18,7 +18,7 @@ use mycel_protocol::{
     BlobHash, Manifest, ManifestError,
     api::{
         AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState, RollbackRequest,
-        RolloutInfo, VersionInfo, Versions,
+        RolloutInfo, ScaleInfo, VersionInfo, Versions,
     },
     app::{MAX_MANIFEST_BYTES, MAX_REPLICAS},
     ownership::{AppAction, manifest_digest},
@@ -293,7 +293,7 @@ pub(crate) fn summaries(state: &PlacementState) -> Vec<AppSummary> {
             name: name.clone(),
             version: record.manifest.version.clone(),
             kind: record.manifest.kind(),
-            replicas: record.manifest.replicas,
+            replicas: record.replicas(),
             running: running(state, name),
         })
         .collect()
@@ -326,7 +326,7 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
         name: name.to_string(),
         version: record.manifest.version.clone(),
         kind: record.manifest.kind(),
-        replicas: record.manifest.replicas,
+        replicas: record.replicas(),
         instances,
         deployed_by: record.deployed_by.clone(),
         owner: state.owner_of(name),
@@ -339,6 +339,15 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
             healthy: r.healthy,
             total: r.total,
             message: r.message.clone(),
+        }),
+        scale: record.manifest.scale.as_ref().map(|spec| ScaleInfo {
+            min: spec.min,
+            max: spec.max,
+            desired: record.replicas(),
+            reason: record
+                .scale
+                .as_ref()
+                .map_or_else(|| "as deployed".to_string(), |s| s.reason.clone()),
         }),
     })
 }
@@ -385,6 +394,7 @@ mod tests {
             deployed_at_ms: 1,
             generation: 1,
             unplaced: Some("1 replica(s) have no node: no room".into()),
+            scale: None,
         })
     }
 

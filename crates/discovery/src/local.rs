@@ -99,6 +99,7 @@ mod tests {
                 deployed_at_ms: 1,
                 generation: 1,
                 unplaced: None,
+                scale: None,
             },
         );
         for replica in 0..2 {

@@ -19,6 +19,7 @@
 //! - [`forward`]: the headers a proxied request and answer get or lose (pure).
 //! - `listener`: the TCP accept loop and per-connection HTTP/1.1 serving, drained on shutdown.
 //! - `proxy`: one client request: route, try targets with retries when safe, stamp the answer.
+//! - `activate`: a request for an app scaled to zero, held while an instance starts.
 //! - `track`: an answer's body that reports when it is over (in flight, duration).
 //! - `weights`: the `weighted` strategy's node weights, followed from the mesh's membership.
 //! - `metrics`: `mycel_gateway_requests_total`, `…_request_duration_seconds`, `…_inflight`.
@@ -32,6 +33,7 @@
 //! local health of local instances, so a gateway keeps routing while the group cannot commit.
 //! Request and response bodies stream both ways; nothing is buffered whole.
 
+mod activate;
 pub mod balance;
 mod error;
 pub mod forward;

@@ -18,7 +18,7 @@ use std::{
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use mycel_placement::PlacementHandle;
+use mycel_placement::{PlacementHandle, PlacementState};
 use mycel_protocol::{
     PeerId,
     app::{BalanceSpec, BalanceStrategy},
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::{
     Body, BoxError, GatewayConfig, INSTANCE_HEADER, LocalInstances, NODE_HEADER,
+    activate::Activator,
     balance::{self, Balancer, Candidates, Outcome, Target},
     error::{AttemptError, INSTANCE_UNHEALTHY, REFUSED_HEADER, UNKNOWN_INSTANCE, json_error},
     forward, host,
@@ -52,6 +53,7 @@ pub(crate) struct Proxy {
     remote: Arc<Remote>,
     metrics: GatewayMetrics,
     weights: Weights,
+    activator: Activator,
 }
 
 /// The parts of a request that every attempt sends again.
@@ -70,10 +72,11 @@ impl Proxy {
         Self {
             domain: config.domain.trim_end_matches('.').to_ascii_lowercase(),
             me: config.mesh.peer_id().to_string(),
-            placement: config.placement,
+            placement: config.placement.clone(),
             local: config.local,
             balancer: Arc::new(Mutex::new(Balancer::new(seed))),
             remote: Arc::new(Remote::new(config.mesh.streams())),
+            activator: Activator::new(config.placement.clone(), metrics.clone()),
             metrics,
             weights,
         }
@@ -101,13 +104,11 @@ impl Proxy {
                 ),
             );
         };
-        let candidates = {
-            let replica = self.placement.replica();
-            balance::candidates(&replica.state, &app, &self.me, |id| {
-                self.local.is_healthy(id)
-            })
+        let candidates = |state: &PlacementState| {
+            balance::candidates(state, &app, &self.me, |id| self.local.is_healthy(id))
         };
-        let (mut targets, spec) = match candidates {
+        let found = candidates(&self.placement.replica().state);
+        let (mut targets, spec, autoscaled) = match found {
             Candidates::UnknownApp => {
                 return json_error(
                     StatusCode::NOT_FOUND,
@@ -115,9 +116,32 @@ impl Proxy {
                     format!("no app named '{app}' is deployed in this mesh"),
                 );
             }
-            Candidates::Healthy { targets, spec } => (targets, spec),
+            Candidates::Healthy {
+                targets,
+                spec,
+                autoscaled,
+            } => (targets, spec, autoscaled),
         };
         let finished = Finished::start(&self.metrics, &app, arrived);
+        if targets.is_empty() && autoscaled {
+            // Scaled to zero (or its first instance still starting): held, counted as load.
+            let found = self
+                .activator
+                .hold(&app, |state| match candidates(state) {
+                    Candidates::Healthy { targets, .. } => targets,
+                    Candidates::UnknownApp => Vec::new(),
+                })
+                .await;
+            match found {
+                Ok(found) => targets = found,
+                Err(answer) => {
+                    let answer = *answer;
+                    self.metrics.answered(&app, answer.status().as_u16());
+                    return answer
+                        .map(move |body| Tracked::new(body, move || drop(finished)).boxed());
+                }
+            }
+        }
         if spec.strategy == BalanceStrategy::Weighted {
             for target in &mut targets {
                 target.weight = self.weights.of(&target.node);

@@ -2,7 +2,9 @@
 //! - `mycel_instances{app,state}`: how many instances of each app are in each state (every node
 //!   answers the same once it has caught up);
 //! - `mycel_rollouts_total{app,result}`: rollouts this node saw end, by how they ended
-//!   (`succeeded`, `failed`, `reverted`).
+//!   (`succeeded`, `failed`, `reverted`);
+//! - `mycel_autoscale_decisions_total{app,direction}`: autoscaler changes this node saw (`up`,
+//!   `down`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,12 +22,14 @@ type Labels = Vec<(&'static str, String)>;
 pub(crate) struct AppMetrics {
     instances: Family<Labels, Gauge>,
     rollouts: Family<Labels, Counter>,
+    decisions: Family<Labels, Counter>,
 }
 
 pub(crate) fn register(registry: &mut Registry) -> AppMetrics {
     let metrics = AppMetrics {
         instances: Family::default(),
         rollouts: Family::default(),
+        decisions: Family::default(),
     };
     registry.register(
         "mycel_instances",
@@ -36,6 +40,11 @@ pub(crate) fn register(registry: &mut Registry) -> AppMetrics {
         "mycel_rollouts",
         "Rollouts seen ending, by app and result (succeeded, failed, reverted)",
         metrics.rollouts.clone(),
+    );
+    registry.register(
+        "mycel_autoscale_decisions",
+        "Autoscaler changes seen, by app and direction (up, down)",
+        metrics.decisions.clone(),
     );
     metrics
 }
@@ -49,6 +58,7 @@ pub(crate) async fn track(
     let mut replica = placement.subscribe();
     // Rollouts that ended before this node looked are not this node's to count.
     let mut seen = rollout_steps(&replica.borrow().state);
+    let mut scaled = scale_decisions(&replica.borrow().state);
     loop {
         let state = replica.borrow_and_update().state.clone();
         let counts = count(&state);
@@ -73,6 +83,20 @@ pub(crate) async fn track(
                     .inc();
             }
         }
+        let now = scale_decisions(&state);
+        for (app, (at_ms, desired)) in &now {
+            match scaled.get(app) {
+                Some((was_at, was)) if was_at != at_ms && was != desired => {
+                    let direction = if desired > was { "up" } else { "down" };
+                    metrics
+                        .decisions
+                        .get_or_create(&vec![("app", app.clone()), ("direction", direction.into())])
+                        .inc();
+                }
+                _ => {}
+            }
+        }
+        scaled = now;
         tokio::select! {
             () = stop.cancelled() => return,
             changed = replica.changed() => if changed.is_err() { return },
@@ -85,6 +109,19 @@ fn rollout_steps(state: &PlacementState) -> HashMap<String, (u64, bool)> {
         .rollouts
         .iter()
         .map(|(app, r)| (app.clone(), (r.step, r.active)))
+        .collect()
+}
+
+/// Each autoscaled app's count and when it was decided.
+fn scale_decisions(state: &PlacementState) -> HashMap<String, (u64, u32)> {
+    state
+        .apps
+        .iter()
+        .filter(|(_, r)| r.manifest.scale.is_some())
+        .map(|(app, r)| {
+            let at = r.scale.as_ref().map_or(0, |s| s.at_ms);
+            (app.clone(), (at, r.replicas()))
+        })
         .collect()
 }
 

@@ -5,7 +5,7 @@
 //! This crate owns what sits between the other crates: the data dir ([`datadir`]), whether the
 //! mesh is private or open ([`mesh_mode`]), the adapters that let the gateway and discovery see
 //! the agent's instances, the runtime drivers a host offers, and the node's own upkeep (measuring
-//! free resources, announcing held blobs). The `mycel` binary parses the command line, resolves
+//! free resources, announcing held blobs, reporting the apps' load to the autoscaler). The `mycel` binary parses the command line, resolves
 //! the configuration, sets up tracing and waits for a signal; tests start whole meshes in one
 //! process through the same call.
 
@@ -15,6 +15,7 @@ pub mod mesh_mode;
 mod adapters;
 mod app_metrics;
 mod drivers;
+mod load_reports;
 mod start;
 
 use std::{

@@ -247,6 +247,12 @@ impl Node {
                 placement: placement.clone(),
                 local: Arc::new(AgentRoutes(agent.clone())),
             };
+            tasks.spawn(crate::load_reports::report(
+                gateway_metrics.clone(),
+                agent.clone(),
+                placement.clone(),
+                shutdown.clone(),
+            ));
             let gateway_server = mycel_gateway::serve_with(
                 gateway_listener,
                 gateway_config,

@@ -52,6 +52,12 @@ pub fn rpc(frame: &[u8], state: &PlacementState, signer: Option<&Keypair>) -> Re
                 }
             }
         }
+        Rpc::Load(report) => {
+            // What the leader does with a report: keep it, sum it on the next tick.
+            let mut autoscaler = crate::load::Autoscaler::default();
+            autoscaler.report("fuzzer".into(), report, view().now_ms);
+            autoscaler.tick(state, view().now_ms);
+        }
         Rpc::Vote(_) | Rpc::Snapshot(_) => {}
     }
     Ok(())
@@ -79,7 +85,9 @@ fn sign_again(request: &mut WriteRequest, signer: &Keypair) {
         WriteRequest::Promote { name, signed } => {
             (AppAction::Promote { app: name.clone() }, signed)
         }
-        WriteRequest::Report { .. } | WriteRequest::PutImage { .. } => return,
+        WriteRequest::Report { .. }
+        | WriteRequest::PutImage { .. }
+        | WriteRequest::Activate { .. } => return,
     };
     if let Ok(again) = SignedRequest::sign(signer, view().now_ms, action) {
         **signed = again;

@@ -27,8 +27,11 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+mod load_reports;
+
 use crate::{
     NodeId, Raft,
+    load::Autoscaler,
     network::{self, CallError, Network, Rpc, RpcReply},
     plan::{self, View},
     storage::{LogStore, StateMachine, open_db},
@@ -136,6 +139,8 @@ struct Inner {
     started: Instant,
     /// The last node whose entries (or heartbeat) this node accepted, and when.
     heard_from_leader: std::sync::Mutex<Option<(NodeId, Instant)>>,
+    /// The nodes' load reports and the autoscaler's windows, while this node leads.
+    autoscaler: std::sync::Mutex<Autoscaler>,
 }
 
 /// Opens the store, starts Raft and the group's tasks on `tasks`. Cancelling `stop` stops them
@@ -208,6 +213,7 @@ pub async fn start(
             timing,
             started: Instant::now(),
             heard_from_leader: Default::default(),
+            autoscaler: Default::default(),
         }),
     };
     let serving = handle.clone().serve(config.inbox);
@@ -225,6 +231,13 @@ pub async fn start(
         }
     });
     Ok(handle)
+}
+
+/// Locks `mutex`: what it guards is replaced whole, never left half-changed by a panic.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now_ms() -> u64 {
@@ -605,6 +618,7 @@ impl PlacementHandle {
                 RpcReply::Snapshot(raft.install_snapshot(request).await)
             }
             Rpc::Append(_) | Rpc::Vote(_) | Rpc::Snapshot(_) => forged(),
+            Rpc::Load(report) => RpcReply::Load(self.take_load(peer.to_string(), report)),
             Rpc::Write(mut request) => {
                 // The forwarding node speaks for itself only (an app's owner is whoever signed
                 // the request it carries, checked by the leader and by every replica).
@@ -633,12 +647,18 @@ impl PlacementHandle {
         loop {
             tick.tick().await;
             if !self.is_leader() {
+                lock(&self.inner.autoscaler).clear();
                 continue;
             }
             let Ok(nodes) = self.inner.mesh.nodes().await else {
                 return; // the mesh stopped: the node is shutting down
             };
             self.look_after_members(&nodes).await;
+            let decisions = lock(&self.inner.autoscaler).tick(&self.replica().state, now_ms());
+            let autoscale = move |state: &crate::PlacementState, view: &View| {
+                plan::plan_autoscale(state, view, &decisions)
+            };
+            self.commit_planned(&nodes, "autoscaling", autoscale).await;
             self.commit_planned(&nodes, "stepping rollouts", plan::plan_rollouts)
                 .await;
             // Instances move off nodes known dead, never off nodes not heard of yet.
@@ -716,7 +736,7 @@ impl PlacementHandle {
         &self,
         nodes: &[NodeInfo],
         what: &str,
-        plan: fn(&crate::PlacementState, &View) -> Vec<Command>,
+        plan: impl FnOnce(&crate::PlacementState, &View) -> Vec<Command>,
     ) {
         let _planning = self.inner.planning.lock().await;
         let view = View {

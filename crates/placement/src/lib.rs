@@ -12,14 +12,18 @@
 //! - [`state`]: the replicated state and how an entry changes it (pure).
 //! - [`plan`]: the leader's decisions: writes and dead nodes into entries (pure, uses the
 //!   scheduler).
+//! - [`autoscale`]: how many instances an app with `[scale]` should run (pure).
 //! - [`rollout`]: the next step of an app's rollout (pure).
+//! - [`load`]: the nodes' load reports on the leader, summed for the autoscaler.
 //! - [`owners`]: who owns each app; the rule every replica applies to signed requests (pure).
 //! - [`voters`]: who votes and who only replicates (pure).
 //! - `storage`, `network`, `group`: the shells around openraft.
 
+pub mod autoscale;
 #[doc(hidden)]
 pub mod fuzzing;
 mod group;
+pub mod load;
 mod network;
 pub mod owners;
 pub mod plan;

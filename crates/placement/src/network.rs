@@ -9,7 +9,7 @@ use std::time::Duration;
 use mycel_mesh::{MAX_PLACEMENT_FRAME_BYTES, MeshHandle, PlacementFrame};
 use mycel_protocol::{
     PeerId,
-    placement::{WriteError, WriteOutcome, WriteRequest},
+    placement::{LoadReport, MAX_LOAD_APPS, WriteError, WriteOutcome, WriteRequest},
 };
 use openraft::{
     error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
@@ -31,6 +31,8 @@ pub(crate) enum Rpc {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client's write, forwarded to the node the sender believes leads.
     Write(WriteRequest),
+    /// What the sender saw of the apps' load, for the leader's autoscaler.
+    Load(LoadReport),
 }
 
 /// The answer to an [`Rpc`].
@@ -40,6 +42,8 @@ pub(crate) enum RpcReply {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Write(Result<WriteOutcome, WriteError>),
+    /// Whether the load report was taken (false: the receiver does not lead).
+    Load(bool),
     /// The request was malformed or not the sender's to make.
     Refused(String),
 }
@@ -64,6 +68,14 @@ pub(crate) enum CallError {
 pub(crate) fn decode_rpc(frame: &[u8]) -> Result<Rpc, String> {
     let rpc: Rpc =
         mycel_protocol::decode(frame, MAX_PLACEMENT_FRAME_BYTES).map_err(|e| e.to_string())?;
+    if let Rpc::Load(report) = &rpc
+        && report.apps.len() > MAX_LOAD_APPS
+    {
+        return Err(format!(
+            "a load report names {} apps, at most {MAX_LOAD_APPS}",
+            report.apps.len()
+        ));
+    }
     if let Rpc::Snapshot(request) = &rpc {
         let end = request.offset.checked_add(request.data.len() as u64);
         if end.is_none_or(|end| end > LOCAL_RECORD_LIMIT as u64) {

@@ -8,7 +8,9 @@ use mycel_protocol::{
     app::{AppKind, Manifest, Relaxation, RuleOp},
     image::{self, ImageRecord},
     ownership::{AppAction, SignedRequest, manifest_digest},
-    placement::{AppRecord, Authorized, Command, ImageEntry, Instance, WriteError, WriteRequest},
+    placement::{
+        AppRecord, Authorized, Command, ImageEntry, Instance, ScaleStatus, WriteError, WriteRequest,
+    },
 };
 use mycel_scheduler::{AppSpec, LabelRule, NodeState, NodeView, Placement, Problem, Strategy};
 
@@ -98,6 +100,7 @@ pub fn plan_write(
                 deployed_at_ms: view.now_ms,
                 generation: state.next_generation(&manifest.name),
                 unplaced: None,
+                scale: None,
             };
             // The new version rolls out: its first step is part of the deploy's entry.
             let rollout = roll::start(state, &record, view.now_ms);
@@ -134,6 +137,14 @@ pub fn plan_write(
             };
             state.check_signed(&auth, &action)?;
             record.manifest.replicas = *replicas;
+            if record.manifest.scale.is_some() {
+                // The autoscaler goes on from the count the owner set.
+                record.scale = Some(ScaleStatus {
+                    desired: *replicas,
+                    reason: "set by its owner".into(),
+                    at_ms: view.now_ms,
+                });
+            }
             record
                 .manifest
                 .validate()
@@ -148,6 +159,24 @@ pub fn plan_write(
                 }]);
             }
             Ok(vec![put_app(state, view, record, auth)])
+        }
+        WriteRequest::Activate { name } => {
+            let record = state
+                .apps
+                .get(name)
+                .ok_or_else(|| WriteError::UnknownApp(name.clone()))?;
+            let Some(spec) = &record.manifest.scale else {
+                return Ok(vec![]);
+            };
+            if record.replicas() > 0 {
+                return Ok(vec![]); // another gateway asked first
+            }
+            let status = ScaleStatus {
+                desired: spec.min.max(1),
+                reason: "a request arrived".into(),
+                at_ms: view.now_ms,
+            };
+            Ok(vec![autoscale(state, view, record, status)])
         }
         WriteRequest::Promote { name, signed } => {
             if !state.apps.contains_key(name) {
@@ -261,6 +290,58 @@ pub fn plan_reschedule(state: &PlacementState, view: &View) -> Vec<Command> {
         }
     }
     commands
+}
+
+/// An `Autoscale` entry for each decision that changes its app's count.
+pub fn plan_autoscale(
+    state: &PlacementState,
+    view: &View,
+    decisions: &[(String, crate::autoscale::Decision)],
+) -> Vec<Command> {
+    decisions
+        .iter()
+        .filter_map(|(name, decision)| {
+            let record = state.apps.get(name)?;
+            (decision.desired != record.replicas()).then(|| {
+                let status = ScaleStatus {
+                    desired: decision.desired,
+                    reason: decision.reason.clone(),
+                    at_ms: view.now_ms,
+                };
+                autoscale(state, view, record, status)
+            })
+        })
+        .collect()
+}
+
+/// The `Autoscale` entry that gives `record` the count in `status`, its instances placed for it
+/// (left to the rollout's steps while one places the app).
+fn autoscale(
+    state: &PlacementState,
+    view: &View,
+    record: &AppRecord,
+    status: ScaleStatus,
+) -> Command {
+    let name = &record.manifest.name;
+    let mut scaled = record.clone();
+    scaled.scale = Some(status.clone());
+    let instances = if state.rollouts.get(name).is_some_and(|r| r.places()) {
+        state.instances_of(name).cloned().collect()
+    } else {
+        let solution = solve(state, view, Some((&scaled, owner_text(state, record))));
+        let placed: Vec<&Placement> = solution
+            .placements
+            .iter()
+            .filter(|p| &p.app == name)
+            .collect();
+        instances(state, view, &scaled, &placed)
+    };
+    Command::Autoscale {
+        app: name.clone(),
+        generation: record.generation,
+        status,
+        instances,
+    }
 }
 
 /// The `PutApp` entry for `record`, placed among the apps already deployed.
@@ -384,7 +465,7 @@ pub fn app_spec(record: &AppRecord, owner: String) -> AppSpec {
         name: manifest.name.clone(),
         owner,
         runtime: runtime_of(manifest.kind()),
-        replicas: manifest.replicas,
+        replicas: record.replicas(),
         memory_mb: manifest.memory_mb(),
         cpu_millis: manifest.cpu_millis(),
         required: manifest.placement.required.iter().map(rule).collect(),

@@ -172,7 +172,7 @@ pub fn revert(
         reverting: true,
         promoted: true,
         healthy: 0,
-        total: restored.manifest.replicas,
+        total: restored.replicas(),
         started_ms: now_ms,
         deadline_ms: now_ms + update.healthy_deadline_ms,
         message: format!(

@@ -130,6 +130,25 @@ impl PlacementState {
                 self.replace_instances(name, instances);
                 self.rollouts.insert(name.clone(), (**rollout).clone());
             }
+            Command::Autoscale {
+                app,
+                generation,
+                status,
+                instances,
+            } => {
+                // The app may have been removed or redeployed since the leader decided.
+                let Some(record) = self.apps.get_mut(app) else {
+                    return Ok(());
+                };
+                if record.generation != *generation || record.manifest.scale.is_none() {
+                    return Ok(());
+                }
+                record.scale = Some(status.clone());
+                // A rollout under way places by its own steps, for the new count.
+                if !self.rollouts.get(app).is_some_and(|r| r.places()) {
+                    self.replace_instances(app, instances);
+                }
+            }
             Command::Promote { app, auth } => {
                 self.check_signed(auth, &AppAction::Promote { app: app.clone() })?;
                 let deadline = self
@@ -237,6 +256,7 @@ impl PlacementState {
                     .ok_or_else(|| WriteError::UnknownApp(name.clone()))?;
                 let mut rescaled = current.clone();
                 rescaled.manifest.replicas = record.manifest.replicas;
+                rescaled.scale.clone_from(&record.scale);
                 rescaled.unplaced.clone_from(&record.unplaced);
                 if rescaled != *record {
                     return Err(WriteError::BadSignature(format!(
@@ -344,6 +364,7 @@ mod tests {
             deployed_at_ms: 1,
             generation: 1,
             unplaced: None,
+            scale: None,
         })
     }
 

@@ -205,6 +205,12 @@ fn status_text(
     if let Some(reason) = &status.unplaced {
         out.push_str(&format!("unplaced: {reason}\n"));
     }
+    if let Some(scale) = &status.scale {
+        out.push_str(&format!(
+            "scale: {} of {}..={}: {}\n",
+            scale.desired, scale.min, scale.max, scale.reason
+        ));
+    }
     if let Some(rollout) = &status.rollout {
         let from = rollout
             .from
@@ -333,6 +339,7 @@ mod tests {
             unplaced: unplaced.map(str::to_string),
             manifest,
             rollout: None,
+            scale: None,
         }
     }
 

@@ -73,6 +73,9 @@ pub enum Candidates {
     Healthy {
         targets: Vec<Target>,
         spec: BalanceSpec,
+        /// Whether the app scales itself (`[scale]`): with no target, its request is held while
+        /// an instance starts instead of refused.
+        autoscaled: bool,
     },
 }
 
@@ -101,6 +104,7 @@ pub fn candidates(
     Candidates::Healthy {
         targets,
         spec: record.manifest.balance.clone(),
+        autoscaled: record.manifest.scale.is_some(),
     }
 }
 

@@ -34,6 +34,7 @@ fn state(instances: &[(&str, &str, InstanceState)]) -> PlacementState {
             deployed_at_ms: 0,
             generation: 1,
             unplaced: None,
+            scale: None,
         },
     );
     for (replica, (id, node, state_)) in instances.iter().enumerate() {
@@ -108,8 +109,13 @@ fn an_app_not_in_the_replica_is_unknown() {
         Candidates::UnknownApp
     );
     match candidates(&s, "web", "me", |_| true) {
-        Candidates::Healthy { targets, spec } => {
+        Candidates::Healthy {
+            targets,
+            spec,
+            autoscaled,
+        } => {
             assert!(targets.is_empty());
+            assert!(!autoscaled, "no [scale]");
             assert_eq!(
                 spec.strategy,
                 BalanceStrategy::RoundRobin,

@@ -314,6 +314,7 @@ fn apps_from_before_ownership_belong_to_the_node_that_took_them() {
             deployed_at_ms: 1,
             generation: 1,
             unplaced: None,
+            scale: None,
         }),
         instances: vec![Instance {
             id: Instance::id_for(name, 1, 0),

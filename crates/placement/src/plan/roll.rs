@@ -37,7 +37,7 @@ pub(super) fn start(state: &PlacementState, record: &AppRecord, now_ms: u64) -> 
         active: true,
         reverting: false,
         healthy: 0,
-        total: record.manifest.replicas,
+        total: record.replicas(),
         started_ms: now_ms,
         deadline_ms: now_ms + update.healthy_deadline_ms,
         message: format!("rolling out version {}", record.manifest.version),
@@ -60,7 +60,7 @@ pub(super) fn step(
     let next = rollout::step(
         rollout,
         &record.manifest.update,
-        record.manifest.replicas,
+        record.replicas(),
         &current,
         view.now_ms,
     );
@@ -81,6 +81,7 @@ pub(super) fn step(
     // count as their previous placements, so new ones land where old ones run.
     let mut sized = record.clone();
     sized.manifest.replicas = next.new_wanted;
+    sized.scale = None;
     let solution = solve(state, view, Some((&sized, owner)));
     let placed: Vec<&Placement> = solution
         .placements
@@ -88,7 +89,7 @@ pub(super) fn step(
         .filter(|p| &p.app == name)
         .collect();
     let mut record = record.clone();
-    if next.new_wanted == record.manifest.replicas {
+    if next.new_wanted == record.replicas() {
         record.unplaced = unplaced_reason(&solution, name);
     }
     let retire: BTreeSet<&str> = next.retire.iter().map(String::as_str).collect();

@@ -21,6 +21,7 @@ fn record(generation: u64, version: &str, replicas: u32, update: &str) -> AppRec
         deployed_at_ms: 0,
         generation,
         unplaced: None,
+        scale: None,
     }
 }
 

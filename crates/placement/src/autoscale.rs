@@ -1,0 +1,165 @@
+//! The autoscaler's pure core: an app's `[scale]`, its count now and what the leader observed of
+//! its load in, the count it should run out. No I/O, no clock: the leader feeds samples (the
+//! nodes' load reports summed, see `mycel_protocol::placement::LoadReport`) and `now`.
+//!
+//! It works as Knative's KPA does:
+//! - the stable count is the load averaged over the app's `window_ms` (60 s by default) against
+//!   the target (the requests in flight per instance; the memory per instance with
+//!   `target_memory`);
+//! - the panic count is the same over a tenth of it: when it reaches [`PANIC_THRESHOLD`]
+//!   times the count now, the app panics for a stable window: it follows the panic count up and
+//!   never goes down meanwhile;
+//! - a step up is at most [`MAX_SCALE_UP_RATE`] times the count, a step down at most halves it,
+//!   and only once the window holds a whole stable window of samples and `cooldown_ms` passed
+//!   since the last change;
+//! - the count stays within `min..=max`; with `min = 0` it drops to zero once no request came for
+//!   `scale_to_zero_after_ms`, and any request (one held by a gateway counts) brings one back.
+
+use std::collections::VecDeque;
+
+use mycel_protocol::app::ScaleSpec;
+
+pub const PANIC_THRESHOLD: f64 = 2.0;
+/// Samples are kept this long: the longest window an app may ask for.
+const KEPT_MS: u64 = mycel_protocol::app::MAX_WINDOW_MS;
+pub const MAX_SCALE_UP_RATE: u32 = 10;
+
+/// One observation of an app's load, summed over the nodes' latest reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub at_ms: u64,
+    /// Requests in flight at every gateway, held ones included.
+    pub in_flight: f64,
+    /// Requests taken since the previous sample.
+    pub requests: u64,
+    /// Memory the app's instances use.
+    pub memory_bytes: u64,
+}
+
+/// What the leader remembers of one app's load between decisions (in its memory only: a new
+/// leader starts an empty window, and scales nothing down until it is whole).
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    samples: VecDeque<Sample>,
+    /// When this leader began to observe the app.
+    since_ms: Option<u64>,
+    last_request_ms: Option<u64>,
+    panic_until_ms: Option<u64>,
+}
+
+/// What the app should run, and why (for a person).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub desired: u32,
+    pub reason: String,
+}
+
+impl Window {
+    /// Adds a sample, forgetting those older than any window.
+    pub fn observe(&mut self, sample: Sample) {
+        self.since_ms.get_or_insert(sample.at_ms);
+        if sample.requests > 0 || sample.in_flight > 0.0 {
+            self.last_request_ms = Some(sample.at_ms);
+        }
+        self.samples.push_back(sample);
+        let horizon = sample.at_ms.saturating_sub(KEPT_MS);
+        while self.samples.front().is_some_and(|s| s.at_ms < horizon) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The mean requests in flight over the samples of the last `span_ms`.
+    fn mean_in_flight(&self, now_ms: u64, span_ms: u64) -> f64 {
+        let from = now_ms.saturating_sub(span_ms);
+        let (sum, n) = self
+            .samples
+            .iter()
+            .filter(|s| s.at_ms >= from)
+            .fold((0.0, 0u32), |(sum, n), s| (sum + s.in_flight, n + 1));
+        if n == 0 { 0.0 } else { sum / f64::from(n) }
+    }
+
+    /// The count `spec` calls for at `now_ms`, for an app running `current` instances of
+    /// `memory_mb` each whose count last changed at `last_change_ms`.
+    pub fn decide(
+        &mut self,
+        spec: &ScaleSpec,
+        memory_mb: u64,
+        current: u32,
+        last_change_ms: u64,
+        now_ms: u64,
+    ) -> Decision {
+        let stable_window = spec.window_ms;
+        let stable_load = self.mean_in_flight(now_ms, stable_window);
+        let panic_load = self.mean_in_flight(now_ms, stable_window / 10);
+        let count_for = |load: f64, target: f64| (load / target).ceil().min(1e6) as u32;
+        let (mut stable, mut panic) = (0, 0);
+        let mut why = String::new();
+        if let Some(target) = spec.concurrency_target() {
+            stable = count_for(stable_load, target);
+            panic = count_for(panic_load, target);
+            let per_instance = stable_load / f64::from(current.max(1));
+            why = format!("{per_instance:.1} in flight per instance, target {target}");
+        }
+        let memory = self.samples.back().map_or(0, |s| s.memory_bytes);
+        if let Some(fraction) = spec.target_memory {
+            let per_instance = fraction * (memory_mb * 1024 * 1024) as f64;
+            let wanted = count_for(memory as f64, per_instance.max(1.0));
+            if wanted > stable.max(panic) || why.is_empty() {
+                let used = memory as f64
+                    / f64::from(current.max(1))
+                    / (memory_mb * 1024 * 1024).max(1) as f64;
+                why = format!(
+                    "{:.0}% of memory per instance, target {:.0}%",
+                    used * 100.0,
+                    fraction * 100.0
+                );
+            }
+            stable = stable.max(wanted);
+            panic = panic.max(wanted);
+        }
+
+        if current > 0 && f64::from(panic) >= PANIC_THRESHOLD * f64::from(current) {
+            self.panic_until_ms = Some(now_ms + stable_window);
+        }
+        let panicking = self.panic_until_ms.is_some_and(|until| now_ms < until);
+        let mut desired = if panicking {
+            why = format!("panic: {why}");
+            current.max(panic)
+        } else {
+            stable
+        };
+
+        // Some instance runs until the app has been idle long enough (min 0), or always.
+        let since = self.since_ms.unwrap_or(now_ms);
+        let idle_for = now_ms.saturating_sub(self.last_request_ms.unwrap_or(since));
+        let may_stop = spec.min == 0 && (current == 0 || idle_for >= spec.scale_to_zero_after_ms);
+        let floor = if may_stop { 0 } else { spec.min.max(1) };
+        if desired < floor {
+            desired = floor;
+        }
+        if desired == 0 && current > 0 {
+            why = format!("no request for {} s", idle_for / 1000);
+        }
+
+        if desired > current {
+            desired = desired.min(current.saturating_mul(MAX_SCALE_UP_RATE).max(1));
+        } else if desired < current {
+            let whole_window = now_ms.saturating_sub(since) >= stable_window;
+            let cooled = now_ms.saturating_sub(last_change_ms) >= spec.cooldown_ms;
+            if panicking || !cooled || !(whole_window || desired == 0) {
+                desired = current;
+            } else if desired > 0 {
+                // Idle long enough goes straight to zero; a lighter load halves at most.
+                desired = desired.max(current / 2);
+            }
+        }
+        Decision {
+            desired: spec.clamp(desired).max(floor.min(spec.max)),
+            reason: why,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
