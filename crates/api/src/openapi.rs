@@ -509,6 +509,7 @@ fn app_schemas() -> Value {
                     "strategy": {"type": "string", "enum": ["spread", "binpack"]}
                 }},
                 "update": {"$ref": "#/components/schemas/Update"},
+                "scale": {"$ref": "#/components/schemas/Scale"},
                 "balance": {"type": "object", "additionalProperties": false,
                     "description": "How every gateway spreads requests over the app's healthy instances. A value out of range or an unknown strategy is 400 invalid_manifest.",
                     "properties": {
@@ -554,7 +555,8 @@ fn app_schemas() -> Value {
             "owner": {"type": "string", "pattern": "^ed25519:[0-9a-f]{64}$", "description": "The key that owns the app: only requests it signs redeploy, scale or stop it (a node's key for apps deployed unsigned through it). Absent when nobody owns it yet"},
             "unplaced": {"type": "string", "description": "Why some replicas have no node; absent when all have one"},
             "manifest": {"$ref": "#/components/schemas/Manifest"},
-            "rollout": {"$ref": "#/components/schemas/Rollout"}
+            "rollout": {"$ref": "#/components/schemas/Rollout"},
+            "scale": {"$ref": "#/components/schemas/ScaleStatus"}
         }},
         "Instance": {"type": "object", "required": ["id", "node", "state", "runtime"], "properties": {
             "id": {"type": "string"},

@@ -131,8 +131,12 @@ impl Window {
         };
 
         // Some instance runs until the app has been idle long enough (min 0), or always.
+        // Idle since the last request, this leader's first look, or the last change (an app
+        // just activated for a held request gets its whole idle time before it stops again,
+        // whenever the request's load report arrives).
         let since = self.since_ms.unwrap_or(now_ms);
-        let idle_for = now_ms.saturating_sub(self.last_request_ms.unwrap_or(since));
+        let active_at = self.last_request_ms.unwrap_or(since).max(last_change_ms);
+        let idle_for = now_ms.saturating_sub(active_at);
         let may_stop = spec.min == 0 && (current == 0 || idle_for >= spec.scale_to_zero_after_ms);
         let floor = if may_stop { 0 } else { spec.min.max(1) };
         if desired < floor {

@@ -1,5 +1,6 @@
 //! The rollout endpoints and schemas: `versions`, `rollback`, `promote`, the app's `rollout`
-//! and the manifest's `[update]`.
+//! and the manifest's `[update]`; and the autoscaler's: the manifest's `[scale]` and the app's
+//! `scale`.
 
 use serde_json::{Value, json};
 
@@ -82,6 +83,25 @@ pub(super) fn schemas() -> Value {
                 "when": {"type": "integer", "description": "Milliseconds since the Unix epoch"},
                 "current": {"type": "boolean"}
             }}}
+        }},
+        "Scale": {"type": "object", "additionalProperties": false,
+            "description": "The app scales itself between min and max instances on its load: requests in flight per instance against target_concurrency (the default signal, 10), the memory per instance against target_memory. Load is averaged over window_ms (a tenth of it catches bursts); a count goes down only after cooldown_ms. With min 0 it runs no instance after scale_to_zero_after_ms without a request, and a gateway holds the next request (up to 30 s) while one starts. replicas is the starting count, within min..max. A value out of range is 400 invalid_manifest.",
+            "properties": {
+                "min": {"type": "integer", "minimum": 0, "default": 1},
+                "max": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
+                "target_concurrency": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000},
+                "target_cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Accepted; not measured yet"},
+                "target_memory": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "scale_to_zero_after_ms": {"type": "integer", "minimum": 1000, "maximum": 86400000, "default": 60000},
+                "cooldown_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 30000},
+                "window_ms": {"type": "integer", "minimum": 6000, "maximum": 3600000, "default": 60000}
+            }
+        },
+        "ScaleStatus": {"type": "object", "required": ["min", "max", "desired", "reason"], "properties": {
+            "min": {"type": "integer"},
+            "max": {"type": "integer"},
+            "desired": {"type": "integer", "description": "The count it runs for now"},
+            "reason": {"type": "string", "description": "Why, such as `5.8 in flight per instance, target 2`"}
         }},
         "RollbackRequest": {"type": "object", "additionalProperties": false, "properties": {
             "version": {"type": "string", "description": "Absent: the newest version that is not the current one"}

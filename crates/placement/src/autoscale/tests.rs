@@ -112,6 +112,24 @@ fn an_idle_app_with_min_zero_drops_to_zero_and_a_request_brings_one_back() {
     // A request held at a gateway counts as load: one instance comes at once.
     sim.run(1.0, 1);
     assert_eq!(sim.count, 1);
+    // Activated, it gets its whole idle time again (and its window forgets the request) before
+    // it stops.
+    sim.run(0.0, 50);
+    assert_eq!(sim.count, 1);
+    sim.run(0.0, 100);
+    assert_eq!(sim.count, 0);
+}
+
+#[test]
+fn an_app_activated_before_its_load_is_reported_is_not_stopped_at_once() {
+    let mut sim = Sim::new(spec(0, 5, 1.0), 0);
+    sim.run(0.0, 100);
+    assert_eq!(sim.count, 0);
+    // The leader activates it for a held request (a change at now); no load reported yet.
+    sim.count = 1;
+    sim.last_change_ms = sim.now_ms;
+    sim.run(0.0, 4);
+    assert_eq!(sim.count, 1, "{:?}", sim.changes);
 }
 
 #[test]
