@@ -232,8 +232,14 @@ pub struct ScaleInfo {
     pub max: u32,
     /// The count it runs for now.
     pub desired: u32,
+    /// The count before the last decision (absent before the autoscaler made one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u32>,
     /// Why, for a person.
     pub reason: String,
+    /// The load the last decision was made on.
+    #[serde(default)]
+    pub signals: crate::placement::ScaleSignals,
 }
 
 /// `"rollout"` of `GET /v1/apps/{name}`.

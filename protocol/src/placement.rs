@@ -48,10 +48,25 @@ impl AppRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScaleStatus {
     pub desired: u32,
+    /// The count before this decision.
+    #[serde(default)]
+    pub from: u32,
     /// Why, for a person (`5.8 in flight per instance, target 2`).
     pub reason: String,
+    /// What the autoscaler saw when it decided.
+    #[serde(default)]
+    pub signals: ScaleSignals,
     /// The leader's clock when it decided.
     pub at_ms: u64,
+}
+
+/// The load an autoscaler decision was made on, summed over the nodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScaleSignals {
+    /// Requests in flight, averaged over the app's window.
+    pub in_flight: f64,
+    /// Memory its instances used.
+    pub memory_bytes: u64,
 }
 
 /// What one node saw of each app's load since its last report: the leader's autoscaler sums

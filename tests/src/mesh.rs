@@ -45,6 +45,31 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// As [`Mesh::star`], every node labelled `host=<its name>`, so that a placement rule can keep
+    /// an app off one node.
+    pub async fn star_labelled(n: usize) -> Result<Self> {
+        let mut mesh = Self::default();
+        if n == 0 {
+            return Ok(mesh);
+        }
+        let hub = NodeProcess::builder("n0")
+            .arg("--label")
+            .arg("host=n0")
+            .start()
+            .await?;
+        let spokes = (1..n).map(|i| {
+            NodeProcess::builder(format!("n{i}"))
+                .join(&hub)
+                .arg("--label")
+                .arg(format!("host=n{i}"))
+                .start()
+        });
+        let spokes = try_join_all(spokes).await?;
+        mesh.nodes.push(hub);
+        mesh.nodes.extend(spokes);
+        Ok(mesh)
+    }
+
     /// `n0`, and `n1` labelled `role=runner` joined through it: an app required on
     /// `role=runner` runs on the node that did not take the push or the deploy.
     pub async fn hub_and_runner() -> Result<Self> {

@@ -177,7 +177,12 @@ async fn load_grows_an_app_to_its_max_and_its_end_returns_it_to_min() -> Result<
             answers.len()
         );
         let app = mesh[0].app("busy").await?;
-        let reason = app.scale.context("a scale status")?.reason;
+        let scale = app.scale.context("a scale status")?;
+        ensure!(
+            scale.from.is_some_and(|from| from < 4) && scale.signals.in_flight > 0.0,
+            "the decision says what it changed and on what load: {scale:?}"
+        );
+        let reason = scale.reason;
         ensure!(
             reason.contains("in flight per instance, target 2"),
             "{reason}"
@@ -226,4 +231,50 @@ async fn bad_scale_values_are_refused_and_change_nothing() -> Result<()> {
         node.print_log_tail();
     }
     result
+}
+
+/// An app at zero is activated while the placement group elects a new leader: the held request
+/// waits for the new leader, and is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn activation_outlives_a_leader_change() -> Result<()> {
+    let mut mesh = Mesh::star_labelled(3).await?;
+    let result = async {
+        let everyone: Vec<&NodeProcess> = mesh.iter().collect();
+        let group = mycel_tests::apps::agreed_group(&everyone, 3, Duration::from_secs(30)).await?;
+        let leader_id = group.leader.clone().context("a leader")?;
+        let leader = (0..mesh.len())
+            .find(|&i| mesh[i].peer_id() == leader_id)
+            .context("the leader is a node")?;
+        let via = (leader + 1) % mesh.len();
+        let scale = json!({"min": 0, "max": 1, "scale_to_zero_after_ms": 1000, "cooldown_ms": 0,
+                           "window_ms": 6000});
+        let mut m = hello(&mesh[via], "phoenix", 1, scale).await?;
+        // Never on the leader, so its death takes no instance with it.
+        m["placement"] = json!({"required": [
+            {"key": "host", "op": "not_in", "values": [mesh[leader].name()]}
+        ]});
+        let (status, body) = mesh[via].deploy(&m).await?;
+        ensure!(status == StatusCode::CREATED, "{status} {body}");
+        wait_until(
+            "phoenix to scale to zero",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                let app = mesh[via].app("phoenix").await?;
+                Ok(desired(&app) == 0 && app.instances.is_empty())
+            },
+        )
+        .await?;
+        mesh[leader].sigkill()?;
+        let response = mesh[via].through_gateway("phoenix", "/").await?;
+        ensure!(response.status() == StatusCode::OK, "{}", response.status());
+        let new_leader = mesh[via].cluster().await?.leader;
+        ensure!(
+            new_leader.as_ref().is_some_and(|l| *l != leader_id),
+            "{new_leader:?}"
+        );
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
 }

@@ -392,25 +392,7 @@ async fn canaries_wait_for_a_promote_and_a_rollback_brings_an_earlier_version_ba
 async fn a_rollout_outlives_the_leader_that_drove_it() -> Result<()> {
     // Four nodes labelled by name, so the app can be kept off the leader: killing it then
     // stops the rollout's driver, not the app.
-    let hub = NodeProcess::builder("n0")
-        .arg("--label")
-        .arg("host=n0")
-        .start()
-        .await?;
-    let mut nodes = vec![];
-    for i in 1..4 {
-        let name = format!("n{i}");
-        nodes.push(
-            NodeProcess::builder(&name)
-                .join(&hub)
-                .arg("--label")
-                .arg(format!("host={name}"))
-                .start(),
-        );
-    }
-    let mut all = vec![hub];
-    all.extend(futures::future::try_join_all(nodes).await?);
-    let mut mesh = Mesh::from_nodes(all);
+    let mut mesh = Mesh::star_labelled(4).await?;
     let result = async {
         mesh.wait_converged(Duration::from_secs(30)).await?;
         let everyone: Vec<&NodeProcess> = mesh.iter().collect();

@@ -344,10 +344,16 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
             min: spec.min,
             max: spec.max,
             desired: record.replicas(),
+            from: record.scale.as_ref().map(|s| s.from),
             reason: record
                 .scale
                 .as_ref()
                 .map_or_else(|| "as deployed".to_string(), |s| s.reason.clone()),
+            signals: record
+                .scale
+                .as_ref()
+                .map(|s| s.signals.clone())
+                .unwrap_or_default(),
         }),
     })
 }

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use mycel_protocol::app::ScaleSpec;
+use mycel_protocol::{app::ScaleSpec, placement::ScaleSignals};
 
 pub const PANIC_THRESHOLD: f64 = 2.0;
 /// Samples are kept this long: the longest window an app may ask for.
@@ -52,6 +52,7 @@ pub struct Window {
 pub struct Decision {
     pub desired: u32,
     pub reason: String,
+    pub signals: ScaleSignals,
 }
 
 impl Window {
@@ -161,6 +162,10 @@ impl Window {
         Decision {
             desired: spec.clamp(desired).max(floor.min(spec.max)),
             reason: why,
+            signals: ScaleSignals {
+                in_flight: stable_load,
+                memory_bytes: memory,
+            },
         }
     }
 }

@@ -141,7 +141,9 @@ pub fn plan_write(
                 // The autoscaler goes on from the count the owner set.
                 record.scale = Some(ScaleStatus {
                     desired: *replicas,
+                    from: state.apps.get(name).map_or(0, AppRecord::replicas),
                     reason: "set by its owner".into(),
+                    signals: Default::default(),
                     at_ms: view.now_ms,
                 });
             }
@@ -173,7 +175,9 @@ pub fn plan_write(
             }
             let status = ScaleStatus {
                 desired: spec.min.max(1),
+                from: 0,
                 reason: "a request arrived".into(),
+                signals: Default::default(),
                 at_ms: view.now_ms,
             };
             Ok(vec![autoscale(state, view, record, status)])
@@ -305,7 +309,9 @@ pub fn plan_autoscale(
             (decision.desired != record.replicas()).then(|| {
                 let status = ScaleStatus {
                     desired: decision.desired,
+                    from: record.replicas(),
                     reason: decision.reason.clone(),
+                    signals: decision.signals.clone(),
                     at_ms: view.now_ms,
                 };
                 autoscale(state, view, record, status)

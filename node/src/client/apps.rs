@@ -206,9 +206,13 @@ fn status_text(
         out.push_str(&format!("unplaced: {reason}\n"));
     }
     if let Some(scale) = &status.scale {
+        let count = match scale.from {
+            Some(from) if from != scale.desired => format!("scaled {from}→{}", scale.desired),
+            _ => format!("{} instance(s)", scale.desired),
+        };
         out.push_str(&format!(
-            "scale: {} of {}..={}: {}\n",
-            scale.desired, scale.min, scale.max, scale.reason
+            "scale: {count} ({}..={}): {}\n",
+            scale.min, scale.max, scale.reason
         ));
     }
     if let Some(rollout) = &status.rollout {
@@ -400,6 +404,24 @@ mod tests {
         let empty = status_text(&status(&[], None), &names, None);
         assert!(empty.ends_with("no instances\n"), "{empty}");
         assert!(!empty.contains("unplaced"));
+    }
+
+    #[test]
+    fn the_status_says_how_an_autoscaled_app_was_scaled() {
+        let mut status = status(&[InstanceState::Running], None);
+        status.scale = Some(mycel_protocol::api::ScaleInfo {
+            min: 1,
+            max: 4,
+            desired: 3,
+            from: Some(1),
+            reason: "5.8 in flight per instance, target 2".into(),
+            signals: Default::default(),
+        });
+        let text = status_text(&status, &BTreeMap::new(), None);
+        assert!(
+            text.contains("scale: scaled 1→3 (1..=4): 5.8 in flight per instance, target 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

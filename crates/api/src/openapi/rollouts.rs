@@ -101,6 +101,11 @@ pub(super) fn schemas() -> Value {
             "min": {"type": "integer"},
             "max": {"type": "integer"},
             "desired": {"type": "integer", "description": "The count it runs for now"},
+            "from": {"type": "integer", "description": "The count before the last decision"},
+            "signals": {"type": "object", "properties": {
+                "in_flight": {"type": "number", "description": "Requests in flight over the window, summed over the nodes"},
+                "memory_bytes": {"type": "integer"}
+            }},
             "reason": {"type": "string", "description": "Why, such as `5.8 in flight per instance, target 2`"}
         }},
         "RollbackRequest": {"type": "object", "additionalProperties": false, "properties": {
