@@ -67,6 +67,9 @@ pub struct ScaleSignals {
     pub in_flight: f64,
     /// Memory its instances used.
     pub memory_bytes: u64,
+    /// CPU its instances used, in cores, averaged over the window.
+    #[serde(default)]
+    pub cpu_cores: f64,
 }
 
 /// What one node saw of each app's load since its last report: the leader's autoscaler sums
@@ -94,6 +97,9 @@ pub struct AppLoad {
     /// The app's instances running on this node.
     #[serde(default)]
     pub instances: u32,
+    /// CPU its instances on this node used over the window, in cores.
+    #[serde(default)]
+    pub cpu_cores: f64,
 }
 
 /// One replica of an app, placed on a node.

@@ -278,3 +278,60 @@ async fn activation_outlives_a_leader_change() -> Result<()> {
     .await;
     mesh.report(result)
 }
+
+/// A CPU-bound load (requests that spin in the guest) grows an app whose target is its CPU.
+#[tokio::test(flavor = "multi_thread")]
+async fn spinning_requests_grow_a_target_cpu_app() -> Result<()> {
+    let mesh = Mesh::star(3).await?;
+    let result = async {
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        let scale = json!({"min": 1, "max": 3, "target_cpu": 0.5, "window_ms": 6000});
+        let mut m = hello(&mesh[0], "hot", 1, scale).await?;
+        m["resources"] = json!({"memory_mb": 32, "cpu": 0.5});
+        let (status, body) = mesh[0].deploy(&m).await?;
+        ensure!(status == StatusCode::CREATED, "{status} {body}");
+        wait_until(
+            "hot to run",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || Ok(running(&mesh[0].app("hot").await?) == 1),
+        )
+        .await?;
+        // Two requests that spin until the runtime cuts them off: a core or two busy, against a
+        // quarter of a core per instance.
+        let (client, url) = mesh[0].gateway_client("hot", Duration::from_secs(60))?;
+        let spinners: Vec<_> = (0..2)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move { client.get(format!("{url}loop")).send().await })
+            })
+            .collect();
+        let mut reason = String::new();
+        let grown = wait_until(
+            "hot to grow on its CPU",
+            Duration::from_secs(40),
+            Duration::from_millis(200),
+            async || {
+                let app = mesh[0].app("hot").await?;
+                reason = app
+                    .scale
+                    .as_ref()
+                    .map(|s| s.reason.clone())
+                    .unwrap_or_default();
+                Ok(desired(&app) >= 2)
+            },
+        )
+        .await;
+        for spinner in spinners {
+            spinner.abort();
+        }
+        grown?;
+        ensure!(
+            reason.contains("of cpu per instance, target 50%"),
+            "{reason}"
+        );
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}

@@ -1,8 +1,9 @@
 //! Requests for an app scaled to zero: the gateway that took one holds it while the placement
 //! group places an instance (it asks the leader once per app at a time; the leader does nothing
 //! when another gateway asked first) and the instance starts, then routes it as any other. A
-//! held request waits at most [`HOLD_FOR`] and then gets `503` with `Retry-After`; without a
-//! quorum the ask fails at once and so does the request (`503 no_quorum`). At most
+//! held request waits at most [`HOLD_FOR`] and then gets `503` with `Retry-After`. An ask is a
+//! no-op once made, so one that fails is made again for [`ASK_FOR`] (a leader killed mid-ask is
+//! replaced within that); without a quorum the request then gets `503 no_quorum`. At most
 //! [`MAX_HELD`] requests per app are held; more get `503` at once.
 
 use std::{
@@ -23,6 +24,10 @@ use crate::{Body, balance::Target, error::json_error, metrics::GatewayMetrics};
 pub(crate) const HOLD_FOR: Duration = Duration::from_secs(30);
 /// The most requests held for one app at once.
 pub(crate) const MAX_HELD: usize = 1000;
+/// How long a failing ask is made again: longer than an election takes.
+const ASK_FOR: Duration = Duration::from_secs(4);
+/// The pause between two asks.
+const ASK_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
 type Ask = Shared<BoxFuture<'static, Result<(), WriteError>>>;
 
@@ -98,10 +103,24 @@ impl Activator {
         let asks_map = self.asks.clone();
         let name = app.to_string();
         let ask = async move {
-            let result = placement
-                .write(WriteRequest::Activate { name: name.clone() })
-                .await
-                .map(|_| ());
+            let until = Instant::now() + ASK_FOR;
+            let result = loop {
+                let asked = placement
+                    .write(WriteRequest::Activate { name: name.clone() })
+                    .await
+                    .map(|_| ());
+                match asked {
+                    Err(
+                        WriteError::UnknownApp(_) | WriteError::Rejected(_) | WriteError::Stopped,
+                    ) => {
+                        break asked;
+                    }
+                    Err(_) if Instant::now() + ASK_AGAIN_AFTER < until => {
+                        tokio::time::sleep(ASK_AGAIN_AFTER).await;
+                    }
+                    _ => break asked,
+                }
+            };
             lock(&asks_map).remove(&name);
             result
         }

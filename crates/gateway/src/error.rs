@@ -66,6 +66,12 @@ impl AttemptError {
         matches!(self, AttemptError::Failed { .. })
     }
 
+    /// Whether it failed on a pooled connection that may have gone stale while idle (or been
+    /// cut by a hedged attempt dropped on it): no fault of the instance's.
+    pub(crate) fn is_stale_connection(&self) -> bool {
+        matches!(self, AttemptError::Failed { reused: true, .. })
+    }
+
     /// Whether trying another instance is routing rather than a retry: nobody took the request
     /// (no node, no such instance, an unhealthy one), so it costs neither a retry nor budget.
     pub(crate) fn is_unrouted(&self) -> bool {

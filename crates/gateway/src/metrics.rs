@@ -136,6 +136,7 @@ impl GatewayMetrics {
                     requests: meter.requests,
                     memory_bytes: 0,
                     instances: 0,
+                    cpu_cores: 0.0,
                 });
             }
             meter.integral = 0.0;

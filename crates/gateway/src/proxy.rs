@@ -3,7 +3,8 @@
 //!
 //! When an attempt fails before any byte of an answer reached the client, the next instance in
 //! the order is tried, as long as no attempt consumed the request body (see `replay`):
-//! - for free when nobody took the request (no node, no such instance, an unhealthy one);
+//! - for free when nobody took the request (no node, no such instance, an unhealthy one), or an
+//!   idempotent one failed on a stale pooled connection;
 //! - as one of the app's `[balance] retries`, within its retry budget, when an instance failed
 //!   or answered 5xx; and then only for an idempotent method if the app may have seen it.
 //!
@@ -258,7 +259,9 @@ impl Proxy {
                     if balancer.record(app, spec, &target.instance, e.outcome(), None, now) {
                         tracing::info!(%app, instance = %target.instance, "instance ejected after consecutive failures");
                     }
-                    let unrouted_error = e.is_unrouted();
+                    // A stale pooled connection is the gateway's, not the instance's: an
+                    // idempotent request tries again without spending the app's retries.
+                    let unrouted_error = e.is_unrouted() || (idempotent && e.is_stale_connection());
                     let go_on = if unrouted_error && unrouted > 0 {
                         unrouted -= 1;
                         true

@@ -34,6 +34,15 @@ pub struct Sample {
     pub requests: u64,
     /// Memory the app's instances use.
     pub memory_bytes: u64,
+    /// CPU the app's instances use, in cores.
+    pub cpu_cores: f64,
+}
+
+/// What one instance of the app may use: its manifest's `memory_mb` and `cpu`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Capacity {
+    pub memory_mb: u64,
+    pub cpu_cores: f64,
 }
 
 /// What the leader remembers of one app's load between decisions (in its memory only: a new
@@ -69,30 +78,31 @@ impl Window {
         }
     }
 
-    /// The mean requests in flight over the samples of the last `span_ms`.
-    fn mean_in_flight(&self, now_ms: u64, span_ms: u64) -> f64 {
+    /// The mean of `value` over the samples of the last `span_ms`.
+    fn mean(&self, now_ms: u64, span_ms: u64, value: impl Fn(&Sample) -> f64) -> f64 {
         let from = now_ms.saturating_sub(span_ms);
         let (sum, n) = self
             .samples
             .iter()
             .filter(|s| s.at_ms >= from)
-            .fold((0.0, 0u32), |(sum, n), s| (sum + s.in_flight, n + 1));
+            .fold((0.0, 0u32), |(sum, n), s| (sum + value(s), n + 1));
         if n == 0 { 0.0 } else { sum / f64::from(n) }
     }
 
     /// The count `spec` calls for at `now_ms`, for an app running `current` instances of
-    /// `memory_mb` each whose count last changed at `last_change_ms`.
+    /// `capacity` each whose count last changed at `last_change_ms`.
     pub fn decide(
         &mut self,
         spec: &ScaleSpec,
-        memory_mb: u64,
+        capacity: Capacity,
         current: u32,
         last_change_ms: u64,
         now_ms: u64,
     ) -> Decision {
         let stable_window = spec.window_ms;
-        let stable_load = self.mean_in_flight(now_ms, stable_window);
-        let panic_load = self.mean_in_flight(now_ms, stable_window / 10);
+        let stable_load = self.mean(now_ms, stable_window, |s| s.in_flight);
+        let panic_load = self.mean(now_ms, stable_window / 10, |s| s.in_flight);
+        let memory_mb = capacity.memory_mb;
         let count_for = |load: f64, target: f64| (load / target).ceil().min(1e6) as u32;
         let (mut stable, mut panic) = (0, 0);
         let mut why = String::new();
@@ -120,6 +130,25 @@ impl Window {
             panic = panic.max(wanted);
         }
 
+        let stable_cpu = self.mean(now_ms, stable_window, |s| s.cpu_cores);
+        if let Some(fraction) = spec.target_cpu {
+            let per_instance = (fraction * capacity.cpu_cores).max(0.001);
+            let panic_cpu = self.mean(now_ms, stable_window / 10, |s| s.cpu_cores);
+            let (wanted, burst) = (
+                count_for(stable_cpu, per_instance),
+                count_for(panic_cpu, per_instance),
+            );
+            if wanted.max(burst) > stable.max(panic) || why.is_empty() {
+                let used = stable_cpu / f64::from(current.max(1)) / capacity.cpu_cores.max(0.001);
+                why = format!(
+                    "{:.0}% of cpu per instance, target {:.0}%",
+                    used * 100.0,
+                    fraction * 100.0
+                );
+            }
+            stable = stable.max(wanted);
+            panic = panic.max(burst);
+        }
         if current > 0 && f64::from(panic) >= PANIC_THRESHOLD * f64::from(current) {
             self.panic_until_ms = Some(now_ms + stable_window);
         }
@@ -165,6 +194,7 @@ impl Window {
             signals: ScaleSignals {
                 in_flight: stable_load,
                 memory_bytes: memory,
+                cpu_cores: stable_cpu,
             },
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use mycel_protocol::placement::LoadReport;
 
 use crate::{
-    autoscale::{Decision, Sample, Window},
+    autoscale::{Capacity, Decision, Sample, Window},
     state::PlacementState,
 };
 
@@ -49,6 +49,9 @@ impl Autoscaler {
                 }
                 sum.requests = sum.requests.saturating_add(load.requests);
                 sum.memory_bytes = sum.memory_bytes.saturating_add(load.memory_bytes);
+                if load.cpu_cores.is_finite() && load.cpu_cores >= 0.0 {
+                    sum.cpu_cores += load.cpu_cores;
+                }
             }
         }
         // Requests counted once: a report's `requests` covers its own window, and stays until
@@ -76,7 +79,10 @@ impl Autoscaler {
                 .map_or(record.deployed_at_ms, |s| s.at_ms);
             let decision = window.decide(
                 spec,
-                record.manifest.memory_mb(),
+                Capacity {
+                    memory_mb: record.manifest.memory_mb(),
+                    cpu_cores: record.manifest.resources.cpu,
+                },
                 record.replicas(),
                 last_change_ms,
                 now_ms,

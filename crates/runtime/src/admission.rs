@@ -92,13 +92,14 @@ impl Gate {
     }
 
     /// The counters, with the memory figure the driver knows.
-    pub(crate) fn usage(&self, memory_bytes: Option<u64>) -> Usage {
+    pub(crate) fn usage(&self, memory_bytes: Option<u64>, cpu_nanos: Option<u64>) -> Usage {
         Usage {
             requests: self.requests.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             memory_bytes,
+            cpu_nanos,
         }
     }
 
@@ -131,10 +132,10 @@ mod tests {
             gate.admit(),
             Err(RuntimeError::Overloaded { limit: 1, .. })
         ));
-        assert_eq!(gate.usage(None).in_flight, 1);
+        assert_eq!(gate.usage(None, None).in_flight, 1);
         drop(ticket);
         gate.count_failure();
-        let usage = gate.usage(Some(7));
+        let usage = gate.usage(Some(7), Some(9));
         assert_eq!(
             (
                 usage.requests,
@@ -144,7 +145,7 @@ mod tests {
             ),
             (1, 0, 1, 1)
         );
-        assert_eq!(usage.memory_bytes, Some(7));
+        assert_eq!((usage.memory_bytes, usage.cpu_nanos), (Some(7), Some(9)));
 
         let held = gate.admit().expect("admitted again");
         let started = tokio::time::Instant::now();

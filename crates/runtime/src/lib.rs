@@ -19,6 +19,7 @@
 
 mod admission;
 mod body;
+mod cpu;
 mod docker;
 mod error;
 mod logs;
@@ -179,4 +180,6 @@ pub struct Usage {
     /// Memory the instance uses now, when the runtime knows it (wasm: linear memory of the
     /// requests in flight).
     pub memory_bytes: Option<u64>,
+    /// CPU time it used since it started, in nanoseconds, when the runtime knows it.
+    pub cpu_nanos: Option<u64>,
 }

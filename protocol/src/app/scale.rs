@@ -37,8 +37,8 @@ pub struct ScaleSpec {
     /// Requests in flight per instance to aim for (the default signal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_concurrency: Option<f64>,
-    /// Fraction of `cpu` each instance should use. Accepted, not measured yet: no runtime
-    /// reports an instance's CPU time, so it never drives a decision (see the README).
+    /// Fraction of `cpu` each instance should use (its CPU time: the wasm guest's, the
+    /// container's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_cpu: Option<f64>,
     /// Fraction of `memory_mb` each instance should use.

@@ -170,6 +170,7 @@ fn leader_with(apps: usize) -> Result<(PlacementState, Autoscaler)> {
                     requests: 10,
                     memory_bytes: 1 << 20,
                     instances: 1,
+                    cpu_cores: 0.05,
                 })
                 .collect(),
         };

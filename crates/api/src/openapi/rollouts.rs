@@ -90,7 +90,7 @@ pub(super) fn schemas() -> Value {
                 "min": {"type": "integer", "minimum": 0, "default": 1},
                 "max": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
                 "target_concurrency": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000},
-                "target_cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Accepted; not measured yet"},
+                "target_cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "A fraction of the manifest's cpu each instance should use"},
                 "target_memory": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                 "scale_to_zero_after_ms": {"type": "integer", "minimum": 1000, "maximum": 86400000, "default": 60000},
                 "cooldown_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 30000},
@@ -104,7 +104,8 @@ pub(super) fn schemas() -> Value {
             "from": {"type": "integer", "description": "The count before the last decision"},
             "signals": {"type": "object", "properties": {
                 "in_flight": {"type": "number", "description": "Requests in flight over the window, summed over the nodes"},
-                "memory_bytes": {"type": "integer"}
+                "memory_bytes": {"type": "integer"},
+                "cpu_cores": {"type": "number", "description": "CPU the instances used over the window, in cores"}
             }},
             "reason": {"type": "string", "description": "Why, such as `5.8 in flight per instance, target 2`"}
         }},

@@ -2,6 +2,11 @@ use super::*;
 use proptest::prelude::*;
 
 const TICK_MS: u64 = 500;
+/// 64 MiB and half a core per instance.
+const CAPACITY: Capacity = Capacity {
+    memory_mb: 64,
+    cpu_cores: 0.5,
+};
 
 fn spec(min: u32, max: u32, target: f64) -> ScaleSpec {
     ScaleSpec {
@@ -47,10 +52,15 @@ impl Sim {
                 in_flight: load,
                 requests,
                 memory_bytes: 0,
+                cpu_cores: 0.0,
             });
-            let d =
-                self.window
-                    .decide(&self.spec, 64, self.count, self.last_change_ms, self.now_ms);
+            let d = self.window.decide(
+                &self.spec,
+                CAPACITY,
+                self.count,
+                self.last_change_ms,
+                self.now_ms,
+            );
             assert!(
                 d.desired >= self.spec.min && d.desired <= self.spec.max,
                 "{} outside {}..={}",
@@ -153,10 +163,36 @@ fn memory_drives_the_count_when_it_is_the_target() {
         in_flight: 1.0,
         requests: 1,
         memory_bytes: 100 * 1024 * 1024,
+        cpu_cores: 0.0,
     });
-    let d = window.decide(&spec, 64, 2, 0, 1000);
+    let d = window.decide(&spec, CAPACITY, 2, 0, 1000);
     assert_eq!(d.desired, 4, "{d:?}");
     assert!(d.reason.contains("memory"), "{}", d.reason);
+}
+
+#[test]
+fn cpu_drives_the_count_when_it_is_the_target() {
+    let mut window = Window::default();
+    let spec = ScaleSpec {
+        target_cpu: Some(0.5),
+        ..ScaleSpec::default()
+    };
+    // A core and a half busy, against a quarter of a core per instance (half of 0.5): 6.
+    window.observe(Sample {
+        at_ms: 1000,
+        in_flight: 1.0,
+        requests: 1,
+        memory_bytes: 0,
+        cpu_cores: 1.5,
+    });
+    let d = window.decide(&spec, CAPACITY, 1, 0, 1000);
+    assert_eq!(d.desired, 6, "{d:?}");
+    assert!(
+        d.reason.contains("300% of cpu per instance, target 50%"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.signals.cpu_cores, 1.5);
 }
 
 proptest! {

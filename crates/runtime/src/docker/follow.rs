@@ -25,8 +25,8 @@ use crate::logs::{LogBuffer, Stream};
 
 /// Longer lines are cut into pieces of this many bytes (as the wasm driver cuts them).
 const MAX_LINE: usize = 16 * 1024;
-/// How often the memory figure is refreshed.
-const STATS_EVERY: Duration = Duration::from_secs(10);
+/// How often the memory and CPU figures are refreshed.
+const STATS_EVERY: Duration = Duration::from_secs(2);
 /// [`Followers::memory`] before the first sample.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -35,6 +35,8 @@ pub(super) struct Followers {
     logs: Mutex<Option<JoinHandle<()>>>,
     stats: JoinHandle<()>,
     memory: Arc<AtomicU64>,
+    /// The container's CPU time since it started, in nanoseconds.
+    cpu_nanos: Arc<AtomicU64>,
 }
 
 impl Followers {
@@ -42,22 +44,30 @@ impl Followers {
     /// before this call is missed.
     pub(super) fn start(docker: &Docker, container: &str, log: Arc<LogBuffer>) -> Self {
         let memory = Arc::new(AtomicU64::new(UNKNOWN));
+        let cpu_nanos = Arc::new(AtomicU64::new(UNKNOWN));
         let logs = tokio::spawn(follow_logs(docker.clone(), container.to_owned(), log));
-        let stats = tokio::spawn(sample_memory(
+        let stats = tokio::spawn(sample_stats(
             docker.clone(),
             container.to_owned(),
             memory.clone(),
+            cpu_nanos.clone(),
         ));
         Followers {
             logs: Mutex::new(Some(logs)),
             stats,
             memory,
+            cpu_nanos,
         }
     }
 
     /// The container's memory use at the last sample, page cache excluded.
     pub(super) fn memory(&self) -> Option<u64> {
         Some(self.memory.load(Ordering::Relaxed)).filter(|m| *m != UNKNOWN)
+    }
+
+    /// The container's CPU time at the last sample.
+    pub(super) fn cpu_nanos(&self) -> Option<u64> {
+        Some(self.cpu_nanos.load(Ordering::Relaxed)).filter(|n| *n != UNKNOWN)
     }
 
     /// Stops sampling, and lets the log follower read to the end of the container's output (it
@@ -143,9 +153,15 @@ pub(super) async fn last_lines(docker: &Docker, container: &str, count: usize) -
     lines
 }
 
-/// Samples the container's memory use every [`STATS_EVERY`] until the task is aborted.
-async fn sample_memory(docker: Docker, container: String, memory: Arc<AtomicU64>) {
-    // One sample, not two a second apart: the CPU figures that need two are not used.
+/// Samples the container's memory use and CPU time every [`STATS_EVERY`] until the task is
+/// aborted.
+async fn sample_stats(
+    docker: Docker,
+    container: String,
+    memory: Arc<AtomicU64>,
+    cpu_nanos: Arc<AtomicU64>,
+) {
+    // One sample, not two a second apart: the CPU rate comes from successive samples' totals.
     let options = StatsOptionsBuilder::default()
         .stream(false)
         .one_shot(true)
@@ -156,6 +172,14 @@ async fn sample_memory(docker: Docker, container: String, memory: Arc<AtomicU64>
             Some(Ok(stats)) => {
                 if let Some(bytes) = stats.memory_stats.as_ref().and_then(working_set) {
                     memory.store(bytes, Ordering::Relaxed);
+                }
+                let total = stats
+                    .cpu_stats
+                    .as_ref()
+                    .and_then(|c| c.cpu_usage.as_ref())
+                    .and_then(|u| u.total_usage);
+                if let Some(total) = total {
+                    cpu_nanos.store(total, Ordering::Relaxed);
                 }
             }
             Some(Err(e)) => {

@@ -112,7 +112,10 @@ impl Instance for DockerInstance {
     }
 
     fn usage(&self) -> Usage {
-        self.shared.gate.usage(self.shared.followers.memory())
+        let followers = &self.shared.followers;
+        self.shared
+            .gate
+            .usage(followers.memory(), followers.cpu_nanos())
     }
 
     fn stop(&self) -> BoxFuture<'static, ()> {

@@ -49,6 +49,8 @@ struct Shared {
     log: Arc<LogBuffer>,
     /// Linear memory of the requests in flight, kept by their limiters.
     memory: Arc<AtomicU64>,
+    /// CPU time its requests' tasks used (see [`crate::cpu`]).
+    cpu_nanos: Arc<AtomicU64>,
     /// Keeps the compiled component shared with other instances of the same module.
     _component: Arc<ComponentSlot>,
 }
@@ -78,6 +80,7 @@ impl WasmInstance {
                 timeout: spec.request_timeout,
                 log: Arc::new(LogBuffer::new()),
                 memory: Arc::new(AtomicU64::new(0)),
+                cpu_nanos: Arc::default(),
                 _component: component,
             }),
         }
@@ -130,9 +133,10 @@ impl Instance for WasmInstance {
 
     fn usage(&self) -> Usage {
         let shared = &self.shared;
-        shared
-            .gate
-            .usage(Some(shared.memory.load(Ordering::Relaxed)))
+        shared.gate.usage(
+            Some(shared.memory.load(Ordering::Relaxed)),
+            Some(shared.cpu_nanos.load(Ordering::Relaxed)),
+        )
     }
 
     fn stop(&self) -> BoxFuture<'static, ()> {
@@ -184,26 +188,30 @@ impl Shared {
         let shared = self.clone();
         // Detached from the caller so a client that goes away cannot cancel the guest mid-call;
         // bounded by the request's deadline.
-        let task = tokio::spawn(async move {
-            let _ticket = ticket;
-            let pre = shared.pre.clone();
-            let result = tokio::time::timeout_at(deadline.into(), async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            })
-            .await;
-            let outcome = match result {
-                Ok(Ok(())) => Ok(()),
-                Err(_elapsed) => Err(shared.timed_out()),
-                Ok(Err(e)) => Err(shared.classify(e, store.data().limiter.refused())),
-            };
-            // Dropping the store flushes the app's last partial log lines before ours.
-            drop(store);
-            outcome.map_err(|e| shared.failed(e))
-        });
+        let cpu = self.cpu_nanos.clone();
+        let task = tokio::spawn(crate::cpu::CpuTimed::new(
+            async move {
+                let _ticket = ticket;
+                let pre = shared.pre.clone();
+                let result = tokio::time::timeout_at(deadline.into(), async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await
+                })
+                .await;
+                let outcome = match result {
+                    Ok(Ok(())) => Ok(()),
+                    Err(_elapsed) => Err(shared.timed_out()),
+                    Ok(Err(e)) => Err(shared.classify(e, store.data().limiter.refused())),
+                };
+                // Dropping the store flushes the app's last partial log lines before ours.
+                drop(store);
+                outcome.map_err(|e| shared.failed(e))
+            },
+            cpu,
+        ));
 
         match receiver.await {
             Ok(Ok(response)) => Ok(response.map(into_body)),
