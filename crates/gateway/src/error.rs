@@ -66,10 +66,11 @@ impl AttemptError {
         matches!(self, AttemptError::Failed { .. })
     }
 
-    /// Whether it failed on a pooled connection that may have gone stale while idle (or been
-    /// cut by a hedged attempt dropped on it): no fault of the instance's.
-    pub(crate) fn is_stale_connection(&self) -> bool {
-        matches!(self, AttemptError::Failed { reused: true, .. })
+    /// Whether the connection failed before an answer began: a pooled one gone stale while
+    /// idle, or a new stream the peer dropped (libp2p-stream drops streams a busy acceptor has
+    /// no room for, as a burst of new connections can find it). Seldom the instance's fault.
+    pub(crate) fn is_connection_failure(&self) -> bool {
+        matches!(self, AttemptError::Failed { .. })
     }
 
     /// Whether trying another instance is routing rather than a retry: nobody took the request

@@ -3,8 +3,9 @@
 //!
 //! When an attempt fails before any byte of an answer reached the client, the next instance in
 //! the order is tried, as long as no attempt consumed the request body (see `replay`):
-//! - for free when nobody took the request (no node, no such instance, an unhealthy one), or an
-//!   idempotent one failed on a stale pooled connection;
+//! - for free when nobody took the request (no node, no such instance, an unhealthy one), and
+//!   once to the same instance when an idempotent one's connection failed (a stale pooled one, a
+//!   stream the peer dropped);
 //! - as one of the app's `[balance] retries`, within its retry budget, when an instance failed
 //!   or answered 5xx; and then only for an idempotent method if the app may have seen it.
 //!
@@ -201,7 +202,11 @@ impl Proxy {
         let mut unrouted = UNROUTED_ATTEMPTS;
         let mut last_error = None;
         let mut targets = targets.iter().peekable();
-        while let Some(first) = targets.next() {
+        // A failed connection seldom says anything of its instance: an idempotent request goes
+        // to the same instance again, on a fresh connection, once and without spending a retry.
+        let mut again: Option<&Target> = None;
+        let mut stale_retried = false;
+        while let Some(first) = again.take().or_else(|| targets.next()) {
             let Some(body) = replay.lend() else {
                 break;
             };
@@ -259,9 +264,12 @@ impl Proxy {
                     if balancer.record(app, spec, &target.instance, e.outcome(), None, now) {
                         tracing::info!(%app, instance = %target.instance, "instance ejected after consecutive failures");
                     }
-                    // A stale pooled connection is the gateway's, not the instance's: an
-                    // idempotent request tries again without spending the app's retries.
-                    let unrouted_error = e.is_unrouted() || (idempotent && e.is_stale_connection());
+                    let stale = idempotent && e.is_connection_failure();
+                    if stale && !stale_retried {
+                        stale_retried = true;
+                        again = Some(target);
+                    }
+                    let unrouted_error = e.is_unrouted() || stale;
                     let go_on = if unrouted_error && unrouted > 0 {
                         unrouted -= 1;
                         true

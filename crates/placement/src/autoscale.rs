@@ -102,7 +102,6 @@ impl Window {
         let stable_window = spec.window_ms;
         let stable_load = self.mean(now_ms, stable_window, |s| s.in_flight);
         let panic_load = self.mean(now_ms, stable_window / 10, |s| s.in_flight);
-        let memory_mb = capacity.memory_mb;
         let count_for = |load: f64, target: f64| (load / target).ceil().min(1e6) as u32;
         let (mut stable, mut panic) = (0, 0);
         let mut why = String::new();
@@ -112,42 +111,35 @@ impl Window {
             let per_instance = stable_load / f64::from(current.max(1));
             why = format!("{per_instance:.1} in flight per instance, target {target}");
         }
-        let memory = self.samples.back().map_or(0, |s| s.memory_bytes);
-        if let Some(fraction) = spec.target_memory {
-            let per_instance = fraction * (memory_mb * 1024 * 1024) as f64;
-            let wanted = count_for(memory as f64, per_instance.max(1.0));
-            if wanted > stable.max(panic) || why.is_empty() {
-                let used = memory as f64
-                    / f64::from(current.max(1))
-                    / (memory_mb * 1024 * 1024).max(1) as f64;
-                why = format!(
-                    "{:.0}% of memory per instance, target {:.0}%",
-                    used * 100.0,
-                    fraction * 100.0
-                );
-            }
-            stable = stable.max(wanted);
-            panic = panic.max(wanted);
-        }
-
-        let stable_cpu = self.mean(now_ms, stable_window, |s| s.cpu_cores);
-        if let Some(fraction) = spec.target_cpu {
-            let per_instance = (fraction * capacity.cpu_cores).max(0.001);
-            let panic_cpu = self.mean(now_ms, stable_window / 10, |s| s.cpu_cores);
+        // A resource target: the count that keeps each instance at `fraction` of what it may
+        // use, over the stable and the panic window; the reason names the one that decides.
+        let mut resource = |name: &str, fraction: f64, limit: f64, used: (f64, f64)| {
+            let per_instance = (fraction * limit).max(f64::MIN_POSITIVE);
             let (wanted, burst) = (
-                count_for(stable_cpu, per_instance),
-                count_for(panic_cpu, per_instance),
+                count_for(used.0, per_instance),
+                count_for(used.1, per_instance),
             );
             if wanted.max(burst) > stable.max(panic) || why.is_empty() {
-                let used = stable_cpu / f64::from(current.max(1)) / capacity.cpu_cores.max(0.001);
+                let share = used.0 / f64::from(current.max(1)) / limit.max(f64::MIN_POSITIVE);
                 why = format!(
-                    "{:.0}% of cpu per instance, target {:.0}%",
-                    used * 100.0,
+                    "{:.0}% of {name} per instance, target {:.0}%",
+                    share * 100.0,
                     fraction * 100.0
                 );
             }
             stable = stable.max(wanted);
             panic = panic.max(burst);
+        };
+        // Memory is a level, not a rate: its last sample counts for both windows.
+        let memory = self.samples.back().map_or(0, |s| s.memory_bytes);
+        if let Some(fraction) = spec.target_memory {
+            let limit = (capacity.memory_mb * 1024 * 1024) as f64;
+            resource("memory", fraction, limit, (memory as f64, memory as f64));
+        }
+        let stable_cpu = self.mean(now_ms, stable_window, |s| s.cpu_cores);
+        if let Some(fraction) = spec.target_cpu {
+            let panic_cpu = self.mean(now_ms, stable_window / 10, |s| s.cpu_cores);
+            resource("cpu", fraction, capacity.cpu_cores, (stable_cpu, panic_cpu));
         }
         if current > 0 && f64::from(panic) >= PANIC_THRESHOLD * f64::from(current) {
             self.panic_until_ms = Some(now_ms + stable_window);
