@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use futures::future::{join_all, try_join_all};
 use mycel_protocol::api::{MemberStatus, NodeInfo, Nodes};
 
@@ -85,6 +85,13 @@ impl Mesh {
 
     pub fn from_nodes(nodes: Vec<NodeProcess>) -> Self {
         Self { nodes }
+    }
+
+    /// The index of the node with `peer_id`.
+    pub fn index_of(&self, peer_id: &str) -> Result<usize> {
+        (0..self.nodes.len())
+            .find(|&i| self.nodes[i].peer_id() == peer_id)
+            .with_context(|| format!("{peer_id} is not one of the test's nodes"))
     }
 
     pub fn len(&self) -> usize {

@@ -242,9 +242,7 @@ async fn activation_outlives_a_leader_change() -> Result<()> {
         let everyone: Vec<&NodeProcess> = mesh.iter().collect();
         let group = mycel_tests::apps::agreed_group(&everyone, 3, Duration::from_secs(30)).await?;
         let leader_id = group.leader.clone().context("a leader")?;
-        let leader = (0..mesh.len())
-            .find(|&i| mesh[i].peer_id() == leader_id)
-            .context("the leader is a node")?;
+        let leader = mesh.index_of(&leader_id)?;
         let via = (leader + 1) % mesh.len();
         let scale = json!({"min": 0, "max": 1, "scale_to_zero_after_ms": 1000, "cooldown_ms": 0,
                            "window_ms": 6000});

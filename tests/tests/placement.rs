@@ -38,12 +38,6 @@ async fn everyone_has(nodes: &[&NodeProcess], name: &str, replicas: usize) -> Re
     .await
 }
 
-fn index_of(mesh: &Mesh, peer_id: &str) -> Result<usize> {
-    (0..mesh.len())
-        .find(|&i| mesh[i].peer_id() == peer_id)
-        .with_context(|| format!("{peer_id} is not one of the test's nodes"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn five_nodes_form_one_group_and_outlive_their_leader() -> Result<()> {
     let mut mesh = Mesh::star(5).await?;
@@ -56,7 +50,7 @@ async fn five_nodes_form_one_group_and_outlive_their_leader() -> Result<()> {
         );
 
         // A deploy through a follower is forwarded to the leader and shows on every node.
-        let leader = index_of(&mesh, group.leader.as_deref().unwrap_or_default())?;
+        let leader = mesh.index_of(group.leader.as_deref().unwrap_or_default())?;
         let follower = (leader + 1) % mesh.len();
         let module = mesh[follower]
             .push(b"not yet a real module".to_vec())

@@ -398,9 +398,7 @@ async fn a_rollout_outlives_the_leader_that_drove_it() -> Result<()> {
         let everyone: Vec<&NodeProcess> = mesh.iter().collect();
         let group = agreed_group(&everyone, 3, Duration::from_secs(30)).await?;
         let leader_id = group.leader.clone().context("a leader")?;
-        let leader = (0..mesh.len())
-            .find(|&i| mesh[i].peer_id() == leader_id)
-            .context("the leader is one of the nodes")?;
+        let leader = mesh.index_of(&leader_id)?;
         let via = (leader + 1) % mesh.len();
         let keep_off = |m: &mut Value| {
             m["placement"] = json!({"required": [

@@ -380,22 +380,24 @@ impl PlacementHandle {
         .await;
     }
 
+    /// The peer id of group member `node`, when the membership names it.
+    fn peer_of(&self, node: NodeId) -> Option<PeerId> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .and_then(|m| m.peer_id.parse::<PeerId>().ok())
+    }
+
     async fn forward(
         &self,
         leader: NodeId,
         request: &WriteRequest,
         deadline: Instant,
     ) -> Forwarded {
-        let peer = {
-            let metrics = self.inner.raft.metrics();
-            let metrics = metrics.borrow();
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .and_then(|m| m.peer_id.parse::<PeerId>().ok())
-        };
-        let Some(peer) = peer else {
+        let Some(peer) = self.peer_of(leader) else {
             return Forwarded::NotSent("the leader is not a known member yet".into());
         };
         // A leader that does not answer within its own quorum check and a little more is cut

@@ -2,7 +2,7 @@
 //! second, on the placement protocol (never through the log); the leader keeps the latest of each
 //! node for its autoscaler (see [`crate::load`]).
 
-use mycel_protocol::{PeerId, placement::LoadReport};
+use mycel_protocol::placement::LoadReport;
 
 use super::{PlacementHandle, lock, now_ms};
 use crate::network::{self, Rpc};
@@ -27,16 +27,7 @@ impl PlacementHandle {
             self.take_load(self.inner.peer_id.clone(), report);
             return;
         }
-        let peer = {
-            let metrics = self.inner.raft.metrics();
-            let metrics = metrics.borrow();
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .and_then(|m| m.peer_id.parse::<PeerId>().ok())
-        };
-        if let Some(peer) = peer {
+        if let Some(peer) = self.peer_of(leader) {
             let ttl = self.inner.timing.quorum_check;
             let _ = network::call(&self.inner.mesh, peer, &Rpc::Load(report), ttl).await;
         }
