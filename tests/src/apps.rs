@@ -1,6 +1,12 @@
 //! The placement group's API, as tests call it: cluster view, apps, deploys, blobs.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail, ensure};
 use mycel_protocol::api::{AppStatus, Apps, Cluster, DiscoveredApp, DiscoveredApps};
@@ -8,6 +14,25 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::{NodeProcess, wait_until};
+
+/// Clients of [`NodeProcess::closed_loop`], running.
+pub struct ClosedLoop {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Vec<u16>>>,
+}
+
+impl ClosedLoop {
+    /// Stops the clients once their requests in flight end; answers every request's status
+    /// (0: no answer).
+    pub async fn stop(self) -> Result<Vec<u16>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut statuses = Vec::new();
+        for client in self.clients {
+            statuses.extend(client.await?);
+        }
+        Ok(statuses)
+    }
+}
 
 /// A minimal wasm app manifest (API form) for `module`, a `blake3:` hash.
 pub fn manifest(name: &str, version: &str, replicas: u32, module: &str) -> Value {
@@ -130,6 +155,29 @@ impl NodeProcess {
             .timeout(timeout)
             .build()?;
         Ok((client, format!("http://{host}:{}/", gateway.port())))
+    }
+
+    /// Closed-loop load: `clients` tasks, each sending `GET /` for `app` through this node's
+    /// gateway as soon as its last answer came (20 s limit each), until [`ClosedLoop::stop`].
+    pub fn closed_loop(&self, app: &str, clients: usize) -> Result<ClosedLoop> {
+        let (client, url) = self.gateway_client(app, Duration::from_secs(20))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        statuses.push(match client.get(&url).send().await {
+                            Ok(r) => r.status().as_u16(),
+                            Err(_) => 0,
+                        });
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        Ok(ClosedLoop { stop, clients })
     }
 
     /// Open-loop load, as real traffic: `GET /` for `app` through this node's gateway every

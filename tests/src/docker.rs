@@ -22,6 +22,52 @@ pub fn docker(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Polls `GET /` on `url` (with `host`, when given) until it answers 200; answers the seconds
+/// since `started`.
+pub async fn first_answer(
+    client: &reqwest::Client,
+    url: &str,
+    host: Option<&str>,
+    started: tokio::time::Instant,
+) -> Result<f64> {
+    loop {
+        let mut request = client.get(url);
+        if let Some(host) = host {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        if let Ok(response) = request.send().await
+            && response.status() == reqwest::StatusCode::OK
+        {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{url} did not answer within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// `docker run` of `image` with its port 8080 published on loopback, to its first answer: the
+/// baseline a container start through mycel is held against. Answers seconds.
+pub async fn docker_run_to_first_answer(client: &reqwest::Client, image: &str) -> Result<f64> {
+    let started = tokio::time::Instant::now();
+    let id = docker(&[
+        "run",
+        "-d",
+        "-e",
+        "PORT=8080",
+        "-p",
+        "127.0.0.1::8080",
+        image,
+    ])?;
+    let port = docker(&["port", &id, "8080/tcp"])?;
+    let addr = port.lines().next().context("a published port")?.to_owned();
+    let elapsed = first_answer(client, &format!("http://{addr}/"), None, started).await;
+    docker(&["rm", "-f", &id])?;
+    elapsed
+}
+
 /// The containers (running or not) that mycel made for `node`.
 pub fn containers_of(node: &str) -> Result<BTreeSet<String>> {
     let ids = docker(&[

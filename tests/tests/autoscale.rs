@@ -1,12 +1,12 @@
 //! Autoscaling, end to end on real nodes: an idle app with `min = 0` drops to no instance and
 //! the next request is held and answered, not refused; concurrent clients of a slow endpoint grow
 //! an app up to its `max`, never beyond, with no request failing, and it returns to `min` when
-//! they stop; bad `[scale]` values are refused and change nothing.
+//! they stop; a minute of steady load keeps a steady count; bad `[scale]` values are refused and
+//! change nothing.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use futures::future::join_all;
 use mycel_protocol::api::{AppStatus, InstanceState};
 use mycel_tests::{Mesh, NodeProcess, apps::manifest, hello_example, metrics, wait_until};
 use reqwest::StatusCode;
@@ -122,24 +122,7 @@ async fn load_grows_an_app_to_its_max_and_its_end_returns_it_to_min() -> Result<
         .await?;
 
         // 12 clients of a 400 ms endpoint: 12 in flight, 6 instances' worth at 2 each; max 4.
-        let (client, url) = mesh[0].gateway_client("busy", Duration::from_secs(20))?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let clients: Vec<_> = (0..12)
-            .map(|_| {
-                let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut answers = Vec::new();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let status = match client.get(&url).send().await {
-                            Ok(r) => r.status().as_u16(),
-                            Err(_) => 0,
-                        };
-                        answers.push(status);
-                    }
-                    answers
-                })
-            })
-            .collect();
+        let load = mesh[0].closed_loop("busy", 12)?;
         let mut most = 0;
         let grown = wait_until(
             "busy to grow to its max",
@@ -159,14 +142,7 @@ async fn load_grows_an_app_to_its_max_and_its_end_returns_it_to_min() -> Result<
             let app = mesh[0].app("busy").await?;
             most = most.max(app.instances.len());
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let answers: Vec<u16> = join_all(clients)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let answers = load.stop().await?;
         grown?;
         ensure!(most <= 4, "at most max instances: saw {most}");
         let failed: Vec<u16> = answers.iter().copied().filter(|s| *s != 200).collect();
@@ -277,6 +253,62 @@ async fn activation_outlives_a_leader_change() -> Result<()> {
     mesh.report(result)
 }
 
+/// With most voters known dead, a request for an app at zero is refused at once with
+/// `503 no_quorum`: no instance can be placed, and holding it would only delay the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_quorum_a_request_for_an_app_at_zero_is_refused_at_once() -> Result<()> {
+    let mut mesh = Mesh::star(3).await?;
+    let result = async {
+        let everyone: Vec<&NodeProcess> = mesh.iter().collect();
+        mycel_tests::apps::agreed_group(&everyone, 3, Duration::from_secs(30)).await?;
+        let scale = json!({"min": 0, "max": 1, "scale_to_zero_after_ms": 1000, "cooldown_ms": 0,
+                           "window_ms": 6000});
+        let m = hello(&mesh[0], "stranded", 1, scale).await?;
+        let (status, body) = mesh[0].deploy(&m).await?;
+        ensure!(status == StatusCode::CREATED, "{status} {body}");
+        wait_until(
+            "stranded to scale to zero",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                let app = mesh[0].app("stranded").await?;
+                Ok(desired(&app) == 0 && app.instances.is_empty())
+            },
+        )
+        .await?;
+        let gone = [mesh[1].peer_id().to_owned(), mesh[2].peer_id().to_owned()];
+        mesh[1].sigkill()?;
+        mesh[2].sigkill()?;
+        wait_until(
+            "node 0 to count the others dead",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                let nodes = mesh[0].nodes().await?;
+                Ok(gone.iter().all(|g| {
+                    mycel_tests::mesh::find(&nodes, g)
+                        .is_some_and(|n| n.status == mycel_protocol::api::MemberStatus::Dead)
+                }))
+            },
+        )
+        .await?;
+        let asked = tokio::time::Instant::now();
+        let response = mesh[0].through_gateway("stranded", "/").await?;
+        let took = asked.elapsed();
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(
+            status == StatusCode::SERVICE_UNAVAILABLE && body["code"] == "no_quorum",
+            "{status} {body}"
+        );
+        // Well inside a write's own timeout (5 s), which is what a held request would wait.
+        ensure!(took < Duration::from_secs(2), "answered after {took:?}");
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
 /// A CPU-bound load (requests that spin in the guest) grows an app whose target is its CPU.
 #[tokio::test(flavor = "multi_thread")]
 async fn spinning_requests_grow_a_target_cpu_app() -> Result<()> {
@@ -327,6 +359,91 @@ async fn spinning_requests_grow_a_target_cpu_app() -> Result<()> {
         ensure!(
             reason.contains("of cpu per instance, target 50%"),
             "{reason}"
+        );
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
+/// A minute of steady load: once the app has grown to meet it, its count holds and the leader
+/// makes no decision, though the load's measure wobbles from one report to the next.
+#[tokio::test(flavor = "multi_thread")]
+async fn steady_load_keeps_a_steady_count_for_a_minute() -> Result<()> {
+    let mesh = Mesh::star(2).await?;
+    let result = async {
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        let scale = json!({"min": 1, "max": 8, "target_concurrency": 2, "cooldown_ms": 1000,
+                           "window_ms": 6000});
+        let mut m = hello(&mesh[0], "steady", 1, scale).await?;
+        m["env"] = json!({"DELAY_MS": "200"});
+        let (status, body) = mesh[0].deploy(&m).await?;
+        ensure!(status == StatusCode::CREATED, "{status} {body}");
+        wait_until(
+            "steady to run",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || Ok(running(&mesh[0].app("steady").await?) == 1),
+        )
+        .await?;
+
+        // 6 clients of a 200 ms endpoint: 6 in flight, 3 instances' worth at 2 each.
+        let load = mesh[0].closed_loop("steady", 6)?;
+        let measured = async {
+            // Grown, and a whole window later: what the load asks for.
+            wait_until(
+                "steady to grow",
+                Duration::from_secs(60),
+                Duration::from_millis(200),
+                async || Ok(running(&mesh[0].app("steady").await?) >= 2),
+            )
+            .await?;
+            let mut settled = desired(&mesh[0].app("steady").await?);
+            let mut since = tokio::time::Instant::now();
+            wait_until(
+                "steady to settle",
+                Duration::from_secs(60),
+                Duration::from_millis(200),
+                async || {
+                    let now = desired(&mesh[0].app("steady").await?);
+                    if now != settled {
+                        (settled, since) = (now, tokio::time::Instant::now());
+                    }
+                    Ok(since.elapsed() >= Duration::from_secs(8))
+                },
+            )
+            .await?;
+            let decisions = async || -> Result<f64> {
+                Ok(metrics::value(
+                    &mesh[0].metrics().await?,
+                    "mycel_autoscale_decisions_total",
+                    &[("app", "steady")],
+                ))
+            };
+            let before = decisions().await?;
+            let mut counts = std::collections::BTreeSet::new();
+            let minute = tokio::time::Instant::now() + Duration::from_secs(60);
+            while tokio::time::Instant::now() < minute {
+                counts.insert(desired(&mesh[0].app("steady").await?));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let after = decisions().await?;
+            ensure!(
+                counts.len() == 1 && after == before,
+                "a minute of steady load from {settled} instances saw counts {counts:?} and \
+                 {} decisions",
+                after - before
+            );
+            Ok(())
+        }
+        .await;
+        let statuses = load.stop().await?;
+        measured?;
+        let failed = statuses.iter().filter(|s| **s != 200).count();
+        ensure!(
+            failed == 0,
+            "{failed} of {} requests failed",
+            statuses.len()
         );
         Ok(())
     }

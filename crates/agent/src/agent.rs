@@ -33,6 +33,9 @@ use crate::{
 
 /// A health check reads at most this much of the answer's body.
 const MAX_PROBE_BODY: usize = 1 << 20;
+/// How often a started instance is checked until it first passes: it serves (and a held
+/// request is answered) a few milliseconds after it can, not a health interval later.
+const STARTUP_PROBE_EVERY: Duration = Duration::from_millis(20);
 
 /// How the agent paces itself.
 #[derive(Clone, Debug)]
@@ -49,6 +52,14 @@ pub struct AgentTiming {
     pub request_timeout: Duration,
     /// The most requests one instance serves at once.
     pub max_concurrency: usize,
+}
+
+impl AgentTiming {
+    /// How long a started instance has to pass its first health check: as long as a running
+    /// one takes to fail [`Self::failed_checks_to_restart`] in a row.
+    pub fn startup_window(&self) -> Duration {
+        self.health_interval * self.failed_checks_to_restart
+    }
 }
 
 impl Default for AgentTiming {
@@ -159,7 +170,11 @@ struct Agent {
     stopping: HashMap<String, Stopping>,
     last_check: HashMap<String, Instant>,
     checking: BTreeSet<String>,
+    /// Instances started with a health check that has not passed yet, and when they started.
+    proving: HashMap<String, Instant>,
     reporting: bool,
+    /// A report was asked for while one was in flight: make it when that one lands.
+    report_again: bool,
     events: mpsc::Sender<Event>,
     /// Held while an image loads into the engine.
     image_loading: Arc<tokio::sync::Mutex<()>>,
@@ -182,7 +197,9 @@ pub fn start(config: AgentConfig, stop: CancellationToken, tasks: TaskTracker) -
         stopping: HashMap::new(),
         last_check: HashMap::new(),
         checking: BTreeSet::new(),
+        proving: HashMap::new(),
         reporting: false,
+        report_again: false,
         events,
         image_loading: Arc::default(),
         tasks: tasks.clone(),
@@ -416,6 +433,7 @@ impl Agent {
         }
         self.local.remove(id);
         self.last_check.remove(id);
+        self.proving.remove(id);
         let entry = self.unpublish(id);
         if let Some(entry) = entry {
             tracing::info!(instance = %id, "stopping");
@@ -499,13 +517,19 @@ impl Agent {
                 };
                 match result {
                     Ok(instance) => {
-                        local.phase = Phase::Running { healthy: false };
+                        // Without a declared check running is healthy: reported in the same
+                        // write as the start, so a cold start waits for one commit, not two.
+                        let healthy = health.is_none();
+                        if !healthy {
+                            self.proving.insert(id.clone(), Instant::now());
+                        }
+                        local.phase = Phase::Running { healthy };
                         local.failed_checks = 0;
                         local.error = None;
                         let entry = RunningEntry {
                             instance,
                             app,
-                            healthy: false,
+                            healthy,
                             health,
                         };
                         self.running.send_modify(|r| {
@@ -533,15 +557,19 @@ impl Agent {
                 if !matches!(local.phase, Phase::Running { .. }) {
                     return;
                 }
+                let proving = self.proving.remove(&id).is_some();
                 if healthy {
                     local.failed_checks = 0;
                     local.failures = 0;
+                } else if proving {
+                    // It had its whole startup window (see `startup_window`) and never passed.
+                    local.failed_checks = restart_after;
                 } else {
                     local.failed_checks += 1;
                 }
                 let failed = local.failed_checks >= restart_after;
                 local.phase = Phase::Running { healthy };
-                self.running.send_if_modified(|r| match r.get_mut(&id) {
+                let changed = self.running.send_if_modified(|r| match r.get_mut(&id) {
                     Some(entry) if entry.healthy != healthy => {
                         entry.healthy = healthy;
                         true
@@ -549,7 +577,14 @@ impl Agent {
                     _ => false,
                 });
                 if failed {
-                    let why = format!("it failed {restart_after} health checks in a row");
+                    let why = if proving {
+                        format!(
+                            "it did not pass a health check within {:?} of its start",
+                            self.config.timing.startup_window()
+                        )
+                    } else {
+                        format!("it failed {restart_after} health checks in a row")
+                    };
                     let wait = local.fail(Instant::now(), self.config.timing.max_backoff, why);
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
                     let entry = self.unpublish(&id);
@@ -557,11 +592,19 @@ impl Agent {
                         self.stop_in_background(&id, entry.instance);
                     }
                     self.report();
+                } else if changed {
+                    // Routing follows the report: make it now, not at the next tick.
+                    self.report();
                 }
             }
             Event::Reported { ok } => {
                 self.reporting = false;
-                if !ok {
+                if ok {
+                    if std::mem::take(&mut self.report_again) {
+                        // What changed while the report was in flight goes now.
+                        self.report();
+                    }
+                } else {
                     tracing::debug!("reporting instance states failed; retrying at the next tick");
                 }
             }
@@ -577,6 +620,7 @@ impl Agent {
             .iter()
             .map(|(id, e)| (id.clone(), e.instance.clone(), e.health.clone()))
             .collect();
+        let window = self.config.timing.startup_window();
         for (id, instance, path) in running {
             let due = self
                 .last_check
@@ -589,11 +633,15 @@ impl Agent {
             self.checking.insert(id.clone());
             let events = self.events.clone();
             let timeout = self.config.timing.health_timeout;
+            let proving_until = self.proving.get(&id).map(|started| *started + window);
             self.tasks.spawn(async move {
-                let healthy = match path {
+                let healthy = match (path, proving_until) {
                     // No health check declared: running is healthy.
-                    None => true,
-                    Some(path) => probe(instance.as_ref(), &path, timeout).await,
+                    (None, _) => true,
+                    (Some(path), Some(until)) => {
+                        first_pass(instance.as_ref(), &path, timeout, until).await
+                    }
+                    (Some(path), None) => probe(instance.as_ref(), &path, timeout).await,
                 };
                 let _ = events.send(Event::Checked { id, healthy }).await;
             });
@@ -603,6 +651,7 @@ impl Agent {
     /// Reports the states that differ from the replica's, one report in flight at a time.
     fn report(&mut self) {
         if self.reporting {
+            self.report_again = true;
             return;
         }
         let replica = self.config.placement.replica();
@@ -624,6 +673,7 @@ impl Agent {
             .map(|(id, state, _)| (id, state))
             .collect();
         self.reporting = true;
+        self.report_again = false;
         let placement = self.config.placement.clone();
         let events = self.events.clone();
         let node = self.me.clone();
@@ -638,6 +688,24 @@ impl Agent {
                 .is_ok();
             let _ = events.send(Event::Reported { ok }).await;
         });
+    }
+}
+
+/// Checks a started instance every [`STARTUP_PROBE_EVERY`] until it passes (true) or `until`.
+async fn first_pass(
+    instance: &dyn Instance,
+    path: &str,
+    timeout: Duration,
+    until: Instant,
+) -> bool {
+    loop {
+        if probe(instance, path, timeout).await {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(STARTUP_PROBE_EVERY).await;
     }
 }
 

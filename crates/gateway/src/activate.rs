@@ -3,7 +3,8 @@
 //! when another gateway asked first) and the instance starts, then routes it as any other. A
 //! held request waits at most [`HOLD_FOR`] and then gets `503` with `Retry-After`. An ask is a
 //! no-op once made, so one that fails is made again for [`ASK_FOR`] (a leader killed mid-ask is
-//! replaced within that); without a quorum the request then gets `503 no_quorum`. At most
+//! replaced within that); without a quorum the request then gets `503 no_quorum`, at once when
+//! this node's mesh view already counts most voters dead. At most
 //! [`MAX_HELD`] requests per app are held; more get `503` at once.
 
 use std::{
@@ -105,6 +106,12 @@ impl Activator {
         let ask = async move {
             let until = Instant::now() + ASK_FOR;
             let result = loop {
+                if !placement.quorum_in_sight().await {
+                    // Most voters are known gone: no ask can commit until they return.
+                    break Err(WriteError::NoQuorum(
+                        "fewer than a majority of the placement group's voters are alive".into(),
+                    ));
+                }
                 let asked = placement
                     .write(WriteRequest::Activate { name: name.clone() })
                     .await

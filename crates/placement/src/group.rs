@@ -28,6 +28,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 mod load_reports;
+mod quorum;
 
 use crate::{
     NodeId, Raft,

@@ -1,7 +1,7 @@
 //! autoscale_bench: what scaling costs the requests and the leader, in one run.
 //!
 //! ```text
-//! examples/hello/build.sh
+//! examples/hello/build.sh && examples/hello-container/build.sh
 //! cargo build -p mycel -p mycel-tests --bins && target/debug/autoscale_bench
 //! ```
 //!
@@ -9,6 +9,8 @@
 //!   cached on the nodes by a first run); each round waits until the app runs no instance, then
 //!   times one request through node 0's gateway (held while an instance starts), against the
 //!   median of warm requests to the same app in the same run;
+//! - the same for examples/hello-container (the image in the engine), against `docker run` of
+//!   the image to its first answer on the same engine;
 //! - scale up: 12 clients of a 400 ms endpoint on an app with `target_concurrency = 2`, 1..=4:
 //!   the time from the load's start until 2 and then 4 instances serve, and requests that failed;
 //! - the leader's autoscaler alone: one tick (sum the nodes' reports, decide every app) for 1,000
@@ -16,19 +18,26 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use mycel_placement::{PlacementState, load::Autoscaler};
 use mycel_protocol::{
     api::{AppStatus, InstanceState},
     app::Manifest,
     placement::{AppLoad, AppRecord, LoadReport},
 };
-use mycel_tests::{Mesh, NodeProcess, apps::manifest, hello_example, wait_until};
+use mycel_tests::{
+    Mesh, NodeProcess,
+    apps::{container_manifest, manifest},
+    docker::{docker_run_to_first_answer, remove_containers_of},
+    hello_container_example, hello_example, wait_until,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const COLD_ROUNDS: usize = 5;
+/// The image examples/hello-container builds.
+const CONTAINER_IMAGE: &str = "mycel-hello-container:1.0";
 
 fn running(app: &AppStatus) -> usize {
     app.instances
@@ -48,21 +57,22 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Cold starts from zero, and warm requests to compare: medians in ms.
-async fn cold_start(mesh: &Mesh, module: &str) -> Result<(f64, f64)> {
-    let mut m = manifest("cold", "1", 1, module);
+/// Cold starts from zero of the app `m` (first round dropped), and warm requests to compare:
+/// medians in ms.
+async fn cold_start(mesh: &Mesh, mut m: Value) -> Result<(f64, f64)> {
+    let name = m["name"].as_str().context("name")?.to_owned();
     m["scale"] = json!({"min": 0, "max": 1, "scale_to_zero_after_ms": 1000, "cooldown_ms": 0,
                         "window_ms": 6000});
     deploy(&mesh[0], &m).await?;
-    let (client, url) = mesh[0].gateway_client("cold", Duration::from_secs(30))?;
+    let (client, url) = mesh[0].gateway_client(&name, Duration::from_secs(30))?;
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     for _ in 0..=COLD_ROUNDS {
         wait_until(
-            "cold to run no instance",
+            "the app to run no instance",
             Duration::from_secs(60),
             Duration::from_millis(50),
-            async || Ok(mesh[0].app("cold").await?.instances.is_empty()),
+            async || Ok(mesh[0].app(&name).await?.instances.is_empty()),
         )
         .await?;
         let started = Instant::now();
@@ -83,6 +93,16 @@ async fn cold_start(mesh: &Mesh, module: &str) -> Result<(f64, f64)> {
     Ok((median(cold), median(warm)))
 }
 
+/// `docker run` of the same image to its first answer, on the same engine: median in ms.
+async fn docker_run_baseline() -> Result<f64> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut runs = Vec::new();
+    for _ in 0..COLD_ROUNDS {
+        runs.push(docker_run_to_first_answer(&client, CONTAINER_IMAGE).await? * 1000.0);
+    }
+    Ok(median(runs))
+}
+
 /// Seconds from the load's start until 2 and 4 instances run, and requests failed / sent.
 async fn scale_up(mesh: &Mesh, module: &str) -> Result<(f64, f64, usize, usize)> {
     let mut m = manifest("busy", "1", 1, module);
@@ -96,25 +116,8 @@ async fn scale_up(mesh: &Mesh, module: &str) -> Result<(f64, f64, usize, usize)>
         async || Ok(running(&mesh[0].app("busy").await?) == 1),
     )
     .await?;
-    let (client, url) = mesh[0].gateway_client("busy", Duration::from_secs(30))?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
-    let clients: Vec<_> = (0..12)
-        .map(|_| {
-            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut failed, mut sent) = (0, 0);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    sent += 1;
-                    match client.get(&url).send().await {
-                        Ok(r) if r.status() == StatusCode::OK => {}
-                        _ => failed += 1,
-                    }
-                }
-                (failed, sent)
-            })
-        })
-        .collect();
+    let load = mesh[0].closed_loop("busy", 12)?;
     let mut at_two = None;
     wait_until(
         "busy at 4",
@@ -130,14 +133,9 @@ async fn scale_up(mesh: &Mesh, module: &str) -> Result<(f64, f64, usize, usize)>
     )
     .await?;
     let at_four = started.elapsed().as_secs_f64();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut failed, mut sent) = (0, 0);
-    for client in clients {
-        let (f, s) = client.await?;
-        failed += f;
-        sent += s;
-    }
-    Ok((at_two.unwrap_or(at_four), at_four, failed, sent))
+    let statuses = load.stop().await?;
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    Ok((at_two.unwrap_or(at_four), at_four, failed, statuses.len()))
 }
 
 /// A state of `apps` autoscaled apps and an autoscaler holding 20 nodes' reports on them.
@@ -201,7 +199,15 @@ async fn run(mesh: &Mesh) -> Result<()> {
     mesh.wait_converged(Duration::from_secs(30)).await?;
     let (component, _) = hello_example()?;
     let module = mesh[0].push(std::fs::read(component)?).await?;
-    let (cold, warm) = cold_start(mesh, &module).await?;
+    let (cold, warm) = cold_start(mesh, manifest("cold", "1", 1, &module)).await?;
+    let (archive, _) = hello_container_example()?;
+    let (status, image) = mesh[0].push_image(&archive).await?;
+    ensure!(status == StatusCode::CREATED, "push: {status} {image}");
+    let image = image["hash"].as_str().context("hash")?;
+    let container = cold_start(mesh, container_manifest("coldbox", image, 1)).await;
+    remove_containers_of(mesh);
+    let (container_cold, container_warm) = container?;
+    let docker_run = docker_run_baseline().await?;
     let (at_two, at_four, failed, sent) = scale_up(mesh, &module).await?;
     let small = tick_cost(10)?;
     let large = tick_cost(1000)?;
@@ -213,6 +219,10 @@ async fn run(mesh: &Mesh) -> Result<()> {
     println!(
         "| cold start from zero to first answer, module cached, median of {COLD_ROUNDS} | {cold:.0} ms, {:.0} ms more than a warm request ({warm:.1} ms) |",
         cold - warm
+    );
+    println!(
+        "| cold start from zero to first answer, container, image in the engine, median of {COLD_ROUNDS} | {container_cold:.0} ms (warm: {container_warm:.1} ms) vs `docker run` to first answer {docker_run:.0} ms ({:.2}x) |",
+        container_cold / docker_run
     );
     println!(
         "| 12 clients of a 400 ms endpoint, target 2 in flight: load start to 2 / 4 instances serving | {at_two:.1} / {at_four:.1} s |"

@@ -15,7 +15,9 @@ use anyhow::{Context, Result, ensure};
 use mycel_tests::{
     Mesh, NodeProcess,
     apps::container_manifest,
-    docker::{docker, layered_image, remove_containers_of},
+    docker::{
+        docker, docker_run_to_first_answer, first_answer, layered_image, remove_containers_of,
+    },
     hello_container_example, metrics,
 };
 use reqwest::StatusCode;
@@ -28,50 +30,6 @@ const IMAGE: &str = "mycel-hello-container:1.0";
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
-}
-
-/// Polls `GET /` on `url` (with `host`) until it answers 200; answers the time since `started`.
-async fn first_answer(
-    client: &reqwest::Client,
-    url: &str,
-    host: Option<&str>,
-    started: Instant,
-) -> Result<f64> {
-    loop {
-        let mut request = client.get(url);
-        if let Some(host) = host {
-            request = request.header(reqwest::header::HOST, host);
-        }
-        if let Ok(response) = request.send().await
-            && response.status() == StatusCode::OK
-        {
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "{url} did not answer within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// `docker run` of the image with its port published on loopback, to the first answer.
-async fn docker_run_to_first_answer(client: &reqwest::Client) -> Result<f64> {
-    let started = Instant::now();
-    let id = docker(&[
-        "run",
-        "-d",
-        "-e",
-        "PORT=8080",
-        "-p",
-        "127.0.0.1::8080",
-        IMAGE,
-    ])?;
-    let port = docker(&["port", &id, "8080/tcp"])?;
-    let addr = port.lines().next().context("a published port")?.to_owned();
-    let elapsed = first_answer(client, &format!("http://{addr}/"), None, started).await;
-    docker(&["rm", "-f", &id])?;
-    elapsed
 }
 
 /// A deploy through `node` to the first answer through its gateway.
@@ -107,7 +65,7 @@ async fn main() -> Result<()> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut baseline = Vec::new();
     for _ in 0..RUNS {
-        baseline.push(docker_run_to_first_answer(&client).await?);
+        baseline.push(docker_run_to_first_answer(&client, IMAGE).await?);
     }
 
     let mesh = Mesh::hub_and_runner().await?;

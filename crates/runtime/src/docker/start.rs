@@ -12,7 +12,10 @@ use bollard::{
     query_parameters::{CreateContainerOptionsBuilder, WaitContainerOptionsBuilder},
 };
 use futures::StreamExt;
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 use super::{
     DriverInner, engine_error, engine_reason, follow, force_remove,
@@ -202,14 +205,20 @@ async fn wait_until_ready(
 
 /// Whether a connection to `addr` reaches a listening app. Docker's userland proxy accepts
 /// connections to a published port even when nothing listens inside yet, and closes them once
-/// its own connection into the container is refused: so a connection counts only when it is
-/// still open after [`PROBE_HOLD`] (an HTTP server waits for the request), or the server speaks.
+/// its own connection into the container is refused: so a connection counts only when the app
+/// answers the probe's request (at once, for an HTTP server: the start is not held back), or is
+/// still open after [`PROBE_HOLD`].
 async fn accepts(addr: SocketAddr) -> bool {
     let Ok(Ok(mut stream)) =
         tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
     else {
         return false;
     };
+    // `OPTIONS *` asks the server about itself: no app route runs, any answer will do.
+    let request = b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\nUser-Agent: mycel-probe\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return false;
+    }
     let mut byte = [0u8; 1];
     match tokio::time::timeout(PROBE_HOLD, stream.read(&mut byte)).await {
         Err(_still_open) => true,
