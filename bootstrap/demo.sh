@@ -11,6 +11,12 @@ check=false
 [ "${1:-}" = "--check" ] && check=true
 
 if [ -z "${MYCEL_BIN:-}" ]; then
+  # The process runtime's sandbox filter links libseccomp.
+  if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libseccomp-dev >/dev/null 2>&1; then
+    echo "installing libseccomp-dev (the process sandbox's syscall filter links it)…"
+    sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq libseccomp-dev >/dev/null
+  fi
   echo "building mycel (release)…"
   cargo build --release -p mycel --quiet
   MYCEL_BIN="${CARGO_TARGET_DIR:-target}/release/mycel"

@@ -43,6 +43,21 @@ need_package() { # need_package COMMAND PACKAGE
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
 
+need_deb() { # need_deb PACKAGE: a package with no command to look for (a library)
+  dpkg -s "$1" >/dev/null 2>&1 && return
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+# The process runtime: libseccomp to build the sandbox's syscall filter, newuidmap, setpriv, and
+# a subordinate id range for root, which sandboxed apps run as.
+need_deb libseccomp-dev
+need_package newuidmap uidmap
+need_package setpriv util-linux
+for ids in /etc/subuid /etc/subgid; do
+  grep -qs '^root:' "$ids" || echo 'root:100000:65536' | as_root tee -a "$ids" >/dev/null
+done
+
 # A Docker engine, so the node's runtime detection is tested against a real one.
 need_package curl curl
 need_package python3 python3

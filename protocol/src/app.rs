@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::BlobHash;
 
 mod balance;
+mod process;
 mod relax;
 mod scale;
 mod update;
@@ -21,6 +22,7 @@ pub use balance::{
     DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_RETRIES, Hedge, MAX_BASE_EJECTION_MS,
     MAX_CONSECUTIVE_FAILURES, MAX_RETRIES, OutlierSpec, Retries,
 };
+pub use process::{DEFAULT_PORT, MAX_ARG_BYTES, MAX_COMMAND_ARGS, ProcessSpec};
 pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
 pub use scale::{
     DEFAULT_COOLDOWN_MS, DEFAULT_SCALE_MAX, DEFAULT_SCALE_MIN, DEFAULT_SCALE_TO_ZERO_AFTER_MS,
@@ -49,8 +51,6 @@ pub const MAX_RULES: usize = 32;
 pub const MAX_RULE_VALUES: usize = 32;
 pub const MAX_LABEL_LEN: usize = 63;
 pub const MAX_IMAGE_LEN: usize = 255;
-pub const MAX_COMMAND_ARGS: usize = 64;
-pub const MAX_ARG_BYTES: usize = 4096;
 pub const MAX_HEALTH_PATH_LEN: usize = 1024;
 /// Longest relative path a blob reference may be.
 pub const MAX_BLOB_PATH_LEN: usize = 1024;
@@ -73,6 +73,8 @@ pub struct Manifest {
     pub wasm: Option<WasmSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessSpec>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -214,6 +216,7 @@ pub enum Strategy {
 pub enum AppKind {
     Wasm,
     Container,
+    Process,
 }
 
 impl AppKind {
@@ -221,6 +224,7 @@ impl AppKind {
         match self {
             AppKind::Wasm => "wasm",
             AppKind::Container => "container",
+            AppKind::Process => "process",
         }
     }
 }
@@ -347,19 +351,20 @@ impl Manifest {
                 format!("at most {MAX_REPLICAS} (got {})", self.replicas),
             ));
         }
-        match (&self.wasm, &self.container) {
-            (Some(wasm), None) => wasm.validate()?,
-            (None, Some(container)) => container.validate()?,
-            (Some(_), Some(_)) => {
+        match (&self.wasm, &self.container, &self.process) {
+            (Some(wasm), None, None) => wasm.validate()?,
+            (None, Some(container), None) => container.validate()?,
+            (None, None, Some(process)) => process.validate()?,
+            (None, None, None) => {
                 return Err(invalid(
                     "workload",
-                    "exactly one of [wasm] and [container] (got both)",
+                    "exactly one of [wasm], [container] and [process] (got none)",
                 ));
             }
-            (None, None) => {
+            _ => {
                 return Err(invalid(
                     "workload",
-                    "exactly one of [wasm] and [container] (got neither)",
+                    "exactly one of [wasm], [container] and [process] (got more)",
                 ));
             }
         }
@@ -395,11 +400,13 @@ impl Manifest {
         Ok(())
     }
 
-    /// The workload kind. For a manifest that has not been validated, `wasm` wins when both
-    /// sections are present, and a manifest with neither counts as a container.
+    /// The workload kind. For a manifest that has not been validated, `wasm` wins over
+    /// `process` over `container`, and a manifest with none counts as a container.
     pub fn kind(&self) -> AppKind {
         if self.wasm.is_some() {
             AppKind::Wasm
+        } else if self.process.is_some() {
+            AppKind::Process
         } else {
             AppKind::Container
         }
@@ -446,7 +453,11 @@ impl Manifest {
             .as_ref()
             .and_then(|c| c.archive.as_deref())
             .map(|a| ("container.archive", a));
-        module.into_iter().chain(archive)
+        let binary = self
+            .process
+            .as_ref()
+            .map(|p| ("process.binary", p.binary.as_str()));
+        module.into_iter().chain(archive).chain(binary)
     }
 }
 
@@ -488,28 +499,7 @@ impl ContainerSpec {
         if self.port == Some(0) {
             return Err(invalid("container.port", "must be 1 to 65535 (got 0)"));
         }
-        if self.command.len() > MAX_COMMAND_ARGS {
-            return Err(invalid(
-                "container.command",
-                format!(
-                    "at most {MAX_COMMAND_ARGS} arguments (got {})",
-                    self.command.len()
-                ),
-            ));
-        }
-        for (i, arg) in self.command.iter().enumerate() {
-            let field = format!("container.command[{i}]");
-            if arg.len() > MAX_ARG_BYTES {
-                return Err(invalid(
-                    field,
-                    format!("at most {MAX_ARG_BYTES} bytes (got {})", arg.len()),
-                ));
-            }
-            // A process argument is a C string: it cannot carry a NUL.
-            if arg.contains('\0') {
-                return Err(invalid(field, "must not contain a NUL character"));
-            }
-        }
+        process::check_args("container.command", &self.command)?;
         match &self.relax {
             Some(relax) => relax.validate(),
             None => Ok(()),

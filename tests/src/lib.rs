@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod peer;
+pub mod sandboxes;
 
 use std::{
     ffi::OsStr,

@@ -10,14 +10,16 @@ use std::{
 use futures::future::{BoxFuture, FutureExt, Shared};
 use mycel_blobs::{BlobStore, MeshBlobs};
 use mycel_mesh::MeshHandle;
-use mycel_placement::{PlacementHandle, Replica, plan::runtime_of};
+use mycel_placement::{PlacementHandle, Replica, plan::runtimes_of};
 use mycel_protocol::{
-    BlobHash, NodePolicy,
+    BlobHash, NodePolicy, Runtime,
     api::InstanceState,
     app::AppKind,
     placement::{AppRecord, WriteRequest},
 };
-use mycel_runtime::{Body, DockerDriver, Driver, Instance, InstanceSpec, Workload};
+use mycel_runtime::{
+    Body, DockerDriver, Driver, Instance, InstanceSpec, ProcessWorkload, Workload,
+};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -148,6 +150,8 @@ enum Event {
     Checked {
         id: String,
         healthy: bool,
+        /// How it ended, when its process (or container) is gone: restarted at once.
+        ended: Option<String>,
     },
     Reported {
         ok: bool,
@@ -355,13 +359,13 @@ impl Agent {
         app: AppRecord,
     ) -> BoxFuture<'static, Result<Arc<dyn Instance>, AgentError>> {
         let kind = app.manifest.kind();
-        let runtime = runtime_of(kind);
-        let driver = self
-            .config
-            .drivers
+        // The first runtime of the kind's this node has (a process app falls back to Docker).
+        let runtimes = runtimes_of(kind);
+        let driver = runtimes
             .iter()
-            .find(|d| d.runtime() == runtime)
+            .find_map(|r| self.config.drivers.iter().find(|d| d.runtime() == *r))
             .cloned();
+        let runtime = runtimes[0];
         let blobs = self.config.blobs.clone();
         let network = MeshBlobs {
             mesh: self.config.mesh.clone(),
@@ -380,32 +384,37 @@ impl Agent {
             let driver = driver.ok_or_else(|| {
                 AgentError::Unrunnable(format!("this node has no {runtime} runtime"))
             })?;
-            let workload = match (kind, &app.manifest.wasm, &app.manifest.container) {
-                (AppKind::Wasm, Some(wasm), _) => {
-                    let hash: BlobHash = wasm.module.parse().map_err(|e| {
-                        AgentError::Unrunnable(format!("the module is not a blob hash: {e}"))
-                    })?;
-                    mycel_blobs::fetch(&blobs, &network, hash)
-                        .await
-                        .map_err(|e| {
-                            AgentError::Fetch(format!("fetching the module {hash}: {e}"))
-                        })?;
-                    let path = blobs
-                        .blob_path(&hash)
-                        .map_err(|e| AgentError::Node(format!("reading the blob store: {e}")))?
-                        .ok_or_else(|| {
-                            AgentError::Node(format!("{hash} vanished from the blob store"))
-                        })?;
+            let manifest = &app.manifest;
+            let workload = match (kind, &manifest.wasm, &manifest.container, &manifest.process) {
+                (AppKind::Wasm, Some(wasm), _, _) => {
+                    let (module, hash) =
+                        local_blob(&blobs, &network, &wasm.module, "module").await?;
                     Workload::Wasm {
-                        module: path,
+                        module,
                         module_hash: hash.to_string(),
                     }
                 }
-                (AppKind::Container, _, Some(container)) => {
+                (AppKind::Container, _, Some(container), _) => {
                     let images = images.ok_or_else(|| {
                         AgentError::Unrunnable("this node has no Docker engine".into())
                     })?;
                     Workload::Container(images.workload(container, &mesh_images).await?)
+                }
+                (AppKind::Process, _, _, Some(process)) => {
+                    let (binary, hash) =
+                        local_blob(&blobs, &network, &process.binary, "binary").await?;
+                    match (driver.runtime(), images) {
+                        // No sandbox here: the binary runs wrapped in an image of its own.
+                        (Runtime::Docker, Some(images)) => {
+                            Workload::Container(images.wrapped_binary(binary, hash, process).await?)
+                        }
+                        _ => Workload::Process(ProcessWorkload {
+                            binary,
+                            binary_hash: hash.to_string(),
+                            args: process.args.clone(),
+                            port: process.port(),
+                        }),
+                    }
                 }
                 _ => {
                     return Err(AgentError::Unrunnable(format!(
@@ -548,7 +557,7 @@ impl Agent {
                 }
                 self.report();
             }
-            Event::Checked { id, healthy } => {
+            Event::Checked { id, healthy, ended } => {
                 self.checking.remove(&id);
                 let restart_after = self.config.timing.failed_checks_to_restart;
                 let Some(local) = self.local.get_mut(&id) else {
@@ -558,7 +567,9 @@ impl Agent {
                     return;
                 }
                 let proving = self.proving.remove(&id).is_some();
-                if healthy {
+                if ended.is_some() {
+                    local.failed_checks = restart_after;
+                } else if healthy {
                     local.failed_checks = 0;
                     local.failures = 0;
                 } else if proving {
@@ -577,7 +588,9 @@ impl Agent {
                     _ => false,
                 });
                 if failed {
-                    let why = if proving {
+                    let why = if let Some(how) = ended {
+                        format!("it ended: {how}")
+                    } else if proving {
                         format!(
                             "it did not pass a health check within {:?} of its start",
                             self.config.timing.startup_window()
@@ -635,15 +648,17 @@ impl Agent {
             let timeout = self.config.timing.health_timeout;
             let proving_until = self.proving.get(&id).map(|started| *started + window);
             self.tasks.spawn(async move {
-                let healthy = match (path, proving_until) {
-                    // No health check declared: running is healthy.
-                    (None, _) => true,
-                    (Some(path), Some(until)) => {
-                        first_pass(instance.as_ref(), &path, timeout, until).await
-                    }
-                    (Some(path), None) => probe(instance.as_ref(), &path, timeout).await,
-                };
-                let _ = events.send(Event::Checked { id, healthy }).await;
+                let ended = instance.ended();
+                let healthy = ended.is_none()
+                    && match (path, proving_until) {
+                        // No health check declared: running is healthy.
+                        (None, _) => true,
+                        (Some(path), Some(until)) => {
+                            first_pass(instance.as_ref(), &path, timeout, until).await
+                        }
+                        (Some(path), None) => probe(instance.as_ref(), &path, timeout).await,
+                    };
+                let _ = events.send(Event::Checked { id, healthy, ended }).await;
             });
         }
     }
@@ -689,6 +704,27 @@ impl Agent {
             let _ = events.send(Event::Reported { ok }).await;
         });
     }
+}
+
+/// The blob `reference` names (`what` the app calls it), fetched from peers when this node
+/// lacks it: its path in the store, and its hash.
+async fn local_blob(
+    blobs: &BlobStore,
+    network: &MeshBlobs,
+    reference: &str,
+    what: &str,
+) -> Result<(std::path::PathBuf, BlobHash), AgentError> {
+    let hash: BlobHash = reference
+        .parse()
+        .map_err(|e| AgentError::Unrunnable(format!("the {what} is not a blob hash: {e}")))?;
+    mycel_blobs::fetch(blobs, network, hash)
+        .await
+        .map_err(|e| AgentError::Fetch(format!("fetching the {what} {hash}: {e}")))?;
+    let path = blobs
+        .blob_path(&hash)
+        .map_err(|e| AgentError::Node(format!("reading the blob store: {e}")))?
+        .ok_or_else(|| AgentError::Node(format!("{hash} vanished from the blob store")))?;
+    Ok((path, hash))
 }
 
 /// Checks a started instance every [`STARTUP_PROBE_EVERY`] until it passes (true) or `until`.

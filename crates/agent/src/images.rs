@@ -14,10 +14,12 @@
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use mycel_blobs::{BlobStore, MeshBlobs};
-use mycel_images::{layers_held_by_engine, write_loadable_archive};
+use mycel_images::{
+    layers_held_by_engine, wrapped_tag, write_loadable_archive, write_wrapped_binary,
+};
 use mycel_protocol::{
     BlobHash, NodePolicy,
-    app::{ContainerSpec, Relaxation},
+    app::{ContainerSpec, ProcessSpec, Relaxation},
     image::{ImageRecord, normalize_image_name, registry_host},
     placement::ImageEntry,
 };
@@ -160,27 +162,75 @@ impl ImageLoader {
             "loading an image into the engine"
         );
 
+        let name = format!("load-{}.tar", id.trim_start_matches("sha256:"));
+        let for_archive = record.clone();
+        let blobs = self.blobs.clone();
+        self.write_and_load(&name, move |out| {
+            write_loadable_archive(
+                &for_archive,
+                held,
+                |hash| blobs.blob_path(hash).ok().flatten(),
+                out,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await?;
+        if !self.has_image(&id).await? {
+            return Err(AgentError::Node(format!(
+                "the engine loaded {} but holds no image {id}",
+                record.name
+            )));
+        }
+        Ok(id)
+    }
+
+    /// The workload for a `[process]` app on this node's Docker: its binary (at `binary`, the
+    /// blob `hash`) wrapped in a one-layer image of its own, loaded once per binary.
+    pub(crate) async fn wrapped_binary(
+        &self,
+        binary: PathBuf,
+        hash: BlobHash,
+        spec: &ProcessSpec,
+    ) -> Result<ContainerWorkload, AgentError> {
+        let tag = wrapped_tag(&hash.to_hex());
+        let _one_at_a_time = self.loading.lock().await;
+        if !self.has_image(&tag).await? {
+            let name = format!("wrap-{}.tar", hash.to_hex());
+            let wrapped_as = tag.clone();
+            self.write_and_load(&name, move |out| {
+                let file = std::fs::File::open(&binary)
+                    .map_err(|e| format!("opening {}: {e}", binary.display()))?;
+                let size = file.metadata().map_err(|e| e.to_string())?.len();
+                write_wrapped_binary(file, size, &wrapped_as, out).map_err(|e| e.to_string())
+            })
+            .await?;
+            tracing::info!(image = %tag, "wrapped a process app's binary in an image");
+        }
+        Ok(ContainerWorkload {
+            image: tag,
+            port: spec.port(),
+            command: spec.args.clone(),
+            relax: ContainerRelax::default(),
+        })
+    }
+
+    /// Writes an archive named `name` in the scratch directory with `write` (on a blocking
+    /// thread), has the engine load it, and removes it.
+    async fn write_and_load(
+        &self,
+        name: &str,
+        write: impl FnOnce(std::io::BufWriter<std::fs::File>) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), AgentError> {
         tokio::fs::create_dir_all(&self.scratch)
             .await
             .map_err(|e| AgentError::Node(format!("creating {}: {e}", self.scratch.display())))?;
-        let archive = self
-            .scratch
-            .join(format!("load-{}.tar", id.trim_start_matches("sha256:")));
+        let archive = self.scratch.join(name);
         let written = {
-            let record = record.clone();
-            let blobs = self.blobs.clone();
             let archive = archive.clone();
             tokio::task::spawn_blocking(move || {
                 let file = std::fs::File::create(&archive)
                     .map_err(|e| format!("creating {}: {e}", archive.display()))?;
-                let out = std::io::BufWriter::new(file);
-                write_loadable_archive(
-                    &record,
-                    held,
-                    |hash| blobs.blob_path(hash).ok().flatten(),
-                    out,
-                )
-                .map_err(|e| e.to_string())
+                write(std::io::BufWriter::new(file))
             })
             .await
             .map_err(|e| format!("writing the archive: {e}"))
@@ -192,18 +242,12 @@ impl ImageLoader {
                 .docker
                 .load_archive(&archive)
                 .await
+                .map(|_| ())
                 .map_err(|e| AgentError::Node(e.to_string())),
             Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&archive).await;
-        loaded?;
-        if !self.has_image(&id).await? {
-            return Err(AgentError::Node(format!(
-                "the engine loaded {} but holds no image {id}",
-                record.name
-            )));
-        }
-        Ok(id)
+        loaded
     }
 
     async fn fetch(&self, hash: BlobHash) -> Result<(), AgentError> {

@@ -13,7 +13,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use mycel_placement::{PlacementState, plan::runtime_of};
+use mycel_placement::{PlacementState, plan::runtimes_of};
 use mycel_protocol::{
     BlobHash, Manifest, ManifestError,
     api::{
@@ -310,7 +310,8 @@ pub(crate) fn running(state: &PlacementState, name: &str) -> u32 {
 /// The app's status, its instances by id.
 pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus> {
     let record: &AppRecord = state.apps.get(name)?;
-    let runtime = runtime_of(record.manifest.kind()).as_str();
+    // The preferred one: a process app on a node without sandboxes runs on its Docker.
+    let runtime = runtimes_of(record.manifest.kind())[0].as_str();
     let mut instances: Vec<InstanceInfo> = state
         .instances_of(name)
         .map(|i| InstanceInfo {

@@ -400,7 +400,7 @@ fn basic_schemas() -> Value {
         "DiscoveredApp": {"type": "object", "required": ["name", "version", "kind", "publisher", "providers", "manifest_hash"], "properties": {
             "name": {"type": "string"},
             "version": {"type": "string"},
-            "kind": {"type": "string", "enum": ["wasm", "container"]},
+            "kind": {"type": "string", "enum": ["wasm", "container", "process"]},
             "publisher": {"type": "string", "description": "Peer id of the key that deployed it"},
             "providers": {"type": "array", "items": {"type": "string"}, "description": "Peer ids of the nodes that announce they run this version"},
             "manifest_hash": {"type": "string", "pattern": "^blake3:[0-9a-f]{64}$"},
@@ -478,7 +478,7 @@ fn app_schemas() -> Value {
     json!({
         "Manifest": {
             "type": "object", "required": ["name", "version"], "additionalProperties": false,
-            "description": "Exactly one of wasm and container. Unknown fields are refused.",
+            "description": "Exactly one of wasm, container and process. Unknown fields are refused.",
             "properties": {
                 "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
                 "version": {"type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}$"},
@@ -490,9 +490,17 @@ fn app_schemas() -> Value {
                     "description": "Exactly one of image and archive",
                     "properties": {
                         "image": {"type": "string"},
-                        "archive": blob_ref,
+                        "archive": blob_ref.clone(),
                         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                         "command": {"type": "array", "items": {"type": "string"}}
+                    }
+                },
+                "process": {"type": "object", "required": ["binary"], "additionalProperties": false,
+                    "description": "An executable run in a namespace sandbox on nodes that offer `process`",
+                    "properties": {
+                        "binary": blob_ref,
+                        "args": {"type": "array", "items": {"type": "string"}, "maxItems": 64},
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8080}
                     }
                 },
                 "env": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -541,14 +549,14 @@ fn app_schemas() -> Value {
         "AppSummary": {"type": "object", "required": ["name", "version", "kind", "replicas", "running"], "properties": {
             "name": {"type": "string"},
             "version": {"type": "string"},
-            "kind": {"type": "string", "enum": ["wasm", "container"]},
+            "kind": {"type": "string", "enum": ["wasm", "container", "process"]},
             "replicas": {"type": "integer", "minimum": 0, "description": "Wanted instances"},
             "running": {"type": "integer", "minimum": 0, "description": "Instances in state running"}
         }},
         "AppStatus": {"type": "object", "required": ["name", "version", "kind", "replicas", "instances", "deployed_by", "manifest"], "properties": {
             "name": {"type": "string"},
             "version": {"type": "string"},
-            "kind": {"type": "string", "enum": ["wasm", "container"]},
+            "kind": {"type": "string", "enum": ["wasm", "container", "process"]},
             "replicas": {"type": "integer", "minimum": 0},
             "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}},
             "deployed_by": {"type": "string", "description": "Peer id of the node that took the deploy"},

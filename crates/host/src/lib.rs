@@ -82,12 +82,15 @@ async fn ping_docker(socket: &Path) -> bool {
     answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.trim_end().ends_with("OK")
 }
 
-/// The runtimes this host can run now: `wasm` always (it is built in), `docker` when the engine
-/// answers. `process` arrives with its driver.
+/// The runtimes this host may run: `wasm` always (it is built in), `docker` when the engine
+/// answers, `process` on Linux (its driver then proves a sandbox starts before it is offered).
 pub async fn detect_runtimes() -> Vec<Runtime> {
     let mut runtimes = vec![Runtime::Wasm];
     if docker_answers(&docker_socket(), Duration::from_secs(2)).await {
         runtimes.push(Runtime::Docker);
+    }
+    if cfg!(target_os = "linux") {
+        runtimes.push(Runtime::Process);
     }
     runtimes
 }

@@ -146,7 +146,7 @@ fn blob_name(part: &ImagePart) -> String {
 }
 
 /// A reproducible header: the same record always makes the same archive.
-fn new_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+pub(crate) fn new_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(kind);
     header.set_mode(mode);

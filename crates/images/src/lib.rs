@@ -23,6 +23,8 @@
 //!  ImageRecord ──▶ write_loadable_archive(record, held_layers, …) ──▶ docker load
 //!                  (manifest.json lists every layer; files only for those above the
 //!                   prefix the engine holds: see layers_held_by_engine)
+//!
+//!  a binary ──▶ write_wrapped_binary ──▶ docker load   (a `[process]` app on a Docker-only node)
 //! ```
 //!
 //! Any check that fails in pass 1 or 2 returns an [`ImageError`] and leaves the store as it was:
@@ -35,12 +37,14 @@ mod import;
 mod oci;
 mod plan;
 mod tree;
+mod wrap;
 
 pub use error::ImageError;
 pub use export::{layers_held_by_engine, write_loadable_archive};
 pub use import::{Imported, import_archive};
 pub use plan::MAX_JSON_BYTES;
 pub use tree::MAX_ENTRIES;
+pub use wrap::{WRAPPED_BINARY, wrapped_tag, write_wrapped_binary};
 
 pub use mycel_blobs::{BlobHash, BlobStore};
 pub use mycel_protocol::image::{ImageLayer, ImagePart, ImageRecord, MAX_LAYERS};

@@ -14,7 +14,8 @@ pub(crate) struct Drivers {
 
 impl Drivers {
     /// Starts a driver for each wanted runtime. A Docker engine that answered detection but
-    /// refuses the driver is not offered (with a warning): the node still runs wasm.
+    /// refuses the driver is not offered (with a warning), nor is `process` when no sandbox
+    /// starts here: the node still runs wasm.
     pub(crate) async fn start(
         wanted: &[Runtime],
         data_dir: &Path,
@@ -36,6 +37,15 @@ impl Drivers {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the Docker engine answered but its driver did not start; not offering docker")
+                }
+            }
+        }
+        if wanted.contains(&Runtime::Process) {
+            let config = mycel_runtime::ProcessConfig::new(node_id, data_dir.join("process"));
+            match mycel_runtime::ProcessDriver::start(config).await {
+                Ok(driver) => all.push(Arc::new(driver)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sandboxed processes cannot run on this host; not offering process")
                 }
             }
         }

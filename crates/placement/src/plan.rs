@@ -470,7 +470,7 @@ pub fn app_spec(record: &AppRecord, owner: String) -> AppSpec {
     AppSpec {
         name: manifest.name.clone(),
         owner,
-        runtime: runtime_of(manifest.kind()),
+        runtimes: runtimes_of(manifest.kind()),
         replicas: record.replicas(),
         memory_mb: manifest.memory_mb(),
         cpu_millis: manifest.cpu_millis(),
@@ -484,11 +484,13 @@ pub fn app_spec(record: &AppRecord, owner: String) -> AppSpec {
     }
 }
 
-/// The node runtime that runs an app of this kind.
-pub fn runtime_of(kind: AppKind) -> Runtime {
+/// The node runtimes that run an app of this kind, the preferred first: a process app runs in
+/// a sandbox, or on Docker in an image its node makes of the binary.
+pub fn runtimes_of(kind: AppKind) -> Vec<Runtime> {
     match kind {
-        AppKind::Wasm => Runtime::Wasm,
-        AppKind::Container => Runtime::Docker,
+        AppKind::Wasm => vec![Runtime::Wasm],
+        AppKind::Container => vec![Runtime::Docker],
+        AppKind::Process => vec![Runtime::Process, Runtime::Docker],
     }
 }
 

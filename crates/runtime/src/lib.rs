@@ -1,5 +1,6 @@
 //! mycel's runtimes: one [`Driver`]/[`Instance`] pair of traits that every runtime implements, the
-//! wasm driver ([`WasmDriver`]) and the Docker driver ([`DockerDriver`]).
+//! wasm driver ([`WasmDriver`]), the Docker driver ([`DockerDriver`]) and the sandboxed process
+//! driver ([`ProcessDriver`]).
 //!
 //! ```text
 //! agent ──start(InstanceSpec)──▶ dyn Driver ──▶ Arc<dyn Instance> ◀──handle(Request)── gateway
@@ -9,8 +10,11 @@
 //!                                  │                  └─ stop(): refuse new work, drain
 //!                                  ├─ wasm: wasmtime Engine (pooling allocator, epoch ticker),
 //!                                  │  compiled components cached on disk by module hash
-//!                                  └─ docker: one hardened container per instance on the local
-//!                                     engine, its port published on 127.0.0.1, HTTP/1.1 to it
+//!                                  ├─ docker: one hardened container per instance on the local
+//!                                  │  engine, its port published on 127.0.0.1, HTTP/1.1 to it
+//!                                  └─ process: one executable per instance in a namespace
+//!                                     sandbox (hakoniwa) with a network of its own, HTTP/1.1
+//!                                     to its port through sockets made in that network
 //! ```
 //!
 //! A driver turns a verified module on disk into a running [`Instance`]; an instance answers HTTP
@@ -23,6 +27,8 @@ mod cpu;
 mod docker;
 mod error;
 mod logs;
+mod process;
+mod upstream;
 mod wasm;
 
 use std::{
@@ -38,6 +44,7 @@ pub use body::{Body, BoxError, empty_body, full_body};
 pub use docker::{DockerConfig, DockerDriver, EngineImage};
 pub use error::RuntimeError;
 pub use logs::{LogLine, Logs, Stream};
+pub use process::{ProcessConfig, ProcessDriver};
 pub use wasm::{CacheStats, WasmDriver};
 
 /// What a driver needs to start one instance of an app.
@@ -73,6 +80,20 @@ pub enum Workload {
     },
     /// A container from an image the node's Docker engine holds.
     Container(ContainerWorkload),
+    /// An executable run in a namespace sandbox.
+    Process(ProcessWorkload),
+}
+
+/// A sandboxed process's executable and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessWorkload {
+    /// The executable as a file on disk whose content hashes to `binary_hash`.
+    pub binary: PathBuf,
+    /// `blake3:<64 hex>`: the executable's content hash.
+    pub binary_hash: String,
+    pub args: Vec<String>,
+    /// The port the app listens on in its own network; `$PORT` is set to it.
+    pub port: u16,
 }
 
 /// A container instance's image and how to reach it.
@@ -111,6 +132,7 @@ impl Workload {
         match self {
             Workload::Wasm { .. } => mycel_protocol::Runtime::Wasm,
             Workload::Container(_) => mycel_protocol::Runtime::Docker,
+            Workload::Process(_) => mycel_protocol::Runtime::Process,
         }
     }
 }
@@ -160,6 +182,12 @@ pub trait Instance: Send + Sync {
 
     /// Counters for scheduling, health and metrics.
     fn usage(&self) -> Usage;
+
+    /// How it ended, once what runs it (a process, a container) is gone for good; `None`
+    /// while it runs, and for runtimes whose instances cannot end on their own.
+    fn ended(&self) -> Option<String> {
+        None
+    }
 
     /// Refuses new requests ([`RuntimeError::Stopped`]), then waits for the running ones to end
     /// (each is bounded by its time limit). Stopping twice is harmless.

@@ -309,7 +309,7 @@ async fn a_relaxed_container_can_write_its_root_and_the_default_cannot() {
         },
         ..match relaxed.workload {
             Workload::Container(workload) => workload,
-            Workload::Wasm { .. } => unreachable!("spec() is a container"),
+            Workload::Wasm { .. } | Workload::Process(_) => unreachable!("spec() is a container"),
         }
     });
     let relaxed = node.start(relaxed).await;

@@ -88,10 +88,10 @@ fn node(i: usize, rng: &mut Rng) -> NodeView {
 }
 
 fn app(i: usize, replicas: u32, rng: &mut Rng) -> AppSpec {
-    let runtime = match rng.next() % 10 {
-        0..=5 => Runtime::Wasm,
-        6..=8 => Runtime::Docker,
-        _ => Runtime::Process,
+    let runtimes = match rng.next() % 10 {
+        0..=5 => vec![Runtime::Wasm],
+        6..=8 => vec![Runtime::Docker],
+        _ => vec![Runtime::Process, Runtime::Docker],
     };
     let required = match rng.next() % 20 {
         0 => vec![LabelRule::In {
@@ -125,7 +125,7 @@ fn app(i: usize, replicas: u32, rng: &mut Rng) -> AppSpec {
     AppSpec {
         name: format!("app-{i:04}"),
         owner: format!("owner-{}", rng.next() % 20),
-        runtime,
+        runtimes,
         replicas,
         memory_mb: 64 * rng.range(1, 32),
         cpu_millis: 50 * rng.range(1, 20),

@@ -73,7 +73,9 @@ impl LabelRule {
 pub struct AppSpec {
     pub name: String,
     pub owner: String,
-    pub runtime: Runtime,
+    /// The runtimes that can run it, any one of them (a process app runs on `process`, or on
+    /// `docker` wrapped in an image).
+    pub runtimes: Vec<Runtime>,
     pub replicas: u32,
     pub memory_mb: u64,
     pub cpu_millis: u64,
@@ -83,6 +85,13 @@ pub struct AppSpec {
     /// The relaxations of the container hardening the app asks for; only nodes whose owner
     /// allows all of them may run it.
     pub relaxations: BTreeSet<Relaxation>,
+}
+
+impl AppSpec {
+    /// Whether a node offering `offered` has a runtime for it.
+    pub fn runs_on(&self, offered: &BTreeSet<Runtime>) -> bool {
+        self.runtimes.iter().any(|r| offered.contains(r))
+    }
 }
 
 /// A sentence on why none of the `alive` nodes may run `app` at all: a relaxation that no owner
@@ -107,7 +116,12 @@ pub(crate) fn why_ineligible<'a>(
     format!(
         "no alive node offers runtime {}, meets the required labels{relaxations} and accepts \
          owner {}",
-        app.runtime, app.owner
+        app.runtimes
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or "),
+        app.owner
     )
 }
 

@@ -37,7 +37,7 @@ impl Room<'_> {
 
 /// Whether `node` may run `app` at all, room aside.
 fn eligible(node: &NodeView, app: &AppSpec) -> bool {
-    node.runtimes.contains(&app.runtime)
+    app.runs_on(&node.runtimes)
         && app.required.iter().all(|rule| rule.matches(&node.labels))
         && node
             .allowed_owners

@@ -28,7 +28,7 @@ fn app(name: &str, replicas: u32, memory_mb: u64) -> AppSpec {
     AppSpec {
         name: name.into(),
         owner: "alice".into(),
-        runtime: Runtime::Wasm,
+        runtimes: vec![Runtime::Wasm],
         replicas,
         memory_mb,
         cpu_millis: 100,
@@ -115,7 +115,7 @@ fn a_wasm_only_node_gets_no_container_and_unplaced_names_the_owners_limit() {
         ..node(id, 4000, "z1")
     };
     let mut web = app("web", 3, 32);
-    web.runtime = Runtime::Docker;
+    web.runtimes = vec![Runtime::Docker];
     let problem = Problem {
         nodes: vec![wasm_only, capped("b"), capped("c")],
         apps: vec![web],
@@ -131,6 +131,44 @@ fn a_wasm_only_node_gets_no_container_and_unplaced_names_the_owners_limit() {
         solution.unplaced[0].reason,
         "every node that may run it is full: 2 at the most instances their owner allows \
          (policy.max_instances)"
+    );
+}
+
+#[test]
+fn a_process_app_goes_to_nodes_with_sandboxes_or_docker_and_unplaced_names_both() {
+    let with = |id: &str, runtimes: &[Runtime]| NodeView {
+        runtimes: runtimes.iter().copied().collect(),
+        ..node(id, 4000, "z1")
+    };
+    let mut tool = app("tool", 3, 32);
+    tool.runtimes = vec![Runtime::Process, Runtime::Docker];
+    let problem = Problem {
+        nodes: vec![
+            with("sandboxes", &[Runtime::Wasm, Runtime::Process]),
+            with("docker", &[Runtime::Wasm, Runtime::Docker]),
+            with("wasm", &[Runtime::Wasm]),
+        ],
+        apps: vec![tool.clone()],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    let mut nodes = nodes_of(&solution, "tool");
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes, ["docker", "sandboxes"]);
+
+    let problem = Problem {
+        nodes: vec![with("wasm", &[Runtime::Wasm])],
+        apps: vec![tool],
+        dead_grace_ms: 0,
+    };
+    let solution = solve(&problem, &[]);
+    assert!(
+        solution.unplaced[0]
+            .reason
+            .starts_with("no alive node offers runtime process or docker"),
+        "{}",
+        solution.unplaced[0].reason
     );
 }
 
@@ -259,7 +297,7 @@ prop_compose! {
         AppSpec {
             name: format!("app{i}"),
             owner: "alice".into(),
-            runtime: if docker { Runtime::Docker } else { Runtime::Wasm },
+            runtimes: vec![if docker { Runtime::Docker } else { Runtime::Wasm }],
             replicas,
             memory_mb: memory,
             cpu_millis: cpu,
@@ -297,7 +335,7 @@ proptest! {
             let node = nodes[p.node.as_str()];
             let app = problem.apps.iter().find(|a| a.name == p.app).unwrap();
             prop_assert_eq!(node.state, NodeState::Alive);
-            prop_assert!(node.runtimes.contains(&app.runtime));
+            prop_assert!(app.runs_on(&node.runtimes));
             prop_assert!(node.allows_relaxations(app));
             prop_assert!(app.required.iter().all(|r| r.matches(&node.labels)));
             let u = used.entry(node.id.as_str()).or_default();
@@ -324,7 +362,7 @@ proptest! {
         let solution = solve(&roomy, &[]);
         for app in &roomy.apps {
             let eligible = roomy.nodes.iter().filter(|n| {
-                n.state == NodeState::Alive && n.runtimes.contains(&app.runtime)
+                n.state == NodeState::Alive && app.runs_on(&n.runtimes)
                     && n.allows_relaxations(app) && app.required.iter().all(|r| r.matches(&n.labels))
             }).count();
             let mut nodes = nodes_of(&solution, &app.name);
@@ -399,7 +437,7 @@ prop_compose! {
         AppSpec {
             name: format!("app{name}"),
             owner: if bob { "bob" } else { "alice" }.into(),
-            runtime: if docker { Runtime::Docker } else { Runtime::Wasm },
+            runtimes: vec![if docker { Runtime::Docker } else { Runtime::Wasm }],
             replicas,
             memory_mb: memory,
             cpu_millis: cpu,

@@ -6,6 +6,8 @@
 //! | `GET /env/NAME`  | the value of the env var `NAME` and `\n`; 404 when unset             |
 //! | `GET /whoami`    | `uid=<uid> readonly_root=<bool> memory_limit=<bytes or "max">\n`     |
 //! | `GET /healthz`   | `ok\n`                                                               |
+//! | `GET /processes` | how many processes it sees in `/proc`, and `\n`                      |
+//! | `GET /alloc/N`   | allocates and touches N MiB (N ≤ 4096), then `allocated <bytes>\n`   |
 //! | `POST /echo`     | the request body, streamed back chunk by chunk as it arrives         |
 //!
 //! It listens on `0.0.0.0:$PORT` (8080 when unset) and prints one line per request to stdout
@@ -116,6 +118,11 @@ fn route(method: &str, path: &str) -> (&'static str, String) {
         }
         "/healthz" => (OK, "ok\n".to_owned()),
         "/whoami" => (OK, whoami()),
+        "/processes" => (OK, format!("{}\n", processes())),
+        _ if path.starts_with("/alloc/") => match path["/alloc/".len()..].parse::<usize>() {
+            Ok(mib) if mib <= 4096 => (OK, format!("allocated {}\n", allocate(mib))),
+            _ => (NOT_FOUND, "not a size in MiB\n".to_owned()),
+        },
         _ => match path.strip_prefix("/env/").map(std::env::var) {
             Some(Ok(value)) => (OK, format!("{value}\n")),
             Some(Err(_)) => (NOT_FOUND, "not set\n".to_owned()),
@@ -315,6 +322,28 @@ fn connection_header(keep_alive: bool) -> &'static str {
 }
 
 /// What the process sees of its own confinement, so tests can check it from inside.
+/// How many processes this one can see: its own PID namespace's, when it has one.
+fn processes() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Allocates `mib` MiB and touches every page of it, so it counts against a memory limit;
+/// answers the bytes held, then frees them.
+fn allocate(mib: usize) -> usize {
+    let mut held = vec![0u8; mib << 20];
+    for page in held.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(&held).iter().step_by(4096).map(|b| *b as usize).sum::<usize>() * 4096
+}
+
 fn whoami() -> String {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -15,6 +15,7 @@ use mycel_protocol::{
 pub(super) enum BlobField {
     WasmModule,
     ContainerArchive,
+    ProcessBinary,
 }
 
 impl BlobField {
@@ -22,6 +23,7 @@ impl BlobField {
         match self {
             BlobField::WasmModule => "wasm.module",
             BlobField::ContainerArchive => "container.archive",
+            BlobField::ProcessBinary => "process.binary",
         }
     }
 
@@ -32,6 +34,7 @@ impl BlobField {
                 .container
                 .as_ref()
                 .and_then(|c| c.archive.as_deref()),
+            BlobField::ProcessBinary => manifest.process.as_ref().map(|p| p.binary.as_str()),
         }
     }
 
@@ -47,6 +50,11 @@ impl BlobField {
             BlobField::ContainerArchive => {
                 if let Some(container) = manifest.container.as_mut() {
                     container.archive = Some(text);
+                }
+            }
+            BlobField::ProcessBinary => {
+                if let Some(process) = manifest.process.as_mut() {
+                    process.binary = text;
                 }
             }
         }
@@ -96,7 +104,11 @@ pub(super) fn load(file: &Path) -> anyhow::Result<(Manifest, Vec<LocalBlob>)> {
         _ => Path::new("."),
     };
     let mut blobs = Vec::new();
-    for field in [BlobField::WasmModule, BlobField::ContainerArchive] {
+    for field in [
+        BlobField::WasmModule,
+        BlobField::ContainerArchive,
+        BlobField::ProcessBinary,
+    ] {
         let Some(text) = field.get(&manifest) else {
             continue;
         };

@@ -57,6 +57,40 @@ fn container_example() -> Manifest {
     }
 }
 
+fn process_spec() -> ProcessSpec {
+    ProcessSpec {
+        binary: format!("blake3:{}", "ab".repeat(32)),
+        args: vec!["--serve".into()],
+        port: None,
+    }
+}
+
+fn process_example() -> Manifest {
+    Manifest {
+        wasm: None,
+        process: Some(process_spec()),
+        ..example()
+    }
+}
+
+#[test]
+fn a_process_app_parses_with_its_port_defaulting_to_8080() {
+    let toml =
+        "name = \"p\"\nversion = \"1\"\n[process]\nbinary = \"bin/server\"\nargs = [\"--serve\"]\n";
+    let manifest = Manifest::from_toml(toml).unwrap();
+    assert_eq!(manifest.kind(), AppKind::Process);
+    let process = manifest.process.as_ref().unwrap();
+    assert_eq!(
+        (process.binary.as_str(), process.port()),
+        ("bin/server", 8080)
+    );
+    let error = manifest.validate_for_api().unwrap_err().to_string();
+    assert!(error.contains("process.binary"), "{error}");
+    process_example().validate_for_api().unwrap();
+    let unknown = "name = \"p\"\nversion = \"1\"\n[process]\nbinary = \"b\"\nshell = true\n";
+    assert!(Manifest::from_toml(unknown).is_err());
+}
+
 fn rule(key: &str, op: RuleOp, values: &[&str]) -> LabelRuleSpec {
     LabelRuleSpec {
         key: key.into(),
@@ -316,9 +350,53 @@ fn each_rule_rejects_with_a_message_naming_the_field() {
         (
             |m| m.container = container_example().container,
             "workload",
-            "got both",
+            "got more",
         ),
-        (|m| m.wasm = None, "workload", "got neither"),
+        (
+            |m| m.process = process_example().process,
+            "workload",
+            "got more",
+        ),
+        (|m| m.wasm = None, "workload", "got none"),
+        (
+            |m| {
+                *m = Manifest {
+                    process: Some(ProcessSpec {
+                        port: Some(0),
+                        ..process_spec()
+                    }),
+                    ..process_example()
+                }
+            },
+            "process.port",
+            "got 0",
+        ),
+        (
+            |m| {
+                *m = Manifest {
+                    process: Some(ProcessSpec {
+                        binary: "blake3:12".into(),
+                        ..process_spec()
+                    }),
+                    ..process_example()
+                }
+            },
+            "process.binary",
+            "64",
+        ),
+        (
+            |m| {
+                *m = Manifest {
+                    process: Some(ProcessSpec {
+                        args: vec!["ok".into(), "a\0b".into()],
+                        ..process_spec()
+                    }),
+                    ..process_example()
+                }
+            },
+            "process.args[1]",
+            "NUL",
+        ),
         (
             |m| m.wasm.as_mut().unwrap().module = String::new(),
             "wasm.module",

@@ -7,12 +7,13 @@
 //!    ├─ start(spec) ─ start.rs: remove a leftover of the same name, create (spec.rs: the
 //!    │                 hardened config), start, read the published port back, wait until it
 //!    │                 accepts connections (or fail with the container's last log lines)
-//!    │                 └─▶ DockerInstance (instance.rs)
-//!    │                       ├─ handle(request) ─ proxy.rs: HTTP/1.1 to 127.0.0.1:<host port>,
+//!    │                 └─▶ UpstreamInstance (crate::upstream)
+//!    │                       ├─ handle(request) ─ HTTP/1.1 to 127.0.0.1:<host port>,
 //!    │                       │                    a few pooled keep-alive connections
 //!    │                       ├─ follow.rs tasks: the container's stdout/stderr → LogBuffer,
 //!    │                       │                   its memory from the engine's stats
-//!    │                       └─ stop(): refuse, drain, stop and remove the container
+//!    │                       └─ stop(): refuse, drain, then running.rs: stop and remove the
+//!    │                                  container
 //!    ├─ remove_orphans(keep) / remove_all(): containers labelled with this node's id
 //!    └─ images.rs: load_archive (`docker load`), pull_image, has_image, image_diff_ids
 //! ```
@@ -23,14 +24,13 @@
 //! pulls: images come from archives loaded with [`DockerDriver::load_archive`], or from a registry
 //! through [`DockerDriver::pull_image`] when the agent (which knows the node's allow-list) asks.
 //!
-//! A dropped [`DockerInstance`](instance::DockerInstance) ends its background tasks but leaves its
+//! A dropped instance ends its background tasks but leaves its
 //! container running: the agent stops instances it no longer wants, and reaps what a crash left
 //! behind with [`DockerDriver::remove_orphans`].
 
 mod follow;
 mod images;
-mod instance;
-mod proxy;
+mod running;
 mod spec;
 mod start;
 

@@ -18,13 +18,15 @@ use tokio::{
 };
 
 use super::{
-    DriverInner, engine_error, engine_reason, follow, force_remove,
-    instance::{DockerInstance, Started},
-    is_not_found,
-    proxy::Upstream,
+    DriverInner, engine_error, engine_reason, follow, force_remove, is_not_found,
+    running::ContainerBackend,
     spec::{self, Plan},
 };
-use crate::{ContainerWorkload, InstanceSpec, RuntimeError, Workload};
+use crate::{
+    ContainerWorkload, InstanceSpec, RuntimeError, Workload,
+    logs::LogBuffer,
+    upstream::{Started, Upstream, UpstreamInstance},
+};
 
 /// How many lines of a failed container's output its error quotes.
 const FAILED_LINES: usize = 20;
@@ -42,7 +44,7 @@ const EXITED: &str = "its container exited before it accepted connections";
 pub(super) async fn start(
     inner: Arc<DriverInner>,
     spec: InstanceSpec,
-) -> Result<DockerInstance, RuntimeError> {
+) -> Result<UpstreamInstance, RuntimeError> {
     let Workload::Container(workload) = &spec.workload else {
         return Err(RuntimeError::InvalidSpec(format!(
             "the docker runtime cannot run a {} workload",
@@ -136,15 +138,23 @@ pub(super) async fn start(
         elapsed_ms = started_at.elapsed().as_millis() as u64,
         "container started"
     );
-    Ok(DockerInstance::new(Started {
+    let log = Arc::new(LogBuffer::new());
+    let followers = follow::Followers::start(docker, &created.id, log.clone());
+    Ok(UpstreamInstance::new(Started {
         id: spec.instance_id.clone(),
         app: spec.app.clone(),
-        container: created.id,
-        docker: docker.clone(),
+        kind: "container",
         upstream: Upstream::new(addr),
         request_timeout: spec.request_timeout,
         max_concurrency: spec.max_concurrency,
-        stop_timeout: config.stop_timeout,
+        log,
+        backend: Box::new(ContainerBackend {
+            id: spec.instance_id.clone(),
+            container: created.id,
+            docker: docker.clone(),
+            stop_timeout: config.stop_timeout,
+            followers,
+        }),
     }))
 }
 

@@ -109,6 +109,18 @@ pub fn hello_container_archive() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// examples/hello-container's static binary, and its `blake3:<hex>` (built as its archive is).
+pub fn hello_container_binary() -> (PathBuf, String) {
+    let archive = hello_container_archive();
+    let binary = archive
+        .parent()
+        .expect("the archive is in target/")
+        .join("x86_64-unknown-linux-musl/release/hello-container");
+    let bytes =
+        std::fs::read(&binary).unwrap_or_else(|e| panic!("reading {}: {e}", binary.display()));
+    (binary, format!("blake3:{}", blake3::hash(&bytes).to_hex()))
+}
+
 fn build_hello_container() -> Result<PathBuf, String> {
     let dir = package_dir().join("../../examples/hello-container");
     let dir = dir

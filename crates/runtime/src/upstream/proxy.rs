@@ -1,4 +1,4 @@
-//! HTTP/1.1 connections to one container's published port, a few of them kept alive for reuse.
+//! HTTP/1.1 connections to one app's port, a few of them kept alive for reuse.
 //!
 //! A request takes the most recently idle connection, or opens one. Its connection is on
 //! [`Lease`] until the answer has been read to its end, and then goes back to the pool (at most
@@ -14,9 +14,10 @@ use std::{
     time::Duration,
 };
 
+use futures::future::BoxFuture;
 use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, time::Instant};
+use tokio::{net::TcpSocket, time::Instant};
 
 use crate::Body;
 
@@ -33,16 +34,22 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 type Sender = http1::SendRequest<Body>;
 
 /// Why a request got no answer head.
-pub(super) enum SendError {
+pub(crate) enum SendError {
     /// It was never sent: nothing reached the app.
     NotSent(String),
     /// It was (perhaps partly) sent, and the exchange failed.
     Failed(String),
 }
 
-/// The connections to one container.
-pub(super) struct Upstream {
+/// Makes the socket a connection starts from: in the host's network, or in the app's own.
+pub(crate) type MakeSocket =
+    Arc<dyn Fn() -> BoxFuture<'static, std::io::Result<TcpSocket>> + Send + Sync>;
+
+/// The connections to one app.
+pub(crate) struct Upstream {
     addr: SocketAddr,
+    /// `None`: a socket in this host's network.
+    make_socket: Option<MakeSocket>,
     idle: Mutex<Vec<Idle>>,
     closed: AtomicBool,
 }
@@ -53,18 +60,28 @@ struct Idle {
 }
 
 impl Upstream {
-    pub(super) fn new(addr: SocketAddr) -> Self {
+    /// Connections to `addr` on this host's network.
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         Upstream {
             addr,
+            make_socket: None,
             idle: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Connections to `addr` from sockets `make_socket` makes (in another network namespace).
+    pub(crate) fn through(addr: SocketAddr, make_socket: MakeSocket) -> Self {
+        Upstream {
+            make_socket: Some(make_socket),
+            ..Self::new(addr)
         }
     }
 
     /// Sends `request` and returns the answer's head, with the connection on lease until its
     /// body has been read. A pooled connection that closed before the request went out is
     /// replaced by a new one transparently.
-    pub(super) async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: http::Request<Body>,
     ) -> Result<(http::Response<Incoming>, Lease), SendError> {
@@ -86,7 +103,7 @@ impl Upstream {
     }
 
     /// Drops the idle connections and keeps none from now on.
-    pub(super) fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.idle
             .lock()
@@ -104,7 +121,15 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Sender, String> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+        let connect = async {
+            let socket = match &self.make_socket {
+                Some(make) => make().await?,
+                None if self.addr.is_ipv4() => TcpSocket::new_v4()?,
+                None => TcpSocket::new_v6()?,
+            };
+            socket.connect(self.addr).await
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| format!("connecting to {} took over {CONNECT_TIMEOUT:?}", self.addr))?
             .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
@@ -118,7 +143,7 @@ impl Upstream {
         let addr = self.addr;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(%addr, error = %e, "a connection to a container ended");
+                tracing::debug!(%addr, error = %e, "a connection to an app ended");
             }
         });
         Ok(sender)
@@ -146,7 +171,7 @@ impl Upstream {
 }
 
 /// A connection whose answer is being read; dropping it closes the connection.
-pub(super) struct Lease {
+pub(crate) struct Lease {
     upstream: Arc<Upstream>,
     sender: Sender,
 }
@@ -154,7 +179,7 @@ pub(super) struct Lease {
 impl Lease {
     /// Returns the connection to the pool once it can take the next request (its task needs a
     /// moment to finish the exchange).
-    pub(super) fn give_back(self) {
+    pub(crate) fn give_back(self) {
         let Lease {
             upstream,
             mut sender,

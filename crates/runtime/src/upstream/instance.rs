@@ -1,5 +1,6 @@
-//! One running container: admission (stopped? concurrency?), the request forwarded to its port
-//! under the time limit, the answer's body streamed back, and stopping.
+//! One running app behind a port (a container's, a sandboxed process's): admission (stopped?
+//! concurrency?), the request forwarded to its port under the time limit, the answer's body
+//! streamed back, and stopping through its [`Backend`].
 
 use std::{
     pin::Pin,
@@ -8,7 +9,6 @@ use std::{
     time::Duration,
 };
 
-use bollard::{Docker, query_parameters::StopContainerOptionsBuilder};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::{Body as _, Frame, SizeHint};
@@ -19,80 +19,83 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::{
-    engine_reason,
-    follow::Followers,
-    force_remove, is_not_found,
-    proxy::{Lease, SendError, Upstream},
-};
+use super::proxy::{Lease, SendError, Upstream};
 use crate::{
     Body, BoxError, Instance, RuntimeError, Usage,
     admission::{Gate, Ticket},
     logs::{LogBuffer, Logs, Stream},
 };
 
-/// How long stopping waits, beyond the request time limit, for requests to end, and for the
-/// last lines of a stopped container's output.
+/// How long stopping waits, beyond the request time limit, for requests to end.
 const GRACE: Duration = Duration::from_secs(1);
 
-/// A started container, as [`Instance`].
-pub(crate) struct DockerInstance {
+/// What runs the app: measures it and ends it.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// The memory it uses now, when known.
+    fn memory(&self) -> Option<u64>;
+    /// The CPU time it used since it started, in nanoseconds, when known.
+    fn cpu_nanos(&self) -> Option<u64>;
+    /// How it ended, once it has (see [`Instance::ended`]).
+    fn ended(&self) -> Option<String> {
+        None
+    }
+    /// Ends it, once no request is left, and removes what it leaves behind. Failures are the
+    /// backend's to log: the caller cannot act on them.
+    fn shut_down(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A started app behind a port, as [`Instance`].
+pub(crate) struct UpstreamInstance {
     shared: Arc<Shared>,
 }
 
-/// What the container was started as.
-pub(super) struct Started {
-    pub(super) id: String,
-    pub(super) app: String,
-    /// The container's id on the engine.
-    pub(super) container: String,
-    pub(super) docker: Docker,
-    pub(super) upstream: Upstream,
-    pub(super) request_timeout: Duration,
-    pub(super) max_concurrency: usize,
-    pub(super) stop_timeout: Duration,
+/// What the app was started as.
+pub(crate) struct Started {
+    pub(crate) id: String,
+    pub(crate) app: String,
+    /// What it runs in, as messages name it: "container", "process".
+    pub(crate) kind: &'static str,
+    pub(crate) upstream: Upstream,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_concurrency: usize,
+    /// Where its output goes (the backend follows it there).
+    pub(crate) log: Arc<LogBuffer>,
+    pub(crate) backend: Box<dyn Backend>,
 }
 
 /// Everything a request needs, shared with its answer's body (which may outlive the caller).
 struct Shared {
     id: String,
     app: String,
-    container: String,
-    docker: Docker,
+    kind: &'static str,
     upstream: Arc<Upstream>,
     timeout: Duration,
-    stop_timeout: Duration,
     gate: Arc<Gate>,
-    /// Set once the container is stopped and removed; a second stop waits on the first.
+    /// Set once the app is stopped; a second stop waits on the first.
     removed: OnceCell<()>,
     log: Arc<LogBuffer>,
-    followers: Followers,
+    backend: Box<dyn Backend>,
 }
 
-impl DockerInstance {
-    /// Wraps a started container and starts following its output.
-    pub(super) fn new(started: Started) -> Self {
-        let log = Arc::new(LogBuffer::new());
-        let followers = Followers::start(&started.docker, &started.container, log.clone());
-        DockerInstance {
+impl UpstreamInstance {
+    pub(crate) fn new(started: Started) -> Self {
+        UpstreamInstance {
             shared: Arc::new(Shared {
                 gate: Gate::new(&started.id, started.max_concurrency),
                 id: started.id,
                 app: started.app,
-                container: started.container,
-                docker: started.docker,
+                kind: started.kind,
                 upstream: Arc::new(started.upstream),
                 timeout: started.request_timeout,
-                stop_timeout: started.stop_timeout,
                 removed: OnceCell::new(),
-                log,
-                followers,
+                log: started.log,
+                backend: started.backend,
             }),
         }
     }
 }
 
-impl Instance for DockerInstance {
+impl Instance for UpstreamInstance {
     fn id(&self) -> &str {
         &self.shared.id
     }
@@ -111,11 +114,15 @@ impl Instance for DockerInstance {
         self.shared.log.logs()
     }
 
+    fn ended(&self) -> Option<String> {
+        self.shared.backend.ended()
+    }
+
     fn usage(&self) -> Usage {
-        let followers = &self.shared.followers;
+        let backend = &self.shared.backend;
         self.shared
             .gate
-            .usage(followers.memory(), followers.cpu_nanos())
+            .usage(backend.memory(), backend.cpu_nanos())
     }
 
     fn stop(&self) -> BoxFuture<'static, ()> {
@@ -127,7 +134,7 @@ impl Instance for DockerInstance {
 }
 
 impl Shared {
-    /// Sends the request to the container and answers once its head is back; the body then
+    /// Sends the request to the app and answers once its head is back; the body then
     /// streams, under the same deadline.
     async fn forward(
         self: Arc<Self>,
@@ -154,42 +161,20 @@ impl Shared {
             })),
             Ok(Err(SendError::Failed(reason))) => Err(self.failed(RuntimeError::Guest {
                 instance: self.id.clone(),
-                reason: format!("the exchange with its container failed: {reason}"),
+                reason: format!("the exchange with its {} failed: {reason}", self.kind),
             })),
             Err(_elapsed) => Err(self.failed(self.timed_out())),
         }
     }
 
-    /// Refuses new requests, waits (bounded) for the running ones, then stops and removes the
-    /// container. Failures are logged here: the caller cannot act on them, and the agent's
-    /// reaping removes what is left.
+    /// Refuses new requests, waits (bounded) for the running ones, then ends the app.
     async fn shut_down(&self) {
         // Each request is bounded by its time limit, but only while its answer is read: one that
         // nobody reads must not hold the stop forever.
         self.gate.close(Some(self.timeout + GRACE)).await;
         self.upstream.close();
-
-        let seconds = i32::try_from(self.stop_timeout.as_secs()).unwrap_or(i32::MAX);
-        let options = StopContainerOptionsBuilder::default().t(seconds).build();
-        match self
-            .docker
-            .stop_container(&self.container, Some(options))
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => tracing::warn!(
-                instance = %self.id,
-                container = %self.container,
-                error = %engine_reason(&e),
-                "stopping a container; removing it by force"
-            ),
-        }
-        self.followers.finish(GRACE).await;
-        if let Err(e) = force_remove(&self.docker, &self.container).await {
-            tracing::warn!(instance = %self.id, error = %e, "removing a stopped container");
-        }
-        tracing::debug!(instance = %self.id, app = %self.app, "container stopped and removed");
+        self.backend.shut_down().await;
+        tracing::debug!(instance = %self.id, app = %self.app, kind = self.kind, "stopped");
     }
 
     fn timed_out(&self) -> RuntimeError {
@@ -229,7 +214,7 @@ fn origin_form(request: http::Request<Body>) -> http::Request<Body> {
     http::Request::from_parts(parts, body)
 }
 
-/// An answer's body from the container: it ends at the request's deadline, holds the request's
+/// An answer's body from the app: it ends at the request's deadline, holds the request's
 /// ticket until it ends, and then gives its connection back.
 struct AnswerBody {
     body: Incoming,
@@ -288,7 +273,7 @@ impl http_body::Body for AnswerBody {
             Poll::Ready(Some(Err(e))) => {
                 let error = RuntimeError::Guest {
                     instance: this.shared.id.clone(),
-                    reason: format!("its container's answer broke off: {e}"),
+                    reason: format!("its {}'s answer broke off: {e}", this.shared.kind),
                 };
                 Poll::Ready(Some(Err(this.fail(error))))
             }
