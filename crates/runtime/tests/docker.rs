@@ -579,3 +579,27 @@ async fn a_leftover_container_of_the_same_instance_is_replaced() {
     );
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_dies_says_how() {
+    let node = Node::new("dies").await;
+    let instance = node.start(spec("dies-1")).await;
+    assert_eq!(instance.ended(), None, "it runs");
+    let containers = node.containers().await;
+    assert_eq!(containers.len(), 1);
+    // Killed behind the driver's back, as a crash or the OOM killer would.
+    node.docker
+        .kill_container(
+            &containers[0],
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("the engine kills it");
+    eventually("its end is noticed", || async {
+        instance.ended().is_some()
+    })
+    .await;
+    let how = instance.ended().unwrap();
+    assert!(how.contains("exited with code 137"), "{how}");
+    instance.stop().await;
+}

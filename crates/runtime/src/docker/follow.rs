@@ -1,5 +1,6 @@
 //! What an instance learns from the engine while its container runs: its stdout and stderr,
-//! followed into the instance's log line by line, and its memory use, sampled from the stats.
+//! followed into the instance's log line by line, its memory use, sampled from the stats, and
+//! its end, when it stops on its own.
 //!
 //! Each is a task the instance owns ([`Followers`]): aborted when it is dropped, and, on stop,
 //! given a moment to read the container's last lines first.
@@ -16,7 +17,7 @@ use bollard::{
     Docker,
     container::LogOutput,
     models::ContainerMemoryStats,
-    query_parameters::{LogsOptionsBuilder, StatsOptionsBuilder},
+    query_parameters::{LogsOptionsBuilder, StatsOptionsBuilder, WaitContainerOptionsBuilder},
 };
 use futures::StreamExt;
 use tokio::task::JoinHandle;
@@ -34,6 +35,10 @@ const UNKNOWN: u64 = u64::MAX;
 pub(super) struct Followers {
     logs: Mutex<Option<JoinHandle<()>>>,
     stats: JoinHandle<()>,
+    /// Waits for the container to stop on its own.
+    exit: JoinHandle<()>,
+    /// How it stopped, once it has.
+    ended: Arc<Mutex<Option<String>>>,
     memory: Arc<AtomicU64>,
     /// The container's CPU time since it started, in nanoseconds.
     cpu_nanos: Arc<AtomicU64>,
@@ -52,9 +57,17 @@ impl Followers {
             memory.clone(),
             cpu_nanos.clone(),
         ));
+        let ended = Arc::new(Mutex::new(None));
+        let exit = tokio::spawn(wait_exit(
+            docker.clone(),
+            container.to_owned(),
+            ended.clone(),
+        ));
         Followers {
             logs: Mutex::new(Some(logs)),
             stats,
+            exit,
+            ended,
             memory,
             cpu_nanos,
         }
@@ -70,10 +83,19 @@ impl Followers {
         Some(self.cpu_nanos.load(Ordering::Relaxed)).filter(|n| *n != UNKNOWN)
     }
 
+    /// How the container stopped, once it has (on its own, or stopped by the instance).
+    pub(super) fn ended(&self) -> Option<String> {
+        self.ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Stops sampling, and lets the log follower read to the end of the container's output (it
     /// ends when the container has stopped) for at most `grace`.
     pub(super) async fn finish(&self, grace: Duration) {
         self.stats.abort();
+        self.exit.abort();
         let logs = self
             .logs
             .lock()
@@ -90,6 +112,7 @@ impl Followers {
 impl Drop for Followers {
     fn drop(&mut self) {
         self.stats.abort();
+        self.exit.abort();
         if let Some(logs) = self
             .logs
             .get_mut()
@@ -99,6 +122,26 @@ impl Drop for Followers {
             logs.abort();
         }
     }
+}
+
+/// Waits until the container is no longer running, and says how it ended in `ended`.
+async fn wait_exit(docker: Docker, container: String, ended: Arc<Mutex<Option<String>>>) {
+    let options = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    let how = match docker
+        .wait_container(&container, Some(options))
+        .next()
+        .await
+    {
+        Some(Ok(exit)) => format!("its container exited with code {}", exit.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+            format!("its container exited with code {code}")
+        }
+        Some(Err(e)) => format!("its container is gone: {e}"),
+        None => "its container is gone".to_owned(),
+    };
+    *ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(how);
 }
 
 /// Copies the container's output into `log` until the container stops or the task is aborted.

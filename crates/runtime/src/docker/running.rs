@@ -30,6 +30,10 @@ impl Backend for ContainerBackend {
         self.followers.cpu_nanos()
     }
 
+    fn ended(&self) -> Option<String> {
+        self.followers.ended()
+    }
+
     /// Stops the container (SIGTERM, then SIGKILL after the stop timeout), reads its last
     /// lines, and removes it; the agent's reaping removes whatever this leaves.
     fn shut_down(&self) -> BoxFuture<'_, ()> {
