@@ -21,6 +21,8 @@ use rustix::{
 };
 use tokio::sync::oneshot;
 
+use super::cgroups::{Group, Limits, V1};
+
 /// A sandbox that started: where to find and follow it.
 pub(super) struct Spawned {
     /// The launcher's key for it.
@@ -46,6 +48,8 @@ pub(super) type MakeCommand = Box<dyn FnOnce() -> hakoniwa::Command + Send>;
 enum Job {
     Spawn {
         make: MakeCommand,
+        /// Its cgroup limits, when the launcher sets them (see [`Launcher::sets_limits`]).
+        limits: Option<Limits>,
         reply: oneshot::Sender<Result<Spawned, String>>,
     },
     Socket {
@@ -68,21 +72,45 @@ enum Job {
 #[derive(Clone)]
 pub(super) struct Launcher {
     jobs: mpsc::Sender<Job>,
+    sets_limits: bool,
 }
 
 impl Launcher {
     pub(super) fn start() -> io::Result<Self> {
         let host_netns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
         let (jobs, queue) = mpsc::channel();
+        let (started, sets_limits) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("mycel-sandboxes".into())
-            .spawn(move || Thread::new(host_netns).run(queue))?;
-        Ok(Self { jobs })
+            .spawn(move || {
+                let cgroups = V1::detect();
+                if let Some(cgroups) = &cgroups {
+                    cgroups.sweep();
+                }
+                let _ = started.send(cgroups.is_some());
+                Thread::new(host_netns, cgroups).run(queue)
+            })?;
+        let sets_limits = sets_limits.recv().map_err(io::Error::other)?;
+        Ok(Self { jobs, sets_limits })
     }
 
-    pub(super) async fn spawn(&self, make: MakeCommand) -> Result<Spawned, String> {
+    /// Whether the launcher sets sandboxes' cgroup limits itself (cgroup v1 hosts); otherwise
+    /// hakoniwa does, as the command asks.
+    pub(super) fn sets_limits(&self) -> bool {
+        self.sets_limits
+    }
+
+    pub(super) async fn spawn(
+        &self,
+        make: MakeCommand,
+        limits: Option<Limits>,
+    ) -> Result<Spawned, String> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Spawn { make, reply })?;
+        self.send(Job::Spawn {
+            make,
+            limits,
+            reply,
+        })?;
         answer.await.map_err(|_| gone())?
     }
 
@@ -125,14 +153,17 @@ fn gone() -> String {
 
 struct Thread {
     host_netns: OwnedFd,
-    children: HashMap<u64, hakoniwa::Child>,
+    /// The thread's own v1 groups, when it makes sandboxes' groups itself.
+    cgroups: Option<V1>,
+    children: HashMap<u64, (hakoniwa::Child, Option<Group>)>,
     next_key: u64,
 }
 
 impl Thread {
-    fn new(host_netns: OwnedFd) -> Self {
+    fn new(host_netns: OwnedFd, cgroups: Option<V1>) -> Self {
         Self {
             host_netns,
+            cgroups,
             children: HashMap::new(),
             next_key: 0,
         }
@@ -141,9 +172,13 @@ impl Thread {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
         while let Ok(job) = queue.recv() {
             match job {
-                Job::Spawn { make, reply } => {
+                Job::Spawn {
+                    make,
+                    limits,
+                    reply,
+                } => {
                     // Nobody waits for it any more (the start was cancelled): it must not run.
-                    if let Err(Ok(orphan)) = reply.send(self.spawn(make)) {
+                    if let Err(Ok(orphan)) = reply.send(self.spawn(make, limits)) {
                         self.kill(orphan.key);
                     }
                 }
@@ -160,19 +195,19 @@ impl Thread {
             }
         }
         // The driver is gone: so are its sandboxes.
-        for (_, mut child) in self.children.drain() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let keys: Vec<u64> = self.children.keys().copied().collect();
+        for key in keys {
+            self.kill(key);
         }
     }
 
-    fn spawn(&mut self, make: MakeCommand) -> Result<Spawned, String> {
+    fn spawn(&mut self, make: MakeCommand, limits: Option<Limits>) -> Result<Spawned, String> {
         // SAFETY: NEWNET moves only this thread into a new network namespace; it shares no
         // memory, files or other state differently afterwards. It moves back below.
         #[allow(unsafe_code)]
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }
             .map_err(|e| format!("making a network namespace: {e}"))?;
-        let spawned = self.spawn_here(make);
+        let spawned = self.spawn_here(make, limits);
         if let Err(e) = self.back_home() {
             // Every later sandbox would share a network: stop offering any.
             panic!("the sandbox launcher cannot return to the host's network: {e}");
@@ -181,7 +216,7 @@ impl Thread {
     }
 
     /// Starts the sandbox in the network namespace this thread stands in.
-    fn spawn_here(&mut self, make: MakeCommand) -> Result<Spawned, String> {
+    fn spawn_here(&mut self, make: MakeCommand, limits: Option<Limits>) -> Result<Spawned, String> {
         loopback_up().map_err(|e| format!("bringing the sandbox's loopback up: {e}"))?;
         // Its network is its own: any port is the app's to use, 80 included.
         std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
@@ -189,11 +224,35 @@ impl Thread {
         let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
             .map_err(|e| format!("opening the sandbox's network namespace: {e}"))?
             .into();
-        let mut child = make()
-            .spawn()
-            .map_err(|e| format!("starting the sandbox: {e}"))?;
         let key = self.next_key;
         self.next_key += 1;
+        let mut command = make();
+        // In the sandbox's groups while it forks, so it starts inside them.
+        let group = match (&self.cgroups, limits) {
+            (Some(cgroups), Some(limits)) => Some(
+                cgroups
+                    .enter(&format!("{}-{key}", std::process::id()), limits)
+                    .map_err(|e| format!("making the sandbox's cgroups: {e}"))?,
+            ),
+            _ => None,
+        };
+        let child = command.spawn();
+        if let Some(cgroups) = &self.cgroups
+            && group.is_some()
+            && let Err(e) = cgroups.leave()
+        {
+            // Every later sandbox and socket would count against this one's limits.
+            panic!("the sandbox launcher cannot return to its own cgroups: {e}");
+        }
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(group) = group {
+                    group.remove();
+                }
+                return Err(format!("starting the sandbox: {e}"));
+            }
+        };
         let spawned = Spawned {
             key,
             pid: child.id(),
@@ -201,14 +260,17 @@ impl Thread {
             stderr: child.stderr.take().map(OwnedFd::from),
             netns: Arc::new(netns),
         };
-        self.children.insert(key, child);
+        self.children.insert(key, (child, group));
         Ok(spawned)
     }
 
     fn kill(&mut self, key: u64) {
-        if let Some(mut child) = self.children.remove(&key) {
+        if let Some((mut child, group)) = self.children.remove(&key) {
             let _ = child.kill();
             let _ = child.wait();
+            if let Some(group) = group {
+                group.remove();
+            }
         }
     }
 
@@ -227,7 +289,7 @@ impl Thread {
     }
 
     fn reap(&mut self, key: u64) -> Option<Ended> {
-        let child = self.children.get_mut(&key)?;
+        let (child, _) = self.children.get_mut(&key)?;
         let ended = match child.try_wait() {
             Ok(None) => return None,
             Ok(Some(status)) => Ended {
@@ -239,7 +301,9 @@ impl Thread {
                 reason: format!("waiting for it failed: {e}"),
             },
         };
-        self.children.remove(&key);
+        if let Some((_, Some(group))) = self.children.remove(&key) {
+            group.remove();
+        }
         Some(ended)
     }
 

@@ -20,6 +20,7 @@
 //! node's, in case a host lacks `setpriv`. [`ProcessDriver::start`] proves that a
 //! sandbox starts on this host before the node offers `process` at all.
 
+mod cgroups;
 mod launcher;
 mod orphans;
 mod running;
@@ -121,11 +122,13 @@ impl ProcessDriver {
             host_id: self.inner.ids.start,
             memory_mb: 64,
             cpu_millis: 100,
+            hakoniwa_limits: !self.inner.launcher.sets_limits(),
         };
+        let limits = self.own_limits(&plan);
         let spawned = self
             .inner
             .launcher
-            .spawn(Box::new(move || sandbox::command(&plan)))
+            .spawn(Box::new(move || sandbox::command(&plan)), limits)
             .await
             .map_err(|e| RuntimeError::Setup(format!("a sandbox does not start here: {e}")))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -179,6 +182,14 @@ impl ProcessDriver {
         Ok(dir)
     }
 
+    /// The limits the launcher sets for `plan`, when it sets them (else hakoniwa does).
+    fn own_limits(&self, plan: &sandbox::Plan) -> Option<cgroups::Limits> {
+        self.inner
+            .launcher
+            .sets_limits()
+            .then(|| sandbox::limits(plan))
+    }
+
     /// The host id instance `id` runs as: spread over the range by its hash.
     fn host_id(&self, id: &str) -> u32 {
         let ids = &self.inner.ids;
@@ -213,10 +224,12 @@ impl ProcessDriver {
             host_id: self.host_id(&spec.instance_id),
             memory_mb: spec.memory_mb,
             cpu_millis: spec.cpu_millis,
+            hakoniwa_limits: !self.inner.launcher.sets_limits(),
         };
+        let limits = self.own_limits(&plan);
         let launcher = self.inner.launcher.clone();
         let spawned = launcher
-            .spawn(Box::new(move || sandbox::command(&plan)))
+            .spawn(Box::new(move || sandbox::command(&plan)), limits)
             .await
             .map_err(|reason| RuntimeError::Engine {
                 context: format!("starting instance {} of {}", spec.instance_id, spec.app),

@@ -9,10 +9,12 @@
 //!   root), with no capabilities and `no_new_privs`;
 //! - a seccomp filter refuses what no app needs (mounts, ptrace, kexec, bpf, modules, new
 //!   namespaces…), Landlock confines its files to the above and its listening to its own port;
-//! - cgroup limits: memory (no swap beyond it), CPU quota, and a ceiling on processes.
+//! - cgroup limits: memory (no swap beyond it), CPU quota, and a ceiling on processes (set by
+//!   the launcher on cgroup v1 hosts, see `cgroups`; by hakoniwa elsewhere).
 
 use std::{collections::BTreeMap, path::Path};
 
+use super::cgroups::Limits;
 use hakoniwa::{
     Container, Namespace, Rlimit, Stdio,
     cgroups::{Cpu, Memory, Pids, Resources},
@@ -27,7 +29,7 @@ pub(super) const APP_DIR: &str = "/app";
 /// The uid and gid the app runs as, inside.
 const APP_ID: u32 = 1000;
 /// The most processes (threads included) one instance may have.
-const MAX_PIDS: i64 = 512;
+const MAX_PIDS: u64 = 512;
 /// The CFS period the CPU quota is a share of, in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -108,6 +110,8 @@ pub(super) struct Plan {
     pub(super) host_id: u32,
     pub(super) memory_mb: u64,
     pub(super) cpu_millis: u64,
+    /// Whether hakoniwa sets the cgroup limits (else the launcher does: see `cgroups`).
+    pub(super) hakoniwa_limits: bool,
 }
 
 /// The command that starts `plan`'s app in its sandbox.
@@ -189,7 +193,9 @@ fn container(plan: &Plan) -> Container {
     c.user("app", Some("app"), &[]);
     c.seccomp_filter(denied_syscalls());
     c.landlock_ruleset(confined(&readable, plan.port));
-    c.cgroups_resources(limits(plan));
+    if plan.hakoniwa_limits {
+        c.cgroups_resources(hakoniwa_limits(&limits(plan)));
+    }
     c
 }
 
@@ -243,13 +249,28 @@ fn confined(readable: &[String], port: u16) -> Ruleset {
     ruleset
 }
 
-fn limits(plan: &Plan) -> Resources {
-    let memory = i64::try_from(plan.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
-    let quota = i64::try_from(plan.cpu_millis.max(1) * CPU_PERIOD_US / 1000).unwrap_or(i64::MAX);
+/// `plan`'s cgroup limits.
+pub(super) fn limits(plan: &Plan) -> Limits {
+    Limits {
+        memory_bytes: plan.memory_mb.saturating_mul(1 << 20),
+        cpu_quota_us: plan.cpu_millis.max(1) * CPU_PERIOD_US / 1000,
+        cpu_period_us: CPU_PERIOD_US,
+        pids: MAX_PIDS,
+    }
+}
+
+fn hakoniwa_limits(limits: &Limits) -> Resources {
+    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+    let quota = i64::try_from(limits.cpu_quota_us).unwrap_or(i64::MAX);
     let mut resources = Resources::default();
     resources
         .memory(Memory::default().limit(memory).swap(memory).clone())
-        .pids(Pids::default().limit(MAX_PIDS).clone())
-        .cpu(Cpu::default().period(CPU_PERIOD_US).quota(quota).clone());
+        .pids(Pids::default().limit(limits.pids as i64).clone())
+        .cpu(
+            Cpu::default()
+                .period(limits.cpu_period_us)
+                .quota(quota)
+                .clone(),
+        );
     resources
 }
