@@ -10,24 +10,35 @@ cd "$(dirname "$0")/.."
 check=false
 [ "${1:-}" = "--check" ] && check=true
 
+# Build output goes to a log file, named (with its last lines) only when a step fails.
+build_log=$(mktemp -t mycel-demo-build.XXXXXX)
+quietly() { # quietly WHAT COMMAND...
+  echo "$1…"
+  shift
+  if ! "$@" >>"$build_log" 2>&1; then
+    echo "failed; the last lines of $build_log:" >&2
+    tail -20 "$build_log" >&2
+    exit 1
+  fi
+}
+
 if [ -z "${MYCEL_BIN:-}" ]; then
   # The process runtime's sandbox filter links libseccomp.
   if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libseccomp-dev >/dev/null 2>&1; then
-    echo "installing libseccomp-dev (the process sandbox's syscall filter links it)…"
     sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq libseccomp-dev >/dev/null
+    quietly "installing libseccomp-dev (the process sandbox's syscall filter links it)" \
+      sh -c "$sudo apt-get update -qq && $sudo apt-get install -y -qq libseccomp-dev"
   fi
-  echo "building mycel (release)…"
-  cargo build --release -p mycel --quiet
+  quietly "building mycel (release, a few minutes the first time)" cargo build --release -p mycel
   MYCEL_BIN="${CARGO_TARGET_DIR:-target}/release/mycel"
 fi
 
 if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-wasip2; then
-  echo "adding the wasm32-wasip2 target (the example app is a wasm component)…"
-  rustup target add wasm32-wasip2
+  quietly "adding the wasm32-wasip2 target (the example app is a wasm component)" \
+    rustup target add wasm32-wasip2
 fi
-echo "building the example app…"
-bash examples/hello/build.sh >/dev/null
+quietly "building the example app" bash examples/hello/build.sh
+rm -f "$build_log"
 
 work=$(mktemp -d -t mycel-demo.XXXXXX)
 pids=()

@@ -58,6 +58,19 @@ for ids in /etc/subuid /etc/subgid; do
   grep -qs '^root:' "$ids" || echo 'root:100000:65536' | as_root tee -a "$ids" >/dev/null
 done
 
+# promtool (Debian's prometheus package, its server not started) checks /metrics' text format.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# openapi-spec-validator (PyPI) checks the API's live OpenAPI document, from a venv of its own.
+venv="$HOME/.cache/mycel/venv"
+if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+  python3 -m venv "$venv" 2>/dev/null || { need_deb python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q openapi-spec-validator
+fi
+
 # A Docker engine, so the node's runtime detection is tested against a real one.
 need_package curl curl
 need_package python3 python3

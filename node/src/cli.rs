@@ -7,21 +7,27 @@ use libp2p::{Multiaddr, multiaddr::Protocol};
 use mycel_mesh::JoinTicket;
 use mycel_node::Bootstrap;
 
+/// `0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-07)`.
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MYCEL_COMMIT"),
+    ", built ",
+    env!("MYCEL_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mycel",
-    version,
+    version = VERSION,
     about = "A peer-to-peer mesh that runs apps with no manager node"
 )]
 pub(crate) struct Cli {
-    /// The node API that client commands talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "MYCEL_NODE",
-        default_value = "http://127.0.0.1:7401"
-    )]
-    pub(crate) node: String,
+    /// The node API that client commands talk to [default: the local node's, from node.json in
+    /// the data dir, else http://127.0.0.1:7401].
+    #[arg(long, global = true, env = "MYCEL_NODE")]
+    pub(crate) node: Option<String>,
     /// The API token client commands send (a node not on loopback needs it); found by itself
     /// for a local node, in the data dir whose node.json names --node.
     #[arg(long, global = true, env = "MYCEL_API_TOKEN", hide_env_values = true)]
@@ -67,6 +73,44 @@ pub(crate) enum Command {
     /// The ticket a new node joins this mesh with (`mycel up --join TICKET`); a private mesh's
     /// holds its secret, so the node's API token is needed even on loopback.
     JoinTicket(ListArgs),
+    /// Shell completions for bash, zsh, fish, elvish or powershell, on stdout.
+    Completions(CompletionsArgs),
+    /// The manual page (roff), on stdout: `mycel man > mycel.1`.
+    Man,
+    /// The version, the commit it was built from and the day.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// Writes `shell`'s completions for the whole command line to stdout.
+pub(crate) fn completions(shell: clap_complete::Shell) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "mycel", &mut script);
+    print_all(&script)
+}
+
+/// Writes the manual page to stdout.
+pub(crate) fn man() -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    print_all(&page)
+}
+
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is no error.
+fn print_all(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
 }
 
 #[derive(Debug, Args)]

@@ -22,8 +22,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let node = cli.node.clone().unwrap_or_else(client::local_node);
     if !matches!(cli.command, cli::Command::Up(_)) {
-        client::choose_token(&cli.node, cli.token.clone());
+        client::choose_token(&node, cli.token.clone());
         client::choose_user_key(cli.user_key.clone());
     }
     let result = match cli.command {
@@ -34,35 +35,30 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        cli::Command::Nodes(args) => runtime.block_on(client::nodes(&cli.node, args.json)),
-        cli::Command::Cluster(args) => runtime.block_on(client::cluster(&cli.node, args.json)),
+        cli::Command::Nodes(args) => runtime.block_on(client::nodes(&node, args.json)),
+        cli::Command::Cluster(args) => runtime.block_on(client::cluster(&node, args.json)),
         cli::Command::Deploy(args) => {
             let wait = args.wait.then(|| Duration::from_secs(args.timeout));
-            runtime.block_on(client::deploy(&cli.node, &args.file, wait, args.json))
+            runtime.block_on(client::deploy(&node, &args.file, wait, args.json))
         }
         cli::Command::Apps(args) => match args.command {
             Some(cli::AppsCommand::Browse(browse)) => {
-                runtime.block_on(client::browse(&cli.node, browse.json))
+                runtime.block_on(client::browse(&node, browse.json))
             }
-            None => runtime.block_on(client::apps(&cli.node, args.json)),
+            None => runtime.block_on(client::apps(&node, args.json)),
         },
-        cli::Command::Status(args) => {
-            runtime.block_on(client::status(&cli.node, &args.app, args.json))
+        cli::Command::Status(args) => runtime.block_on(client::status(&node, &args.app, args.json)),
+        cli::Command::Scale(args) => {
+            runtime.block_on(client::scale(&node, &args.app, args.replicas, args.json))
         }
-        cli::Command::Scale(args) => runtime.block_on(client::scale(
-            &cli.node,
-            &args.app,
-            args.replicas,
-            args.json,
-        )),
-        cli::Command::Stop(args) => runtime.block_on(client::stop(&cli.node, &args.app, args.json)),
+        cli::Command::Stop(args) => runtime.block_on(client::stop(&node, &args.app, args.json)),
         cli::Command::Versions(args) => {
-            runtime.block_on(client::versions(&cli.node, &args.app, args.json))
+            runtime.block_on(client::versions(&node, &args.app, args.json))
         }
         cli::Command::Rollback(args) => {
             let wait = args.wait.then(|| Duration::from_secs(args.timeout));
             runtime.block_on(client::rollback(
-                &cli.node,
+                &node,
                 &args.app,
                 args.to.as_deref(),
                 wait,
@@ -70,17 +66,21 @@ fn main() -> ExitCode {
             ))
         }
         cli::Command::Promote(args) => {
-            runtime.block_on(client::promote(&cli.node, &args.app, args.json))
+            runtime.block_on(client::promote(&node, &args.app, args.json))
         }
         cli::Command::Logs(args) => {
-            runtime.block_on(client::logs(&cli.node, &args.app, args.follow, args.json))
+            runtime.block_on(client::logs(&node, &args.app, args.follow, args.json))
         }
-        cli::Command::Push(args) => {
-            runtime.block_on(client::push(&cli.node, &args.file, args.json))
-        }
+        cli::Command::Push(args) => runtime.block_on(client::push(&node, &args.file, args.json)),
         cli::Command::Whoami => client::whoami(),
-        cli::Command::JoinTicket(args) => {
-            runtime.block_on(client::join_ticket(&cli.node, args.json))
+        cli::Command::JoinTicket(args) => runtime.block_on(client::join_ticket(&node, args.json)),
+        cli::Command::Completions(args) => {
+            cli::completions(args.shell).map_err(anyhow::Error::from)
+        }
+        cli::Command::Man => cli::man().map_err(anyhow::Error::from),
+        cli::Command::Version => {
+            println!("mycel {}", cli::VERSION);
+            Ok(())
         }
     };
     match result {

@@ -750,7 +750,23 @@ fn check_image(image: &str) -> Result<(), ManifestError> {
             ),
         ));
     }
-    Ok(())
+    // A name Docker could not parse would fail later on every node: refuse it now.
+    let name = match image.split_once('@') {
+        Some((name, digest)) if crate::image::is_sha256_digest(digest) => name,
+        Some(_) => {
+            return Err(invalid(
+                "container.image",
+                format!(
+                    "'{}' has a digest that is not sha256:<64 hex>",
+                    shown(image)
+                ),
+            ));
+        }
+        None => image,
+    };
+    crate::image::normalize_image_name(name)
+        .map(drop)
+        .map_err(|reason| invalid("container.image", reason))
 }
 
 /// User input quoted in a message: cut to 64 characters and escaped, so an error stays one

@@ -3,7 +3,7 @@
 use std::process::Output;
 
 use anyhow::{Context, Result, ensure};
-use mycel_tests::{DataDir, NodeProcess, mycel_cli};
+use mycel_tests::{DataDir, NodeProcess, mycel_cli, mycel_cli_env};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -62,9 +62,64 @@ async fn an_unreachable_node_exits_1_with_one_line() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn version_exits_0() -> Result<()> {
-    let output = mycel_cli(["--version"]).await?;
+    for args in [&["--version"][..], &["version"]] {
+        let output = mycel_cli(args).await?;
+        ensure!(output.status.success(), "{output:?}");
+        let version = text(&output.stdout);
+        // `mycel 0.1.0 (commit 1a2b3c4d5e6f, built 2026-12-07)`
+        ensure!(
+            version.starts_with("mycel ")
+                && version.contains(" (commit ")
+                && version.contains(", built 20"),
+            "{version}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_and_the_man_page_cover_every_command() -> Result<()> {
+    for (shell, marker) in [
+        ("bash", "_mycel()"),
+        ("zsh", "#compdef mycel"),
+        ("fish", "complete -c mycel"),
+    ] {
+        let output = mycel_cli(["completions", shell]).await?;
+        ensure!(output.status.success(), "{output:?}");
+        let script = text(&output.stdout);
+        ensure!(script.contains(marker), "{shell}: {script}");
+        for command in ["deploy", "rollback", "completions"] {
+            ensure!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+    let refused = mycel_cli(["completions", "nosh"]).await?;
+    ensure!(refused.status.code() == Some(2), "{refused:?}");
+
+    let output = mycel_cli(["man"]).await?;
     ensure!(output.status.success(), "{output:?}");
-    ensure!(text(&output.stdout).starts_with("mycel"), "{output:?}");
+    let page = text(&output.stdout);
+    ensure!(
+        page.contains(".TH mycel 1") && page.contains(".SH NAME"),
+        "{page}"
+    );
+    ensure!(page.contains("deploy"), "the page lists the commands");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_commands_find_the_local_node_through_its_node_json() -> Result<()> {
+    // Its API is on a port the OS picked: only node.json says which.
+    let node = NodeProcess::start("found", None).await?;
+    let dir = node
+        .data_dir()
+        .path()
+        .to_str()
+        .context("utf-8 path")?
+        .to_owned();
+    let output = mycel_cli_env(["nodes", "--json"], &[("MYCEL_DATA_DIR", &dir)]).await?;
+    ensure!(output.status.success(), "{output:?}");
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(value["nodes"][0]["peer_id"] == node.peer_id(), "{value}");
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod auth;
 mod blobs;
 mod discover;
 mod error;
+mod exposition;
 mod extract;
 mod images;
 mod join;
@@ -172,17 +173,23 @@ async fn cluster(State(state): State<ApiState>) -> Json<Cluster> {
     Json(state.placement.cluster())
 }
 
-async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+/// `GET /metrics`: OpenMetrics when `Accept` asks for it, else the classic text format.
+async fn metrics(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &state.registry)
         .map_err(|_| ApiError::internal("encoding metrics failed"))?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    ))
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    Ok(if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], text)
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::CLASSIC)],
+            exposition::classic(&text),
+        )
+    })
 }
 
 async fn openapi_document() -> Json<serde_json::Value> {

@@ -317,7 +317,7 @@ fn described() -> Value {
             }},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "OpenMetrics text", "content": {"application/openmetrics-text": {}}}}
+                "responses": {"200": {"description": "The classic Prometheus text format (0.0.4), or OpenMetrics when Accept asks for application/openmetrics-text", "content": {"text/plain": {}, "application/openmetrics-text": {}}}}
             }}
         },
         "components": {
@@ -506,7 +506,7 @@ fn app_schemas() -> Value {
                 "env": {"type": "object", "additionalProperties": {"type": "string"}},
                 "resources": {"type": "object", "additionalProperties": false, "properties": {
                     "memory_mb": {"type": "integer", "minimum": 1, "default": 64},
-                    "cpu": {"type": "number", "exclusiveMinimum": 0, "default": 0.1, "description": "Cores"}
+                    "cpu": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1024, "default": 0.1, "description": "Cores"}
                 }},
                 "health": {"type": "object", "required": ["path"], "additionalProperties": false, "properties": {
                     "path": {"type": "string", "pattern": "^/"}

@@ -32,12 +32,29 @@ pub(super) fn with_token(request: reqwest::RequestBuilder) -> reqwest::RequestBu
     }
 }
 
-/// The token of the local node whose `node.json` names `node`.
-fn local_token(node: &str) -> Option<String> {
-    let dir = std::env::var_os("MYCEL_DATA_DIR")
+/// The API a client command talks to when none is named: the one the local node's `node.json`
+/// names (a node started with `--api 127.0.0.1:0` is found too), else the default address.
+pub(crate) fn local_node() -> String {
+    local_data_dir()
+        .and_then(|dir| datadir::read_node_file(&dir))
+        .map(|running| running.api)
+        .unwrap_or_else(|| DEFAULT_NODE.to_owned())
+}
+
+/// The API client commands talk to when nothing names one and no local node says where it is.
+const DEFAULT_NODE: &str = "http://127.0.0.1:7401";
+
+/// The local node's data dir: `MYCEL_DATA_DIR`, else the default one.
+fn local_data_dir() -> Option<PathBuf> {
+    std::env::var_os("MYCEL_DATA_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| config::default_data_dir().ok())?;
+        .or_else(|| config::default_data_dir().ok())
+}
+
+/// The token of the local node whose `node.json` names `node`.
+fn local_token(node: &str) -> Option<String> {
+    let dir = local_data_dir()?;
     let running = datadir::read_node_file(&dir)?;
     if !same_api(node, &running.api) {
         return None;

@@ -74,6 +74,22 @@ fn process_example() -> Manifest {
 }
 
 #[test]
+fn image_names_docker_parses_are_accepted() {
+    for image in [
+        "nginx",
+        "nginx:1.27",
+        "library/nginx:1.27-alpine",
+        "registry.local:5000/team/app:v1",
+        &format!("app@sha256:{}", "ab".repeat(32)),
+        &format!("sha256:{}", "cd".repeat(32)),
+    ] {
+        let mut m = container_example();
+        m.container.as_mut().unwrap().image = Some(image.to_owned());
+        m.validate().unwrap_or_else(|e| panic!("{image}: {e}"));
+    }
+}
+
+#[test]
 fn a_process_app_parses_with_its_port_defaulting_to_8080() {
     let toml =
         "name = \"p\"\nversion = \"1\"\n[process]\nbinary = \"bin/server\"\nargs = [\"--serve\"]\n";
@@ -459,6 +475,21 @@ fn each_rule_rejects_with_a_message_naming_the_field() {
             |m| m.container.as_mut().unwrap().image = Some("nginx latest".into()),
             "container.image",
             "spaces",
+        ),
+        (
+            |m| m.container.as_mut().unwrap().image = Some("Nginx:1.27".into()),
+            "container.image",
+            "not a valid image name",
+        ),
+        (
+            |m| m.container.as_mut().unwrap().image = Some("nginx::1".into()),
+            "container.image",
+            "not a valid image",
+        ),
+        (
+            |m| m.container.as_mut().unwrap().image = Some("nginx@md5:12".into()),
+            "container.image",
+            "digest",
         ),
         (
             |m| {

@@ -89,9 +89,9 @@ pub(super) fn schemas() -> Value {
             "properties": {
                 "min": {"type": "integer", "minimum": 0, "default": 1},
                 "max": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
-                "target_concurrency": {"type": "number", "exclusiveMinimum": 0, "maximum": 100000},
-                "target_cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "A fraction of the manifest's cpu each instance should use"},
-                "target_memory": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "target_concurrency": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 100000},
+                "target_cpu": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "description": "A fraction of the manifest's cpu each instance should use"},
+                "target_memory": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1},
                 "scale_to_zero_after_ms": {"type": "integer", "minimum": 1000, "maximum": 86400000, "default": 60000},
                 "cooldown_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 30000},
                 "window_ms": {"type": "integer", "minimum": 6000, "maximum": 3600000, "default": 60000}
