@@ -98,5 +98,14 @@ echo "== build"
 cargo build --workspace --all-targets --locked
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast
+echo "== service unit"
+# bootstrap/mycel.service as systemd reads it (with the binary just built) and its exposure.
+need_package systemd-analyze systemd
+unit_dir=$(mktemp -d)
+sed "s|^ExecStart=/usr/local/bin/mycel|ExecStart=$CARGO_TARGET_DIR/debug/mycel|" \
+  bootstrap/mycel.service >"$unit_dir/mycel.service"
+systemd-analyze verify "$unit_dir/mycel.service"
+systemd-analyze security --offline=true --threshold=60 "$unit_dir/mycel.service" | tail -1
+rm -rf "$unit_dir"
 echo "== demo"
 MYCEL_BIN="$CARGO_TARGET_DIR/debug/mycel" bash bootstrap/demo.sh --check
