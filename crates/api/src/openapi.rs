@@ -471,14 +471,15 @@ fn app_schemas() -> Value {
     let blob_ref = json!({"type": "string", "pattern": "^blake3:[0-9a-f]{64}$",
         "description": "The hash of an uploaded blob (paths are the CLI's business)"});
     let rule = json!({"type": "object", "required": ["key", "op"], "additionalProperties": false, "properties": {
-        "key": {"type": "string"},
+        "key": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,63}$"},
         "op": {"type": "string", "enum": ["in", "not_in", "exists"]},
-        "values": {"type": "array", "items": {"type": "string"}}
+        "values": {"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,63}$"}}
     }});
     json!({
         "Manifest": {
             "type": "object", "required": ["name", "version"], "additionalProperties": false,
             "description": "Exactly one of wasm, container and process. Unknown fields are refused.",
+            "oneOf": [{"required": ["wasm"]}, {"required": ["container"]}, {"required": ["process"]}],
             "properties": {
                 "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
                 "version": {"type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}$"},
@@ -488,11 +489,13 @@ fn app_schemas() -> Value {
                 }},
                 "container": {"type": "object", "additionalProperties": false,
                     "description": "Exactly one of image and archive",
+                    "oneOf": [{"required": ["image"]}, {"required": ["archive"]}],
                     "properties": {
-                        "image": {"type": "string"},
+                        "image": {"type": "string", "minLength": 1, "maxLength": 255,
+                            "description": "name[:tag] or name@sha256:<64 hex>, as Docker parses it: lowercase path components, a registry host (with a port) first; anything else is 400 invalid_manifest"},
                         "archive": blob_ref.clone(),
                         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                        "command": {"type": "array", "items": {"type": "string"}}
+                        "command": {"type": "array", "maxItems": 64, "items": {"type": "string", "maxLength": 4096}}
                     }
                 },
                 "process": {"type": "object", "required": ["binary"], "additionalProperties": false,

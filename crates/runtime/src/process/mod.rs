@@ -48,7 +48,7 @@ use launcher::Launcher;
 const NODE_VAR: &str = "MYCEL_NODE";
 const INSTANCE_VAR: &str = "MYCEL_INSTANCE";
 /// How often a starting app's port is tried.
-const PROBE_EVERY: Duration = Duration::from_millis(5);
+const PROBE_EVERY: Duration = Duration::from_millis(2);
 /// How many of a failed start's last lines its error quotes.
 const FAILED_LINES: usize = 20;
 
