@@ -46,8 +46,9 @@ const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(200)
 const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Ranges asked of one provider at once, on its stream: enough to keep a loopback or LAN link busy.
 const PER_PROVIDER: usize = 4;
-/// How many sessions with one provider may fail on the link before it is dropped for the
-/// transfer (one that sends what does not verify is dropped at once).
+/// How many sessions with one provider may fail on the link in a row, with no range served
+/// between them, before it is dropped for the transfer (one that sends what does not verify is
+/// dropped at once).
 const MAX_LINK_FAILURES: usize = 3;
 /// How many range outcomes may wait for the fetch loop.
 const RESULT_QUEUE: usize = 256;
@@ -230,6 +231,10 @@ pub async fn fetch<N: BlobNetwork>(
                 outstanding -= 1;
                 if let Some(source) = sources.iter_mut().find(|s| s.provider.peer == peer) {
                     source.busy -= 1;
+                    // Only failures in a row give a provider up: one that serves again is fine.
+                    if result.is_ok() {
+                        source.link_failures = 0;
+                    }
                 }
                 match result {
                     Ok(()) => {
