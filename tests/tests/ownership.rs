@@ -159,6 +159,21 @@ async fn unchanged(nodes: &[&NodeProcess], app: &str, before: &AppStatus) -> Res
     Ok(())
 }
 
+/// Waits until no node lists `app` any more: the node that took its stop shows it at once, the
+/// others once the stop replicates.
+async fn everyone_drops(nodes: &[&NodeProcess], app: &str) -> Result<()> {
+    for node in nodes {
+        wait_until(
+            &format!("{} to drop {app}", node.name()),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            async || Ok(node.apps().await?.apps.is_empty()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_owners_key_changes_an_app() -> Result<()> {
     let mesh = Mesh::star(3).await?;
@@ -324,16 +339,7 @@ async fn only_the_owners_key_changes_an_app() -> Result<()> {
         everyone_sees(&nodes, "web", 2, "2.0.0", alice_key).await?;
         let out = alice.cli(&mesh[1], &["stop", "web"]).await?;
         ensure!(out.status.success(), "alice's stop: {out:?}");
-        // The node that took the stop shows it at once; the others once it replicates.
-        for node in &nodes {
-            wait_until(
-                &format!("{} to drop web", node.name()),
-                Duration::from_secs(10),
-                Duration::from_millis(50),
-                async || Ok(node.apps().await?.apps.is_empty()),
-            )
-            .await?;
-        }
+        everyone_drops(&nodes, "web").await?;
         Ok(())
     }
     .await;
@@ -404,13 +410,7 @@ async fn an_app_deployed_unsigned_belongs_to_the_node_that_took_it() -> Result<(
         )
         .await?;
         ensure!(out.status.success(), "stop as n0: {out:?}");
-        for node in &nodes {
-            ensure!(
-                node.apps().await?.apps.is_empty(),
-                "{} still has plain",
-                node.name()
-            );
-        }
+        everyone_drops(&nodes, "plain").await?;
         Ok(())
     }
     .await;
