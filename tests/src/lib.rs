@@ -93,6 +93,14 @@ pub fn hello_container_example() -> Result<(PathBuf, PathBuf)> {
     built_example("hello-container", &BUILT)
 }
 
+/// The static binary inside examples/hello-container's image (built as its archive is), which
+/// `[process]` apps run.
+pub fn hello_container_binary() -> Result<PathBuf> {
+    let (archive, _) = hello_container_example()?;
+    let target = archive.parent().context("the archive is in target/")?;
+    Ok(target.join("x86_64-unknown-linux-musl/release/hello-container"))
+}
+
 /// Runs `examples/<name>/build.sh` once (it prints the path of what it built) and answers that
 /// path and the example's manifest.
 fn built_example(

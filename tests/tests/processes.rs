@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use mycel_protocol::api::InstanceState;
-use mycel_tests::{Mesh, NodeProcess, hello_container_example, mycel_cli, sandboxes, wait_until};
+use mycel_tests::{
+    Mesh, NodeProcess, hello_container_binary, hello_container_example, mycel_cli, sandboxes,
+    wait_until,
+};
 use reqwest::StatusCode;
 
 async fn running(node: &NodeProcess, app: &str) -> Result<usize> {
@@ -151,11 +154,7 @@ async fn a_binary_runs_sandboxed_on_nodes_without_docker() -> Result<()> {
 /// on each, the second in an image its node made of the binary, both answering.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_with_docker_and_no_sandbox_runs_the_binary_in_an_image_of_its_own() -> Result<()> {
-    let (archive, _) = hello_container_example()?;
-    let binary = archive
-        .parent()
-        .context("target/")?
-        .join("x86_64-unknown-linux-musl/release/hello-container");
+    let binary = hello_container_binary()?;
     let sandboxes = NodeProcess::builder("sandboxes")
         .arg("--runtimes")
         .arg("wasm,process")

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, ensure};
 use mycel_runtime::{
     Driver, InstanceSpec, ProcessConfig, ProcessDriver, ProcessWorkload, Workload,
 };
-use mycel_tests::{NodeProcess, docker::first_answer, hello_container_example};
+use mycel_tests::{NodeProcess, docker::first_answer, hello_container_binary};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;
@@ -82,11 +82,7 @@ async fn bwrap_to_first_answer(client: &reqwest::Client, binary: &std::path::Pat
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let (archive, _) = hello_container_example()?;
-    let binary = archive
-        .parent()
-        .context("target/")?
-        .join("x86_64-unknown-linux-musl/release/hello-container");
+    let binary = hello_container_binary()?;
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut baseline = Vec::new();
     for _ in 0..RUNS {
