@@ -133,9 +133,11 @@ async fn a_binary_runs_sandboxed_on_nodes_without_docker() -> Result<()> {
         // Removed: no process of it is left anywhere.
         let out = mycel_cli(["stop", "--node", mesh[0].api(), "hello-process"]).await?;
         ensure!(out.status.success(), "mycel stop: {out:?}");
+        // A stop drains first: a request still running (one the 64 MiB allocation left stuck
+        // at the memory limit, say) has its time limit, 30 s, and a second more.
         wait_until(
             "no process of the removed app",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             Duration::from_millis(100),
             async || {
                 Ok(mesh
