@@ -230,6 +230,10 @@ pub(crate) struct UpArgs {
     /// HOST:PORT of the HTTP gateway.
     #[arg(long, env = "MYCEL_GATEWAY")]
     pub(crate) gateway: Option<String>,
+    /// IP address where this node listens at the ports apps publish ([[ports]]; default
+    /// 127.0.0.1): every node takes connections for every published port.
+    #[arg(long, env = "MYCEL_INGRESS_ADDRESS", value_name = "IP")]
+    pub(crate) ingress_address: Option<String>,
     /// A peer to join through: a multiaddr ending in /p2p/<peer id> (an open mesh, or a node
     /// that holds its mesh's secret already), or a join ticket (repeatable).
     #[arg(long, env = "MYCEL_BOOTSTRAP", value_delimiter = ',', value_parser = parse_bootstrap)]

@@ -32,6 +32,7 @@ struct FileConfig {
     api: Option<String>,
     api_token_required: Option<bool>,
     gateway: Option<String>,
+    ingress_address: Option<String>,
     /// Multiaddrs ending in `/p2p/<peer id>`, or join tickets.
     #[serde(default)]
     bootstrap: Vec<String>,
@@ -114,6 +115,9 @@ struct PolicyFile {
     container_relax: Option<Vec<String>>,
     /// `registries = ["ghcr.io"]`: where this node may pull images the mesh and engine lack.
     registries: Option<Vec<String>>,
+    /// `published_ports = ["5432", "15000-15999"]`: which ports apps may publish on this node's
+    /// ingress address (default: any).
+    published_ports: Option<Vec<String>>,
 }
 
 impl PolicyFile {
@@ -137,6 +141,7 @@ impl PolicyFile {
             allowed_owners: self.allowed_owners,
             container_relax: self.container_relax,
             registries: self.registries,
+            published_ports: self.published_ports,
         };
         policy
             .validate()
@@ -225,6 +230,12 @@ pub(crate) fn resolve(args: UpArgs) -> anyhow::Result<NodeConfig> {
             .unwrap_or(DEFAULT_GATEWAY),
         "gateway",
     )?;
+    let ingress = match args.ingress_address.or(file.ingress_address) {
+        None => std::net::IpAddr::from([127, 0, 0, 1]),
+        Some(text) => text.parse().map_err(|_| {
+            anyhow::anyhow!("--ingress-address '{text}' is not an IP address (such as 127.0.0.1)")
+        })?,
+    };
 
     let name = args.name.or(file.name);
     if let Some(name) = &name {
@@ -285,6 +296,7 @@ pub(crate) fn resolve(args: UpArgs) -> anyhow::Result<NodeConfig> {
         api,
         api_requires_token,
         gateway,
+        ingress,
         bootstrap,
         open,
         name,

@@ -377,6 +377,10 @@ pub struct SeedDeployed {
     pub version: String,
     /// Always "deployed".
     pub status: String,
+    /// What a seed-form body asked for that mycel does not apply, one sentence each (see
+    /// `mycel_protocol::seed`); absent for a manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One entry of the seed's `GET /api/apps/list_apps`.

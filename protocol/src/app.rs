@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::BlobHash;
 
 mod balance;
+mod ports;
 mod process;
 mod relax;
 mod scale;
@@ -22,6 +23,7 @@ pub use balance::{
     DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_RETRIES, Hedge, MAX_BASE_EJECTION_MS,
     MAX_CONSECUTIVE_FAILURES, MAX_RETRIES, OutlierSpec, Retries,
 };
+pub use ports::{MAX_PORTS, PortProtocol, PortSpec};
 pub use process::{DEFAULT_PORT, MAX_ARG_BYTES, MAX_COMMAND_ARGS, ProcessSpec};
 pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
 pub use scale::{
@@ -92,6 +94,9 @@ pub struct Manifest {
     /// How a redeploy replaces the instances (`[update]`).
     #[serde(default, skip_serializing_if = "UpdateSpec::is_default")]
     pub update: UpdateSpec,
+    /// TCP ports published on every node's ingress address (`[[ports]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
 }
 
 fn one() -> u32 {
@@ -378,6 +383,7 @@ impl Manifest {
         if let Some(scale) = &self.scale {
             scale.validate(self.replicas)?;
         }
+        ports::check_ports(&self.ports, self.kind())?;
         self.update.validate()
     }
 

@@ -13,6 +13,8 @@
 //! - [`placement`]: what the placement group agrees on: app records, instances, log entries.
 //! - [`ticket`]: join tickets (a member's addresses and a private mesh's secret, on one line).
 //! - [`ownership`]: signed app requests (deploy, scale, stop) and the keys that own apps.
+//! - [`seed`]: the seed's deploy body and its translation into a manifest, with warnings for
+//!   what is not applied.
 //!
 //! Everything here is deterministic and unit-testable; the network lives in `mycel-mesh`.
 
@@ -23,11 +25,13 @@ pub mod codec;
 pub mod discovery;
 pub mod envelope;
 pub mod image;
+pub mod ingress;
 pub mod logs;
 pub mod membership;
 pub mod names;
 pub mod ownership;
 pub mod placement;
+pub mod seed;
 pub mod ticket;
 
 pub use app::{Manifest, ManifestError};

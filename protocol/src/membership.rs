@@ -114,7 +114,15 @@ pub struct NodePolicy {
     /// that were neither pushed to the mesh nor held by its engine. `None` or empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registries: Option<Vec<String>>,
+    /// Which ports the mesh's apps may publish on this node's ingress address: ports (`"5432"`)
+    /// and ranges (`"15000-15999"`). `None`: any; empty: none. A port outside them is not
+    /// listened on here; the app still runs and is reached through other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_ports: Option<Vec<String>>,
 }
+
+/// At most this many port ranges in a policy's `published_ports`.
+pub const MAX_PORT_RANGES: usize = 64;
 
 /// At most this many allowed owners in a policy, each at most this long.
 pub const MAX_ALLOWED_OWNERS: usize = 64;
@@ -169,7 +177,28 @@ impl NodePolicy {
             .any(|allowed| allowed.eq_ignore_ascii_case(host))
     }
 
+    /// Whether this node's owner lets apps publish `port` on its ingress address.
+    pub fn allows_published_port(&self, port: u16) -> bool {
+        self.published_ports.as_ref().is_none_or(|ranges| {
+            ranges
+                .iter()
+                .filter_map(|r| port_range(r))
+                .any(|(low, high)| (low..=high).contains(&port))
+        })
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(ranges) = &self.published_ports {
+            if ranges.len() > MAX_PORT_RANGES {
+                return invalid(format!("more than {MAX_PORT_RANGES} published port ranges"));
+            }
+            if let Some(bad) = ranges.iter().find(|r| port_range(r).is_none()) {
+                return invalid(format!(
+                    "published port range '{bad:.32}' is not a port or LOW-HIGH (such as 5432 \
+                     or 15000-15999, each 1 to 65535)"
+                ));
+            }
+        }
         if let Some(names) = &self.container_relax {
             if names.len() > MAX_RELAXATIONS {
                 return invalid(format!("more than {MAX_RELAXATIONS} container relaxations"));
@@ -216,6 +245,16 @@ impl NodePolicy {
         }
         Ok(())
     }
+}
+
+/// A port (`"5432"`) or an inclusive range (`"15000-15999"`) of ports 1 to 65535.
+pub fn port_range(text: &str) -> Option<(u16, u16)> {
+    let port = |t: &str| t.trim().parse::<u16>().ok().filter(|p| *p != 0);
+    let (low, high) = match text.split_once('-') {
+        Some((low, high)) => (port(low)?, port(high)?),
+        None => (port(text)?, port(text)?),
+    };
+    (low <= high).then_some((low, high))
 }
 
 /// A node's signed description of itself, gossiped periodically and whenever it changes.
@@ -415,6 +454,34 @@ mod tests {
         assert_eq!(verified.message, announcement);
         assert!(verified.message.validate().is_ok());
         assert!(frame.len() < 400, "advert frame is {} bytes", frame.len());
+    }
+
+    #[test]
+    fn published_ports_are_ports_and_ranges() {
+        assert_eq!(port_range("5432"), Some((5432, 5432)));
+        assert_eq!(port_range("15000-15999"), Some((15000, 15999)));
+        for bad in ["", "0", "70000", "9-1", "a-b", "1-", "-5", "1-2-3"] {
+            assert_eq!(port_range(bad), None, "{bad}");
+        }
+        let policy = NodePolicy {
+            published_ports: Some(vec!["5432".into(), "15000-15999".into()]),
+            ..NodePolicy::default()
+        };
+        assert!(policy.validate().is_ok());
+        assert!(policy.allows_published_port(5432));
+        assert!(policy.allows_published_port(15500));
+        assert!(!policy.allows_published_port(8080));
+        assert!(NodePolicy::default().allows_published_port(8080));
+        let none = NodePolicy {
+            published_ports: Some(vec![]),
+            ..NodePolicy::default()
+        };
+        assert!(!none.allows_published_port(8080));
+        let bad = NodePolicy {
+            published_ports: Some(vec!["80-70".into()]),
+            ..NodePolicy::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

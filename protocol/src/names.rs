@@ -24,3 +24,6 @@ pub const LOGS_PROTOCOL: &str = "/mycel/logs/1";
 /// Raw-stream protocol of app discovery's directory: one `DiscoverRequest` frame in, one
 /// `DiscoverResponse` frame out (see `discovery`).
 pub const DISCOVER_PROTOCOL: &str = "/mycel/discover/1";
+/// Raw-stream protocol of the TCP ingress: one `IngressOpen` frame in, one `IngressAnswer` frame
+/// out, then a client's connection to an instance's published port (see `ingress`).
+pub const INGRESS_PROTOCOL: &str = "/mycel/ingress/1";

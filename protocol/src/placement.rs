@@ -312,6 +312,9 @@ pub enum WriteError {
     /// The node asked is not the leader (any more): ask again.
     #[error("not the leader")]
     NotLeader,
+    /// Another app already publishes this port: every node listens on it for that app.
+    #[error("port {port} is already published by app '{app}'")]
+    PortTaken { port: u16, app: String },
 }
 
 impl WriteError {
@@ -328,6 +331,7 @@ impl WriteError {
             WriteError::NotOwner { .. } => "not_owner",
             WriteError::BadSignature(_) => "bad_signature",
             WriteError::Stale(_) => "stale_request",
+            WriteError::PortTaken { .. } => "port_taken",
         }
     }
 }

@@ -76,6 +76,26 @@ impl NodeProcess {
         serde_json::from_str(&body).with_context(|| format!("decoding {path}: {body}"))
     }
 
+    /// Waits (at most 90 s) until exactly `replicas` instances of `app` run, as this node sees it.
+    pub async fn wait_running(&self, app: &str, replicas: usize) -> Result<()> {
+        wait_until(
+            &format!("{replicas} running instances of {app}"),
+            Duration::from_secs(90),
+            Duration::from_millis(200),
+            async || {
+                let status = self.app(app).await?;
+                let up = status
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == mycel_protocol::api::InstanceState::Running)
+                    .count();
+                ensure!(up == replicas, "{status:?}");
+                Ok(true)
+            },
+        )
+        .await
+    }
+
     /// `GET /v1/cluster`
     pub async fn cluster(&self) -> Result<Cluster> {
         self.get_json("/v1/cluster").await

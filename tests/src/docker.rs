@@ -126,3 +126,28 @@ pub fn remove_containers_of(mesh: &crate::Mesh) {
         }
     }
 }
+
+/// The seed's example images, tagged locally under the seed's names (no registry): `nginx:alpine`
+/// is examples/hello-container (HTTP on `$PORT`), `postgres:15-alpine` the same binary as a TCP
+/// echo server on `$PORT` (`--tcp`: a greeting naming `$POSTGRES_DB`, then every byte back).
+pub fn seed_images() -> Result<()> {
+    crate::hello_container_example()?;
+    docker(&["tag", "mycel-hello-container:1.0", "nginx:alpine"])?;
+    let context = tempfile::tempdir().context("a build context")?;
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM mycel-hello-container:1.0\nCMD [\"/hello-container\", \"--tcp\"]\n",
+    )?;
+    let out = std::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", "postgres:15-alpine"])
+        .arg(context.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .context("running docker build")?;
+    ensure!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

@@ -140,6 +140,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Listens at published ports (`[[ports]]`) on `ip` (`--ingress-address`), e.g. 127.0.0.11,
+    /// so that nodes on one machine each have their own.
+    pub fn ingress(self, ip: impl Into<String>) -> Self {
+        self.arg("--ingress-address").arg(ip)
+    }
+
     /// Listens on `multiaddr` instead of the harness's TCP default (e.g. QUIC only).
     pub fn listen(mut self, multiaddr: impl Into<String>) -> Self {
         self.listen = Some(multiaddr.into());

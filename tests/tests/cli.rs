@@ -154,3 +154,57 @@ async fn nodes_prints_json_and_a_table() -> Result<()> {
     }
     result
 }
+
+/// `mycel deploy` reads the seed's deploy body too: it prints each field it does not apply as a
+/// warning, then deploys the manifest the body translates into.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_reads_a_seed_body_and_warns_of_what_it_does_not_apply() -> Result<()> {
+    let node = NodeProcess::start("cli-seed", None).await?;
+    let result = async {
+        let dir = tempfile::tempdir()?;
+        let key = dir.path().join("user.key");
+        let key = key.to_str().context("a UTF-8 path")?;
+        let file = dir.path().join("seed.json");
+        // 1T: no node has room for it, so nothing is pulled or started.
+        std::fs::write(
+            &file,
+            r#"{"name":"database-app","version":"2.1.0","image":"postgres:15-alpine","replicas":1,
+                "resource_requirements":{"memory":"1T","cpu":"2.0","storage":"5G"},
+                "runtime_config":{"environment":{"POSTGRES_DB":"myapp"}},
+                "network_config":{"ports":{"5432/tcp":{"HostPort":"47321"}}}}"#,
+        )?;
+        let file = file.to_str().context("a UTF-8 path")?;
+        let out = mycel_cli_env(
+            ["deploy", file, "--node", node.api()],
+            &[("MYCEL_USER_KEY", key)],
+        )
+        .await?;
+        ensure!(out.status.success(), "mycel deploy seed.json: {out:?}");
+        let stderr = text(&out.stderr);
+        ensure!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("warning: resource_requirements.storage: not applied yet")),
+            "{stderr}"
+        );
+        let stdout = text(&out.stdout);
+        ensure!(stdout.contains("deployed database-app 2.1.0"), "{stdout}");
+
+        let app = node.app("database-app").await?;
+        let manifest = &app.manifest;
+        ensure!(
+            manifest.resources.memory_mb == 1_048_576
+                && manifest.resources.cpu == 2.0
+                && manifest.env.get("POSTGRES_DB").map(String::as_str) == Some("myapp")
+                && manifest.ports.len() == 1
+                && manifest.ports[0].published == 47321,
+            "{manifest:?}"
+        );
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        node.print_log_tail();
+    }
+    result
+}

@@ -8,7 +8,6 @@
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
-use mycel_protocol::api::InstanceState;
 use mycel_tests::{
     Mesh, NodeProcess,
     apps::container_manifest,
@@ -17,26 +16,6 @@ use mycel_tests::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// Waits until `replicas` instances of `app` run, as `node` sees it.
-async fn running(node: &NodeProcess, app: &str, replicas: usize) -> Result<()> {
-    wait_until(
-        &format!("{replicas} running instances of {app}"),
-        Duration::from_secs(90),
-        Duration::from_millis(200),
-        async || {
-            let status = node.app(app).await?;
-            let up = status
-                .instances
-                .iter()
-                .filter(|i| i.state == InstanceState::Running)
-                .count();
-            ensure!(up == replicas, "{status:?}");
-            Ok(true)
-        },
-    )
-    .await
-}
 
 async fn push_image(node: &NodeProcess, archive: &Path) -> Result<Value> {
     let (status, answer) = node.push_image(archive).await?;
@@ -84,7 +63,7 @@ async fn an_image_pushed_to_one_node_runs_through_another_and_answers_through_a_
         // Deployed through n1, reached through n2.
         let (status, answer) = mesh[1].deploy(&container_manifest("hc", &hash, 2)).await?;
         ensure!(status == StatusCode::CREATED, "deploy: {status} {answer}");
-        running(&mesh[1], "hc", 2).await?;
+        mesh[1].wait_running("hc", 2).await?;
         let mut served_by = BTreeSet::new();
         for _ in 0..10 {
             let response = mesh[2].through_gateway("hc", "/").await?;
@@ -171,7 +150,7 @@ async fn a_second_image_moves_only_its_new_layers() -> Result<()> {
             json!({ "required": [{ "key": "role", "op": "in", "values": ["runner"] }] });
         let (status, answer) = mesh[0].deploy(&manifest).await?;
         ensure!(status == StatusCode::CREATED, "deploy: {status} {answer}");
-        running(&mesh[0], "layered", 1).await?;
+        mesh[0].wait_running("layered", 1).await?;
         let response = mesh[0].through_gateway("layered", "/").await?;
         ensure!(response.status() == StatusCode::OK, "{response:?}");
 
@@ -266,7 +245,7 @@ async fn a_node_killed_and_restarted_removes_the_containers_it_left() -> Result<
             .deploy(&container_manifest("orphans", &hash, 1))
             .await?;
         ensure!(status == StatusCode::CREATED, "deploy: {status} {answer}");
-        running(&mesh[0], "orphans", 1).await?;
+        mesh[0].wait_running("orphans", 1).await?;
         let peer = mesh[0].peer_id().to_owned();
         let before = containers_of(&peer)?;
         ensure!(before.len() == 1, "{before:?}");

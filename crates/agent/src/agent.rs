@@ -123,8 +123,12 @@ type ServeFuture = BoxFuture<'static, Result<http::Response<Body>, mycel_runtime
 impl AgentHandle {
     /// Serves `request` with local instance `id`, if it runs here.
     pub fn serve(&self, id: &str, request: http::Request<Body>) -> Option<ServeFuture> {
-        let instance = self.running.borrow().get(id)?.instance.clone();
-        Some(instance.handle(request))
+        Some(self.instance(id)?.handle(request))
+    }
+
+    /// Local instance `id`, if it runs here.
+    pub fn instance(&self, id: &str) -> Option<Arc<dyn Instance>> {
+        Some(self.running.borrow().get(id)?.instance.clone())
     }
 
     /// Whether local instance `id` runs and passed its last health check.
@@ -385,7 +389,8 @@ impl Agent {
                 AgentError::Unrunnable(format!("this node has no {runtime} runtime"))
             })?;
             let manifest = &app.manifest;
-            let workload = match (kind, &manifest.wasm, &manifest.container, &manifest.process) {
+            let mut workload = match (kind, &manifest.wasm, &manifest.container, &manifest.process)
+            {
                 (AppKind::Wasm, Some(wasm), _, _) => {
                     let (module, hash) =
                         local_blob(&blobs, &network, &wasm.module, "module").await?;
@@ -413,6 +418,7 @@ impl Agent {
                             binary_hash: hash.to_string(),
                             args: process.args.clone(),
                             port: process.port(),
+                            tcp_ports: manifest.ports.iter().map(|p| p.container).collect(),
                         }),
                     }
                 }
@@ -422,6 +428,9 @@ impl Agent {
                     )));
                 }
             };
+            if let Workload::Container(container) = &mut workload {
+                container.tcp_ports = manifest.ports.iter().map(|p| p.container).collect();
+            }
             let spec = InstanceSpec {
                 instance_id: id,
                 app: app.manifest.name.clone(),

@@ -86,6 +86,7 @@ impl ImageLoader {
             port: spec.port.unwrap_or(DEFAULT_CONTAINER_PORT),
             command: spec.command.clone(),
             relax,
+            tcp_ports: Vec::new(),
         })
     }
 
@@ -211,6 +212,7 @@ impl ImageLoader {
             port: spec.port(),
             command: spec.args.clone(),
             relax: ContainerRelax::default(),
+            tcp_ports: Vec::new(),
         })
     }
 

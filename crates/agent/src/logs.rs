@@ -13,7 +13,10 @@ use futures::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stream, StreamExt,
     stream::{self, BoxStream},
 };
-use mycel_mesh::{MeshHandle, StreamProtocol};
+use mycel_mesh::{
+    MeshHandle, StreamProtocol,
+    codec::{read_prefixed, write_prefixed},
+};
 use mycel_protocol::{
     PeerId,
     logs::{LogEvent, LogsRequest, MAX_EVENT_BYTES, MAX_REQUEST_BYTES},
@@ -143,7 +146,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
 ) -> io::Result<()> {
     let (mut reader, mut writer) = stream.split();
-    let request: LogsRequest = read_frame(&mut reader, MAX_REQUEST_BYTES)
+    let request: LogsRequest = read_prefixed(&mut reader, MAX_REQUEST_BYTES)
         .await?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no request"))?;
     let mut events = agent.log_events_of(&request.app, &request.instances, request.follow);
@@ -156,7 +159,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             biased;
             _ = &mut closed => return Ok(()),
             next = events.next() => match next {
-                Some(event) => write_frame(&mut writer, &event).await?,
+                Some(event) => write_prefixed(&mut writer, &event).await?,
                 None => break,
             },
         }
@@ -198,7 +201,7 @@ pub fn remote_logs(
                 return None;
             }
         };
-        if let Err(e) = write_frame(&mut stream, &request).await {
+        if let Err(e) = write_prefixed(&mut stream, &request).await {
             tracing::debug!(%peer, error = %e, "sending a logs request");
             return None;
         }
@@ -207,7 +210,7 @@ pub fn remote_logs(
     .filter_map(std::future::ready)
     .flat_map(move |stream| {
         stream::unfold(stream, move |mut stream| async move {
-            match read_frame::<_, LogEvent>(&mut stream, MAX_EVENT_BYTES).await {
+            match read_prefixed::<_, LogEvent>(&mut stream, MAX_EVENT_BYTES).await {
                 Ok(Some(event)) => Some((event, stream)),
                 Ok(None) => None,
                 Err(e) => {
@@ -217,44 +220,6 @@ pub fn remote_logs(
             }
         })
     })
-}
-
-/// Writes `message` as one length-prefixed frame.
-async fn write_frame<W: AsyncWrite + Unpin, T: serde::Serialize>(
-    writer: &mut W,
-    message: &T,
-) -> io::Result<()> {
-    let bytes = mycel_protocol::encode(message).map_err(io::Error::other)?;
-    let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
-    writer.write_all(&len.to_be_bytes()).await?;
-    writer.write_all(&bytes).await?;
-    writer.flush().await
-}
-
-/// Reads one length-prefixed frame of at most `limit` bytes; `None` when the stream ended cleanly
-/// before it.
-async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
-    reader: &mut R,
-    limit: usize,
-) -> io::Result<Option<T>> {
-    let mut len = [0u8; 4];
-    match reader.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes exceeds the limit of {limit}"),
-        ));
-    }
-    let mut bytes = vec![0u8; len];
-    reader.read_exact(&mut bytes).await?;
-    mycel_protocol::decode(&bytes, limit)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]
@@ -269,16 +234,18 @@ mod tests {
             instances: vec!["hello-1-0".into()],
         };
         let mut buffer = Vec::new();
-        write_frame(&mut buffer, &request).await.unwrap();
+        write_prefixed(&mut buffer, &request).await.unwrap();
         let mut reader = futures::io::Cursor::new(buffer.clone());
-        let read: Option<LogsRequest> = read_frame(&mut reader, MAX_REQUEST_BYTES).await.unwrap();
+        let read: Option<LogsRequest> =
+            read_prefixed(&mut reader, MAX_REQUEST_BYTES).await.unwrap();
         assert_eq!(read, Some(request));
         // A clean end before a frame is the end of the stream, not an error.
-        let read: Option<LogsRequest> = read_frame(&mut reader, MAX_REQUEST_BYTES).await.unwrap();
+        let read: Option<LogsRequest> =
+            read_prefixed(&mut reader, MAX_REQUEST_BYTES).await.unwrap();
         assert_eq!(read, None);
         // The length is checked before anything is read.
         let mut reader = futures::io::Cursor::new(buffer);
-        let error = read_frame::<_, LogsRequest>(&mut reader, 4)
+        let error = read_prefixed::<_, LogsRequest>(&mut reader, 4)
             .await
             .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);

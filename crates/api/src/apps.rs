@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::{
     Json,
-    body::Body,
+    body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, StatusCode},
 };
@@ -51,25 +51,36 @@ pub(crate) async fn deploy(
     Ok((StatusCode::CREATED, Json(deployed)))
 }
 
-/// Reads, checks and commits a deploy (also behind the seed's `deploy_app`).
-pub(crate) async fn deploy_manifest(
+/// Reads, checks and commits a deploy.
+async fn deploy_manifest(
     state: &ApiState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Deployed, ApiError> {
-    let bytes = read_limited(headers, body, MAX_MANIFEST_BYTES, "a manifest").await?;
-    // serde reads a struct from an array of its fields too; a manifest is an object.
-    if !starts_an_object(&bytes) {
-        return Err(ManifestError::Parse("a manifest is a JSON object".into()).into());
-    }
-    let manifest = Manifest::from_json(&bytes)?;
-    manifest.validate_for_api()?;
+    let bytes = read_manifest(headers, body).await?;
+    let manifest = parse_manifest(&bytes)?;
     commit_deploy(state, headers, manifest).await
 }
 
+/// Reads a deploy's body, at most [`MAX_MANIFEST_BYTES`] (also behind the seed's `deploy_app`).
+pub(crate) async fn read_manifest(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    read_limited(headers, body, MAX_MANIFEST_BYTES, "a manifest").await
+}
+
+/// A manifest sent as JSON, checked as the API takes it (blobs by hash only).
+pub(crate) fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ApiError> {
+    // serde reads a struct from an array of its fields too; a manifest is an object.
+    if !starts_an_object(bytes) {
+        return Err(ManifestError::Parse("a manifest is a JSON object".into()).into());
+    }
+    let manifest = Manifest::from_json(bytes)?;
+    manifest.validate_for_api()?;
+    Ok(manifest)
+}
+
 /// Signs (or checks the signature of) a deploy of `manifest`, checks its blobs are held and
-/// commits it.
-async fn commit_deploy(
+/// commits it (also behind the seed's `deploy_app`).
+pub(crate) async fn commit_deploy(
     state: &ApiState,
     headers: &HeaderMap,
     manifest: Manifest,

@@ -111,6 +111,7 @@ impl From<mycel_protocol::placement::WriteError> for ApiError {
             WriteError::UnknownApp(_) => (StatusCode::NOT_FOUND, error.to_string()),
             WriteError::Rejected(_) => (StatusCode::BAD_REQUEST, error.to_string()),
             WriteError::NotOwner { .. } => (StatusCode::FORBIDDEN, error.to_string()),
+            WriteError::PortTaken { .. } => (StatusCode::CONFLICT, error.to_string()),
             WriteError::BadSignature(_) | WriteError::Stale(_) => {
                 (StatusCode::UNAUTHORIZED, error.to_string())
             }
@@ -185,6 +186,14 @@ mod tests {
                 WriteError::Stale("x".into()),
                 StatusCode::UNAUTHORIZED,
                 "stale_request",
+            ),
+            (
+                WriteError::PortTaken {
+                    port: 5432,
+                    app: "db".into(),
+                },
+                StatusCode::CONFLICT,
+                "port_taken",
             ),
         ] {
             let mapped = ApiError::from(error);

@@ -13,6 +13,10 @@ use crate::ApiError;
 
 /// The largest JSON body of an endpoint that takes one (manifests have their own limit).
 pub(crate) const MAX_JSON_BODY: usize = 64 * 1024;
+/// An oversized body declared at most this long is read (and dropped) before the `413`: a client
+/// still sending when the node answered and closed would see its write fail, not the answer.
+/// Anything longer is refused unread.
+const DRAIN_OVERSIZED: u64 = 1024 * 1024;
 
 /// Reads a whole request body of at most `limit` bytes; `what` names it in the error.
 ///
@@ -35,7 +39,11 @@ pub(crate) async fn read_limited(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    if let Some(len) = declared.filter(|len| *len > limit as u64) {
+        if len <= DRAIN_OVERSIZED {
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(_)) = stream.next().await {}
+        }
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));

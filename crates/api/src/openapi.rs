@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 mod rollouts;
+mod seed;
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -29,11 +30,14 @@ fn json_response(description: &str, schema: &str) -> Value {
 pub fn document() -> Value {
     let mut doc = described();
     let signed = signed_headers();
-    if let (Some(paths), Value::Object(more)) = (
-        doc["paths"].as_object_mut(),
-        rollouts::paths(&signed, &write_errors()),
-    ) {
-        paths.extend(more);
+    let errors = write_errors();
+    for more in [
+        rollouts::paths(&signed, &errors),
+        seed::paths(&signed, &errors),
+    ] {
+        if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
+            paths.extend(more);
+        }
     }
     with_rate_limits(doc)
 }
@@ -128,6 +132,7 @@ fn described() -> Value {
                         "400": error_response("Not a valid manifest (invalid_manifest), refused by the group (rejected), or malformed x-mycel-* headers (bad_signature)"),
                         "401": bad_signature.clone(),
                         "403": not_owner.clone(),
+                        "409": error_response("A port it publishes is another app's (port_taken); nothing changed"),
                         "413": error_response("Larger than a manifest may be (too_large)"),
                         "422": error_response("A blob it names is held by no node in reach (blob_not_found)"),
                         "503": error_response("The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)")
@@ -196,20 +201,6 @@ fn described() -> Value {
                     },
                     "400": error_response("Not a valid query (bad_request)"),
                     "404": error_response("No such app (app_not_found)")
-                }
-            }},
-            "/api/apps/deploy_app": {"post": {
-                "summary": "Seed-compatible: deploy an app (as POST /v1/apps)",
-                "parameters": signed.clone(),
-                "requestBody": json_body("Manifest"),
-                "responses": {
-                    "201": json_response("Committed", "SeedDeployed"),
-                    "400": error_response("Not a valid manifest, or malformed x-mycel-* headers"),
-                    "401": bad_signature.clone(),
-                    "403": not_owner.clone(),
-                    "413": error_response("Larger than a manifest may be"),
-                    "422": error_response("A blob it names is held by no node in reach"),
-                    "503": error_response("The placement group has no quorum")
                 }
             }},
             "/api/apps/list_apps": {"get": {
@@ -321,7 +312,7 @@ fn described() -> Value {
             }}
         },
         "components": {
-            "schemas": merged([basic_schemas(), app_schemas(), rollouts::schemas(), seed_schemas()]),
+            "schemas": merged([basic_schemas(), app_schemas(), rollouts::schemas(), seed::schemas()]),
             "securitySchemes": {"bearer": {
                 "type": "http",
                 "scheme": "bearer",
@@ -359,7 +350,7 @@ fn write_errors() -> WriteErrors {
 
 /// The headers that sign a deploy, scale or stop (see `mycel_protocol::ownership`).
 fn signed_headers() -> Value {
-    let signed_bytes = "The signature covers, in this order: the bytes `mycel app request v1` and a zero byte; the 32-byte public key; x-mycel-issued-at as a big-endian u64; one byte for the action (1 deploy, 2 scale, 3 stop, 4 promote); the app's name as a big-endian u32 length and its UTF-8 bytes; for a deploy, the 32-byte BLAKE3 hash of the manifest's canonical JSON (the manifest as this API parses it, serialized back compactly: fields in the Manifest schema's order, maps sorted by key, defaults filled in, empty sections left out); for a scale, the replicas as a big-endian u32. The action is what the request asks for, so one signature is good for the /v1 endpoint and the seed-compatible one alike.";
+    let signed_bytes = "The signature covers, in this order: the bytes `mycel app request v1` and a zero byte; the 32-byte public key; x-mycel-issued-at as a big-endian u64; one byte for the action (1 deploy, 2 scale, 3 stop, 4 promote); the app's name as a big-endian u32 length and its UTF-8 bytes; for a deploy, the 32-byte BLAKE3 hash of the manifest's canonical JSON (the manifest as this API parses it, serialized back compactly: fields in the Manifest schema's order, maps sorted by key, defaults filled in, empty sections left out); for a scale, the replicas as a big-endian u32. The action is what the request asks for, so one signature is good for the /v1 endpoint and the seed-compatible one alike; a seed body (see /api/apps/deploy_app) signs the deploy of the manifest it translates into.";
     json!([
         {
             "name": "x-mycel-key", "in": "header", "required": false,
@@ -475,6 +466,34 @@ fn app_schemas() -> Value {
         "op": {"type": "string", "enum": ["in", "not_in", "exists"]},
         "values": {"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": "^[A-Za-z0-9._/-]{1,63}$"}}
     }});
+    let balance = json!({"type": "object", "additionalProperties": false,
+        "description": "How every gateway spreads requests over the app's healthy instances. A value out of range or an unknown strategy is 400 invalid_manifest.",
+        "properties": {
+            "strategy": {"type": "string", "default": "least_request",
+                "enum": ["least_request", "round_robin", "least_connections", "weighted", "latency"],
+                "description": "least_request: power of two random choices over in-flight requests weighted by a peak-EWMA of latency; weighted: by the node's `weight` label, else its cores; latency: the lowest EWMA latency, the local instance when close"},
+            "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2,
+                "description": "Retries on another instance, when safe (no byte of the answer sent, an idempotent method) and within a budget of about 20% of requests"},
+            "hedge": {"type": "boolean", "default": true,
+                "description": "A request without a body and with an idempotent method whose instance stays silent past 8 times its usual latency (at least 1 s) is sent to another instance too; the first answer wins and the silent instance is skipped 2 s"},
+            "outlier": {"type": "object", "additionalProperties": false,
+                "description": "An instance failing consecutive_failures requests in a row (connection error, timeout, 5xx) is ejected for base_ejection_ms × the times it was ejected, never more than max_ejection_percent of the instances",
+                "properties": {
+                    "consecutive_failures": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+                    "base_ejection_ms": {"type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000},
+                    "max_ejection_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50}
+                }
+            }
+        }
+    });
+    let ports = json!({"type": "array", "maxItems": 16,
+    "description": "TCP ports published at every node's ingress address, each handed to an instance's `container` port; a `published` port another app holds is 409 port_taken. Container and process apps only",
+    "items": {"type": "object", "required": ["container", "published"], "additionalProperties": false,
+        "properties": {
+            "container": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "published": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "protocol": {"type": "string", "enum": ["tcp"], "default": "tcp"}
+        }}});
     json!({
         "Manifest": {
             "type": "object", "required": ["name", "version"], "additionalProperties": false,
@@ -521,26 +540,8 @@ fn app_schemas() -> Value {
                 }},
                 "update": {"$ref": "#/components/schemas/Update"},
                 "scale": {"$ref": "#/components/schemas/Scale"},
-                "balance": {"type": "object", "additionalProperties": false,
-                    "description": "How every gateway spreads requests over the app's healthy instances. A value out of range or an unknown strategy is 400 invalid_manifest.",
-                    "properties": {
-                        "strategy": {"type": "string", "default": "least_request",
-                            "enum": ["least_request", "round_robin", "least_connections", "weighted", "latency"],
-                            "description": "least_request: power of two random choices over in-flight requests weighted by a peak-EWMA of latency; weighted: by the node's `weight` label, else its cores; latency: the lowest EWMA latency, the local instance when close"},
-                        "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2,
-                            "description": "Retries on another instance, when safe (no byte of the answer sent, an idempotent method) and within a budget of about 20% of requests"},
-                        "hedge": {"type": "boolean", "default": true,
-                            "description": "A request without a body and with an idempotent method whose instance stays silent past 8 times its usual latency (at least 1 s) is sent to another instance too; the first answer wins and the silent instance is skipped 2 s"},
-                        "outlier": {"type": "object", "additionalProperties": false,
-                            "description": "An instance failing consecutive_failures requests in a row (connection error, timeout, 5xx) is ejected for base_ejection_ms × the times it was ejected, never more than max_ejection_percent of the instances",
-                            "properties": {
-                                "consecutive_failures": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
-                                "base_ejection_ms": {"type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000},
-                                "max_ejection_percent": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50}
-                            }
-                        }
-                    }
-                }
+                "ports": ports,
+                "balance": balance
             }
         },
         "Deployed": {"type": "object", "required": ["name", "version"], "properties": {
@@ -573,7 +574,7 @@ fn app_schemas() -> Value {
             "id": {"type": "string"},
             "node": {"type": "string", "description": "Peer id of the node it is placed on"},
             "state": {"type": "string", "enum": ["pending", "starting", "running", "failed", "stopped"]},
-            "runtime": {"type": "string", "enum": ["wasm", "docker"]},
+            "runtime": {"type": "string", "enum": ["wasm", "docker", "process"]},
             "error": {"type": "string", "description": "Why its node last failed to start or keep it (such as its owner's policy refusing it); absent once it runs"}
         }},
         "ScaleRequest": {"type": "object", "required": ["replicas"], "additionalProperties": false, "properties": {
@@ -588,38 +589,6 @@ fn app_schemas() -> Value {
             "at_ms": {"type": "integer", "description": "When the line was written, ms since the Unix epoch"},
             "stream": {"type": "string", "enum": ["stdout", "stderr"]},
             "line": {"type": "string"}
-        }}
-    })
-}
-
-fn seed_schemas() -> Value {
-    let status = json!({"type": "string", "enum": ["stopped", "pending", "degraded", "running"]});
-    json!({
-        "SeedDeployed": {"type": "object", "required": ["app_id", "version", "status"], "properties": {
-            "app_id": {"type": "string"}, "version": {"type": "string"},
-            "status": {"type": "string", "enum": ["deployed"]}
-        }},
-        "SeedAppList": {"type": "object", "required": ["apps"], "properties": {
-            "apps": {"type": "array", "items": {"$ref": "#/components/schemas/SeedAppEntry"}}
-        }},
-        "SeedAppEntry": {"type": "object", "required": ["app_id", "name", "version", "replicas", "running", "status"], "properties": {
-            "app_id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"},
-            "replicas": {"type": "integer", "minimum": 0}, "running": {"type": "integer", "minimum": 0},
-            "status": status.clone()
-        }},
-        "SeedAppStatus": {"type": "object", "required": ["app_id", "status", "replicas", "running", "instances"], "properties": {
-            "app_id": {"type": "string"}, "status": status,
-            "replicas": {"type": "integer", "minimum": 0}, "running": {"type": "integer", "minimum": 0},
-            "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}}
-        }},
-        "SeedAppRef": {"type": "object", "required": ["app_id"], "properties": {
-            "app_id": {"type": "string"}
-        }},
-        "SeedScale": {"type": "object", "required": ["app_id", "replicas"], "properties": {
-            "app_id": {"type": "string"}, "replicas": {"type": "integer", "minimum": 0, "maximum": 1000}
-        }},
-        "SeedStopped": {"type": "object", "required": ["app_id", "status"], "properties": {
-            "app_id": {"type": "string"}, "status": {"type": "string", "enum": ["stopped"]}
         }}
     })
 }

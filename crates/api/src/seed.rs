@@ -1,6 +1,7 @@
 //! The seed-compatible endpoints (`/api/apps/…`), kept with their JSON shapes so clients written
 //! against the seed keep working. Each is a thin wrapper over the `/v1/apps` handlers' logic: the
-//! same checks, the same errors.
+//! same checks, the same errors. `deploy_app` also takes the seed's own deploy body, which
+//! `mycel_protocol::seed` translates into a manifest.
 
 use axum::{
     Json,
@@ -8,10 +9,14 @@ use axum::{
     extract::{Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
 };
-use mycel_protocol::api::{
-    SeedAppEntry, SeedAppList, SeedAppRef, SeedAppStatus, SeedDeployed, SeedScale, seed_status,
+use mycel_protocol::{
+    api::{
+        SeedAppEntry, SeedAppList, SeedAppRef, SeedAppStatus, SeedDeployed, SeedScale, seed_status,
+    },
+    seed::{SeedDeploy, SeedError, Translated, is_seed_form},
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::{
     ApiError, ApiState,
@@ -33,21 +38,59 @@ pub(crate) struct SeedStopped {
     pub(crate) status: String,
 }
 
-/// `POST /api/apps/deploy_app`: a manifest, as `POST /v1/apps` takes it.
+/// `POST /api/apps/deploy_app`: a manifest, as `POST /v1/apps` takes it, or the seed's own body
+/// (`image`, `resource_requirements`, `network_config`, …; see `mycel_protocol::seed`),
+/// translated into one. What a seed body asks for that mycel does not apply comes back as
+/// `warnings`. Either way the deploy is the manifest's: checked, signed and committed alike (a
+/// signed seed body signs the deploy of the manifest it translates into).
 pub(crate) async fn deploy_app(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<SeedDeployed>), ApiError> {
-    let deployed = apps::deploy_manifest(&state, &headers, body).await?;
+    let bytes = apps::read_manifest(&headers, body).await?;
+    let (manifest, warnings) = match seed_body(&bytes) {
+        Some(seed) => {
+            let Translated { manifest, warnings } = SeedDeploy::from_value(seed)
+                .and_then(|seed| seed.to_manifest())
+                .map_err(seed_error)?;
+            manifest.validate_for_api()?;
+            (manifest, warnings)
+        }
+        None => (apps::parse_manifest(&bytes)?, Vec::new()),
+    };
+    let deployed = apps::commit_deploy(&state, &headers, manifest).await?;
     Ok((
         StatusCode::CREATED,
         Json(SeedDeployed {
             app_id: deployed.name,
             version: deployed.version,
             status: "deployed".into(),
+            warnings,
         }),
     ))
+}
+
+/// The body as JSON when it is in the seed's form; `None` for a manifest, and for anything that
+/// is not JSON (the manifest's parser says what is wrong with it).
+fn seed_body(bytes: &[u8]) -> Option<Value> {
+    let value: Value = serde_json::from_slice(bytes).ok()?;
+    is_seed_form(&value).then_some(value)
+}
+
+/// A seed body refused: `422 source_deploy_unsupported` for a source deploy, else as a manifest.
+fn seed_error(error: SeedError) -> ApiError {
+    match error {
+        SeedError::Manifest(error) => error.into(),
+        source @ SeedError::SourceDeploy => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            source.code(),
+            source.to_string(),
+        ),
+        invalid @ SeedError::Invalid { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, invalid.code(), invalid.to_string())
+        }
+    }
 }
 
 /// `GET /api/apps/list_apps`

@@ -41,6 +41,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod host;
 mod inbound;
+pub mod ingress;
 mod listener;
 mod metrics;
 mod proxy;
@@ -78,6 +79,16 @@ pub trait LocalInstances: Send + Sync + 'static {
     ) -> Option<BoxFuture<'static, Result<http::Response<Body>, BoxError>>>;
     /// Whether local instance `id` passes its health check now.
     fn is_healthy(&self, id: &str) -> bool;
+    /// A TCP connection to `port` of local instance `id` (for the ingress); `None` when no such
+    /// instance runs here.
+    fn connect(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Option<BoxFuture<'static, Result<tokio::net::TcpStream, BoxError>>> {
+        let _ = (id, port);
+        None
+    }
 }
 
 /// A node where nothing runs: every request its gateway takes goes to other nodes' instances.
@@ -139,6 +150,16 @@ pub async fn serve(
     serve_with(listener, config, GatewayMetrics::default(), shutdown).await
 }
 
+/// Peers' streams of `protocol`; fails when this node already accepts them.
+fn accept_streams(
+    mesh: &MeshHandle,
+    protocol: &'static str,
+) -> std::io::Result<mycel_mesh::libp2p_stream::IncomingStreams> {
+    mesh.streams()
+        .accept(mycel_mesh::StreamProtocol::new(protocol))
+        .map_err(|e| std::io::Error::other(format!("accepting {protocol} streams: {e}")))
+}
+
 /// [`serve`], counting into `metrics` (see [`GatewayMetrics::register`]).
 pub async fn serve_with(
     listener: TcpListener,
@@ -146,13 +167,7 @@ pub async fn serve_with(
     metrics: GatewayMetrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let incoming = config
-        .mesh
-        .streams()
-        .accept(mycel_mesh::StreamProtocol::new(
-            mycel_protocol::names::GATEWAY_PROTOCOL,
-        ))
-        .map_err(|e| std::io::Error::other(format!("accepting gateway streams: {e}")))?;
+    let incoming = accept_streams(&config.mesh, mycel_protocol::names::GATEWAY_PROTOCOL)?;
     // Stops both accept loops: on shutdown, or when the listener fails.
     let stop = shutdown.child_token();
     let connections = TaskTracker::new();

@@ -431,7 +431,12 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    fn start(balancer: &Arc<Mutex<Balancer>>, app: &str, instance: &str, now: Instant) -> Self {
+    pub(crate) fn start(
+        balancer: &Arc<Mutex<Balancer>>,
+        app: &str,
+        instance: &str,
+        now: Instant,
+    ) -> Self {
         lock(balancer).start(app, instance, now);
         Self {
             balancer: balancer.clone(),
@@ -515,7 +520,7 @@ fn stamp(mut response: Response<Body>, target: &Target) -> Response<Body> {
     response
 }
 
-fn lock(balancer: &Mutex<Balancer>) -> MutexGuard<'_, Balancer> {
+pub(crate) fn lock(balancer: &Mutex<Balancer>) -> MutexGuard<'_, Balancer> {
     // Every balancer update leaves it consistent: a panic elsewhere does not poison routing.
     balancer.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -55,6 +55,45 @@ where
     io.close().await
 }
 
+/// Writes `message` as one length-prefixed frame (a `u32` big-endian length, then a versioned
+/// CBOR frame), for raw streams that carry more than one frame or bytes after it.
+pub async fn write_prefixed<W: AsyncWrite + Unpin, T: Serialize>(
+    writer: &mut W,
+    message: &T,
+) -> io::Result<()> {
+    let bytes = mycel_protocol::encode(message).map_err(io::Error::other)?;
+    let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
+    writer.write_all(&len.to_be_bytes()).await?;
+    writer.write_all(&bytes).await?;
+    writer.flush().await
+}
+
+/// Reads one length-prefixed frame of at most `limit` bytes; `None` when the stream ended cleanly
+/// before it.
+pub async fn read_prefixed<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    reader: &mut R,
+    limit: usize,
+) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes exceeds the limit of {limit}"),
+        ));
+    }
+    let mut bytes = vec![0u8; len];
+    reader.read_exact(&mut bytes).await?;
+    mycel_protocol::decode(&bytes, limit)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 impl<Req, Resp> request_response::Codec for CborCodec<Req, Resp>
 where
     Req: Serialize + DeserializeOwned + Send + Sync + 'static,

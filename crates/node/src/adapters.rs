@@ -76,4 +76,19 @@ impl mycel_gateway::LocalInstances for AgentRoutes {
     fn is_healthy(&self, id: &str) -> bool {
         self.0.is_healthy(id)
     }
+
+    fn connect(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Option<
+        futures::future::BoxFuture<'static, Result<tokio::net::TcpStream, mycel_gateway::BoxError>>,
+    > {
+        let connecting = self.0.instance(id)?.connect(port);
+        Some(Box::pin(async move {
+            connecting
+                .await
+                .map_err(|e| Box::new(e) as mycel_gateway::BoxError)
+        }))
+    }
 }

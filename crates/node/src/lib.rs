@@ -21,7 +21,7 @@ mod start;
 use std::{
     collections::BTreeMap,
     io,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -62,6 +62,8 @@ pub struct NodeConfig {
     /// Whether API clients must send the token: always when the API is not on loopback.
     pub api_requires_token: bool,
     pub gateway: SocketAddr,
+    /// Where this node listens at the ports apps publish (`[[ports]]`).
+    pub ingress: IpAddr,
     /// Members' addresses and join tickets (`--bootstrap`, `--join`).
     pub bootstrap: Vec<Bootstrap>,
     /// A deliberately open mesh (see [`mesh_mode`]).
@@ -97,6 +99,7 @@ impl NodeConfig {
             api: any_port,
             api_requires_token: false,
             gateway: any_port,
+            ingress: IpAddr::V4(Ipv4Addr::LOCALHOST),
             bootstrap: Vec::new(),
             open: false,
             name: None,

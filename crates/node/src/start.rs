@@ -141,6 +141,7 @@ impl Node {
         let mut registry = Registry::default();
         let api_metrics = mycel_api::ApiMetrics::register(&mut registry);
         let gateway_metrics = mycel_gateway::GatewayMetrics::register(&mut registry);
+        let ingress_metrics = mycel_gateway::ingress::IngressMetrics::register(&mut registry);
         let app_metrics = crate::app_metrics::register(&mut registry);
         let blob_metrics = mycel_blobs::BlobMetrics::register(&mut registry);
         let blobs = mycel_blobs::BlobStore::open(
@@ -260,6 +261,16 @@ impl Node {
                 shutdown.clone(),
             );
             tasks.spawn(log_exit("gateway", gateway_server));
+            let ingress_config = mycel_gateway::ingress::IngressConfig {
+                address: config.ingress,
+                mesh: mesh.handle.clone(),
+                placement: placement.clone(),
+                local: Arc::new(AgentRoutes(agent.clone())),
+                policy: config.policy.clone(),
+            };
+            let ingress =
+                mycel_gateway::ingress::serve(ingress_config, ingress_metrics, shutdown.clone());
+            tasks.spawn(log_exit("ingress", ingress));
             let logs_server = mycel_agent::serve_logs(agent.clone(), mesh.handle.clone());
             let stop_logs = shutdown.clone();
             tasks.spawn(async move { stop_logs.run_until_cancelled(logs_server).await });

@@ -101,6 +101,7 @@ impl PlacementState {
                 rollout,
             } => {
                 let name = app.manifest.name.clone();
+                self.check_ports_free(&app.manifest)?;
                 self.authorize_put(app, auth.as_deref())?;
                 if let Some(auth) = auth
                     && matches!(auth.request.action, AppAction::Deploy { .. })
@@ -227,6 +228,31 @@ impl PlacementState {
             Command::PutImage { image } => {
                 self.images
                     .insert(image.record.name.clone(), (**image).clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The app that publishes `port` on every node's ingress address, if one does.
+    pub fn publisher_of(&self, port: u16) -> Option<&str> {
+        self.apps
+            .values()
+            .find(|record| record.manifest.ports.iter().any(|p| p.published == port))
+            .map(|record| record.manifest.name.as_str())
+    }
+
+    /// A deploy may not publish a port another app publishes: every node listens on it for one
+    /// app. Checked as the entry applies, so two deploys racing through different nodes cannot
+    /// both take a port.
+    fn check_ports_free(&self, manifest: &mycel_protocol::Manifest) -> Result<(), WriteError> {
+        for port in &manifest.ports {
+            if let Some(app) = self.publisher_of(port.published)
+                && app != manifest.name
+            {
+                return Err(WriteError::PortTaken {
+                    port: port.published,
+                    app: app.to_owned(),
+                });
             }
         }
         Ok(())

@@ -86,6 +86,11 @@ impl Gate {
         })
     }
 
+    /// Whether the gate refuses requests: its instance is stopping or stopped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Counts an admitted request that failed.
     pub(crate) fn count_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);

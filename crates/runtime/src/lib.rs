@@ -94,6 +94,8 @@ pub struct ProcessWorkload {
     pub args: Vec<String>,
     /// The port the app listens on in its own network; `$PORT` is set to it.
     pub port: u16,
+    /// More ports it may listen on, for raw TCP connections (`[[ports]]`, for the node's ingress).
+    pub tcp_ports: Vec<u16>,
 }
 
 /// A container instance's image and how to reach it.
@@ -103,6 +105,9 @@ pub struct ContainerWorkload {
     pub image: String,
     /// The port the app listens on inside the container; `$PORT` is set to it.
     pub port: u16,
+    /// More ports of the app that take raw TCP connections (`[[ports]]`, for the node's
+    /// ingress), published on the host's address like `port`.
+    pub tcp_ports: Vec<u16>,
     /// Replaces the image's command when not empty.
     pub command: Vec<String>,
     /// The hardening this container drops; the default drops none.
@@ -124,6 +129,20 @@ pub struct ContainerRelax {
     pub capabilities: Vec<String>,
     /// Processes may gain privileges (setuid binaries): no `no-new-privileges`.
     pub new_privileges: bool,
+}
+
+impl ContainerWorkload {
+    /// Every port the engine publishes: the app's port, then its TCP ports (each once).
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        let more = self
+            .tcp_ports
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(i, p)| *p != self.port && !self.tcp_ports[..*i].contains(p))
+            .map(|(_, p)| p);
+        std::iter::once(self.port).chain(more)
+    }
 }
 
 impl Workload {
@@ -176,6 +195,20 @@ pub trait Instance: Send + Sync {
         &self,
         request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, RuntimeError>>;
+
+    /// A TCP connection to the instance's `port`, for a port its app publishes (`[[ports]]`):
+    /// the node's ingress copies a client's bytes over it. Runtimes without ports of their own
+    /// (wasm) refuse.
+    fn connect(
+        &self,
+        port: u16,
+    ) -> BoxFuture<'static, Result<tokio::net::TcpStream, RuntimeError>> {
+        let refused = RuntimeError::Unreachable {
+            instance: self.id().to_owned(),
+            reason: format!("its runtime has no TCP ports (asked for port {port})"),
+        };
+        Box::pin(async move { Err(refused) })
+    }
 
     /// The instance's recent log lines and a receiver for the lines that follow.
     fn logs(&self) -> Logs;

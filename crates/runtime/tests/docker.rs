@@ -112,6 +112,7 @@ fn spec(id: &str) -> InstanceSpec {
             port: 8080,
             command: vec![],
             relax: ContainerRelax::default(),
+            tcp_ports: vec![],
         }),
         env: BTreeMap::new(),
         memory_mb: 32,
@@ -529,6 +530,7 @@ async fn what_the_driver_cannot_run_is_refused() {
         port: 8080,
         command: vec![],
         relax: ContainerRelax::default(),
+        tcp_ports: vec![],
     });
     let error = node.driver.start(missing).await.err().expect("refused");
     assert!(

@@ -47,6 +47,7 @@ fn spec(id: &str, memory_mb: u64) -> InstanceSpec {
             binary_hash,
             args: vec![],
             port: 8080,
+            tcp_ports: vec![],
         }),
         env: BTreeMap::from([("GREETING".to_owned(), "sandboxed".to_owned())]),
         memory_mb,
@@ -251,4 +252,50 @@ async fn a_start_cancelled_midway_leaves_nothing_running() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_port_of_its_own_network_is_reached_and_refused_once_stopped() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let node = Node::new("tcp").await;
+    let mut with_tcp = spec("tcp-a", 64);
+    with_tcp
+        .env
+        .insert("TCP_PORTS".to_owned(), "7000".to_owned());
+    // Its sandbox lets it listen on that port too.
+    if let Workload::Process(process) = &mut with_tcp.workload {
+        process.tcp_ports = vec![7000];
+    }
+    let instance = node.start(with_tcp).await;
+    // The echo server starts beside the HTTP one; its first connection may come before it listens.
+    let mut connection = Err(RuntimeError::Setup("not tried".to_owned()));
+    for _ in 0..100 {
+        connection = instance.connect(7000).await;
+        if connection.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines: Vec<String> = instance.logs().recent.into_iter().map(|l| l.line).collect();
+    let mut reader = BufReader::new(
+        connection.unwrap_or_else(|e| panic!("port 7000 of its network: {e}; log: {lines:?}")),
+    );
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "hello from tcp on port 7000\n");
+    reader.get_mut().write_all(b"ping\n").await.unwrap();
+    line.clear();
+    reader.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "ping\n");
+    // A port nothing listens on is refused, not reached elsewhere.
+    assert!(matches!(
+        instance.connect(7001).await,
+        Err(RuntimeError::Unreachable { .. })
+    ));
+    instance.stop().await;
+    assert!(matches!(
+        instance.connect(7000).await,
+        Err(RuntimeError::Stopped { .. })
+    ));
 }

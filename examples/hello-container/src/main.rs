@@ -10,6 +10,11 @@
 //! | `GET /alloc/N`   | allocates and touches N MiB (N ≤ 4096), then `allocated <bytes>\n`   |
 //! | `POST /echo`     | the request body, streamed back chunk by chunk as it arrives         |
 //!
+//! With `--tcp` it speaks no HTTP: it is a TCP echo server on `$PORT` that first sends one line,
+//! `hello from <$POSTGRES_DB or "tcp"> on port <port>`, then echoes every byte back — the stand-in
+//! for a database in tests. `$TCP_PORTS` (comma-separated) adds such echo servers on more ports
+//! beside the HTTP one.
+//!
 //! It listens on `0.0.0.0:$PORT` (8080 when unset) and prints one line per request to stdout
 //! (`GET /path`). Connections are kept alive unless the client asks otherwise (or speaks
 //! HTTP/1.0 without `Connection: keep-alive`); an idle one is closed after [`IDLE`].
@@ -27,11 +32,51 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Above this a cgroup v1 memory limit means "no limit" (the kernel's unlimited is near 2^63).
 const UNLIMITED_V1: u64 = 1 << 62;
 
+/// A TCP echo server on `port`: a greeting line, then every byte back, one thread per connection.
+fn echo_server(port: u16) {
+    let listener = match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("listening on 0.0.0.0:{port}: {e}");
+            return;
+        }
+    };
+    eprintln!("echoing TCP on 0.0.0.0:{port}");
+    let name = std::env::var("POSTGRES_DB").unwrap_or_else(|_| "tcp".to_owned());
+    for stream in listener.incoming().flatten() {
+        let greeting = format!("hello from {name} on port {port}\n");
+        std::thread::spawn(move || {
+            let _ = echo_bytes(stream, &greeting);
+        });
+    }
+}
+
+fn echo_bytes(mut stream: TcpStream, greeting: &str) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    stream.write_all(greeting.as_bytes())?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buffer[..read])?;
+    }
+}
+
 fn main() {
     let port = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(8080);
+    let tcp_ports = std::env::var("TCP_PORTS").unwrap_or_default();
+    for extra in tcp_ports.split(',').filter_map(|p| p.trim().parse::<u16>().ok()) {
+        std::thread::spawn(move || echo_server(extra));
+    }
+    if std::env::args().nth(1).as_deref() == Some("--tcp") {
+        echo_server(port);
+        std::process::exit(1);
+    }
     let listener = match TcpListener::bind(("0.0.0.0", port)) {
         Ok(listener) => listener,
         Err(e) => {

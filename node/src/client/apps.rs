@@ -14,14 +14,23 @@ use super::{
 };
 
 /// `mycel deploy FILE`: uploads the files the manifest names, deploys it, and with `wait`
-/// follows its rollout until it succeeds (an error when it fails or is reverted).
+/// follows its rollout until it succeeds (an error when it fails or is reverted). A seed deploy
+/// body (JSON) is translated into a manifest first, each field it does not apply printed as a
+/// warning.
 pub(crate) async fn deploy(
     node: &str,
     file: &Path,
     wait: Option<Duration>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let (mut manifest, blobs) = manifest::load(file)?;
+    let manifest::Loaded {
+        mut manifest,
+        blobs,
+        warnings,
+    } = manifest::load(file)?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
     for blob in blobs {
         let context = || format!("uploading {} ({})", blob.given, blob.field.name());
         // An image archive goes in as an image: the nodes then share it layer by layer.

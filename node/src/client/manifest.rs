@@ -1,6 +1,7 @@
-//! `mycel deploy`'s manifest file: read it (TOML or JSON, by extension), and find the files it
-//! names by relative path, which the CLI uploads and replaces by their hashes before the API
-//! sees the manifest (the API takes hashes only).
+//! `mycel deploy`'s manifest file: read it (TOML or JSON, by extension; a JSON file may also be
+//! the seed's deploy body, translated into a manifest), and find the files it names by relative
+//! path, which the CLI uploads and replaces by their hashes before the API sees the manifest (the
+//! API takes hashes only).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use anyhow::{Context, bail};
 use mycel_protocol::{
     BlobHash, Manifest,
     app::{BlobRef, MAX_MANIFEST_BYTES},
+    seed::{SeedDeploy, is_seed_form},
 };
 
 /// A field of the manifest that names a blob.
@@ -71,9 +73,21 @@ pub(super) struct LocalBlob {
     pub(super) path: PathBuf,
 }
 
-/// Reads and validates the manifest at `file`, and finds every file it names. Fails with one
-/// clear line: an unknown extension, a manifest that breaks a rule, a named file that is missing.
-pub(super) fn load(file: &Path) -> anyhow::Result<(Manifest, Vec<LocalBlob>)> {
+/// A manifest file, read.
+#[derive(Debug)]
+pub(super) struct Loaded {
+    pub(super) manifest: Manifest,
+    /// The files it names, to upload.
+    pub(super) blobs: Vec<LocalBlob>,
+    /// What a seed-form file asks for that the manifest does not apply, one sentence each.
+    pub(super) warnings: Vec<String>,
+}
+
+/// Reads and validates the manifest at `file`, and finds every file it names. A `.json` file may
+/// also be a seed deploy body (see `mycel_protocol::seed`): it is translated into a manifest, and
+/// what it asks for that is not applied becomes warnings. Fails with one clear line: an unknown
+/// extension, a manifest that breaks a rule, a named file that is missing.
+pub(super) fn load(file: &Path) -> anyhow::Result<Loaded> {
     let shown = file.display();
     let extension = file
         .extension()
@@ -91,13 +105,22 @@ pub(super) fn load(file: &Path) -> anyhow::Result<(Manifest, Vec<LocalBlob>)> {
         bail!("{shown}: a manifest is at most {MAX_MANIFEST_BYTES} bytes (this one is {size})");
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {shown}"))?;
+    let mut warnings = Vec::new();
     let manifest = if is_toml {
         let text = String::from_utf8(bytes).with_context(|| format!("{shown} is not UTF-8"))?;
-        Manifest::from_toml(&text)
+        Manifest::from_toml(&text).with_context(|| format!("{shown}"))?
     } else {
-        Manifest::from_json(&bytes)
-    }
-    .with_context(|| format!("{shown}"))?;
+        match seed_body(&bytes) {
+            Some(seed) => {
+                let translated = SeedDeploy::from_value(seed)
+                    .and_then(|seed| seed.to_manifest())
+                    .with_context(|| format!("{shown}"))?;
+                warnings = translated.warnings;
+                translated.manifest
+            }
+            None => Manifest::from_json(&bytes).with_context(|| format!("{shown}"))?,
+        }
+    };
 
     let dir = match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -130,7 +153,18 @@ pub(super) fn load(file: &Path) -> anyhow::Result<(Manifest, Vec<LocalBlob>)> {
             path,
         });
     }
-    Ok((manifest, blobs))
+    Ok(Loaded {
+        manifest,
+        blobs,
+        warnings,
+    })
+}
+
+/// The file's JSON when it is a seed body rather than a manifest; `None` for a manifest, and for
+/// anything that is not JSON (the manifest's parser says what is wrong with it).
+fn seed_body(bytes: &[u8]) -> Option<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    is_seed_form(&value).then_some(value)
 }
 
 #[cfg(test)]
@@ -157,7 +191,9 @@ mod tests {
             "app/hello.toml",
             "name = \"hello\"\nversion = \"1.0.0\"\nreplicas = 2\n[wasm]\nmodule = \"build/hello.wasm\"\n",
         );
-        let (manifest, blobs) = load(&file).unwrap();
+        let Loaded {
+            manifest, blobs, ..
+        } = load(&file).unwrap();
         assert_eq!(manifest.replicas, 2);
         assert_eq!(
             blobs,
@@ -202,7 +238,7 @@ mod tests {
             "web.json",
             r#"{"name": "web", "version": "2", "container": {"archive": "app.tar", "port": 8080}}"#,
         );
-        let (_, blobs) = load(&file).unwrap();
+        let blobs = load(&file).unwrap().blobs;
         assert_eq!(blobs.len(), 1);
         assert_eq!(blobs[0].field, BlobField::ContainerArchive);
         assert_eq!(blobs[0].path, dir.path().join("app.tar"));
@@ -212,9 +248,50 @@ mod tests {
             "hashed.json",
             &format!(r#"{{"name": "web", "version": "2", "wasm": {{"module": "{HASH}"}}}}"#),
         );
-        let (manifest, blobs) = load(&file).unwrap();
+        let Loaded {
+            manifest, blobs, ..
+        } = load(&file).unwrap();
         assert!(blobs.is_empty());
         assert_eq!(manifest.wasm.unwrap().module, HASH);
+    }
+
+    #[test]
+    fn a_seed_body_is_translated_with_its_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "seed.json",
+            r#"{"name":"database-app","version":"2.1.0","image":"postgres:15-alpine","replicas":1,
+                "resource_requirements":{"memory":"1G","cpu":"2.0","storage":"5G"},
+                "runtime_config":{"environment":{"POSTGRES_DB":"myapp"}},
+                "network_config":{"ports":{"5432/tcp":{"HostPort":"5432"}}}}"#,
+        );
+        let loaded = load(&file).unwrap();
+        assert!(loaded.blobs.is_empty());
+        assert_eq!(loaded.manifest.resources.memory_mb, 1024);
+        assert_eq!(loaded.manifest.env["POSTGRES_DB"], "myapp");
+        assert_eq!(loaded.manifest.ports.len(), 1);
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].starts_with("resource_requirements.storage"));
+        loaded.manifest.validate_for_api().unwrap();
+
+        let source = write(
+            dir.path(),
+            "source.json",
+            r#"{"name":"python-api","version":"1.0.0","source_code_hash":"sha256:abc"}"#,
+        );
+        let error = format!("{:#}", load(&source).unwrap_err());
+        assert!(error.contains("source.json"), "{error}");
+        assert!(error.contains("not available yet"), "{error}");
+
+        let bad = write(
+            dir.path(),
+            "bad.json",
+            r#"{"name":"web","version":"1","image":"nginx","resource_requirements":{"memory":"lots"}}"#,
+        );
+        let error = format!("{:#}", load(&bad).unwrap_err());
+        assert!(error.contains("resource_requirements.memory"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
     }
 
     #[test]

@@ -102,6 +102,7 @@ async fn main() -> Result<()> {
                 binary_hash: binary_hash.clone(),
                 args: vec![],
                 port: 8080,
+                tcp_ports: vec![],
             }),
             env: BTreeMap::new(),
             memory_mb: 32,

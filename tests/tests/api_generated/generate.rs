@@ -82,6 +82,14 @@ pub(super) fn operations(doc: &Value) -> Result<Vec<Operation>> {
 fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
     let mut value = value;
     for _ in 0..8 {
+        // A choice of schemas without a type of its own (the seed deploy's body: a manifest or
+        // the seed's form) is its first: requests stay manifests, which nothing can place.
+        if value.get("type").is_none()
+            && let Some(first) = value["oneOf"].as_array().and_then(|all| all.first())
+        {
+            value = first;
+            continue;
+        }
         let Some(target) = value.get("$ref").and_then(Value::as_str) else {
             break;
         };

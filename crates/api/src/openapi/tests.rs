@@ -135,3 +135,39 @@ fn the_bearer_token_is_documented_and_health_is_open() {
         json!([{"bearer": []}])
     );
 }
+
+#[test]
+fn the_seed_deploy_takes_a_manifest_or_a_seed_body_and_answers_warnings() {
+    let doc = document();
+    let operation = &doc["paths"]["/api/apps/deploy_app"]["post"];
+    let branches = &operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"];
+    assert_eq!(
+        branches,
+        &json!([
+            {"$ref": "#/components/schemas/Manifest"},
+            {"$ref": "#/components/schemas/SeedDeploy"}
+        ])
+    );
+    let error_422 = operation["responses"]["422"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        error_422.contains("source_deploy_unsupported"),
+        "{error_422}"
+    );
+    let seed = &doc["components"]["schemas"]["SeedDeploy"]["properties"];
+    for field in [
+        "image",
+        "replicas",
+        "resource_requirements",
+        "network_config",
+        "runtime_config",
+        "source_code_hash",
+        "build_config",
+        "target_nodes",
+    ] {
+        assert!(seed.get(field).is_some(), "SeedDeploy.{field}");
+    }
+    let warnings = &doc["components"]["schemas"]["SeedDeployed"]["properties"]["warnings"];
+    assert_eq!(warnings["type"], "array");
+}

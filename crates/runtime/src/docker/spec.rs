@@ -96,7 +96,7 @@ impl Plan<'_> {
     pub(super) fn create_body(&self) -> ContainerCreateBody {
         let spec = self.spec;
         let workload = self.workload;
-        let port = port_key(workload.port);
+        let ports = workload.ports().map(port_key).collect::<Vec<_>>();
         // The app finds its port in $PORT; the spec's own PORT, if any, would only mislead it.
         let env = spec
             .env
@@ -116,14 +116,14 @@ impl Plan<'_> {
             cmd: (!workload.command.is_empty()).then(|| workload.command.clone()),
             env: Some(env),
             user: Some(run_as(self.image_user, workload.relax.run_as_root)),
-            exposed_ports: Some(vec![port.clone()]),
+            exposed_ports: Some(ports.clone()),
             labels: Some(labels),
-            host_config: Some(self.host_config(port)),
+            host_config: Some(self.host_config(ports)),
             ..Default::default()
         }
     }
 
-    fn host_config(&self, port: String) -> HostConfig {
+    fn host_config(&self, ports: Vec<String>) -> HostConfig {
         let memory = i64::try_from(self.spec.memory_mb.saturating_mul(1 << 20))
             .unwrap_or(i64::MAX)
             .max(MIN_MEMORY_BYTES);
@@ -155,7 +155,12 @@ impl Plan<'_> {
             memory_swap: Some(memory),
             nano_cpus,
             pids_limit: Some(PIDS_LIMIT),
-            port_bindings: Some(HashMap::from([(port, Some(vec![binding]))])),
+            port_bindings: Some(
+                ports
+                    .into_iter()
+                    .map(|port| (port, Some(vec![binding.clone()])))
+                    .collect(),
+            ),
             auto_remove: Some(false),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),
@@ -189,6 +194,7 @@ mod tests {
             port: 8080,
             command: vec![],
             relax: ContainerRelax::default(),
+            tcp_ports: vec![],
         };
         let spec = InstanceSpec {
             instance_id: "web-1".to_owned(),

@@ -2,6 +2,7 @@
 //! or to an error that says why it does not (with its last lines of output).
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -25,7 +26,7 @@ use super::{
 use crate::{
     ContainerWorkload, InstanceSpec, RuntimeError, Workload,
     logs::LogBuffer,
-    upstream::{Started, Upstream, UpstreamInstance},
+    upstream::{Started, TcpPorts, Upstream, UpstreamInstance},
 };
 
 /// How many lines of a failed container's output its error quotes.
@@ -115,15 +116,17 @@ pub(super) async fn start(
             quoted(&lines)
         )));
     }
-    let port = match published_port(docker, &created.id, workload).await {
-        Ok(port) => port,
+    let published = match published_ports(docker, &created.id, workload).await {
+        Ok(published) => published,
         Err(reason) => {
             let reason = describe_failure(docker, &created.id, &reason).await;
             guard.remove().await;
             return Err(failure(reason));
         }
     };
-    let addr = SocketAddr::new(config.host_address, port);
+    let to_addr = |port: u16| SocketAddr::new(config.host_address, port);
+    let port = published[&workload.port];
+    let addr = to_addr(port);
     if let Err(reason) = wait_until_ready(docker, &created.id, addr, config.start_timeout).await {
         let reason = describe_failure(docker, &created.id, &reason).await;
         guard.remove().await;
@@ -145,6 +148,12 @@ pub(super) async fn start(
         app: spec.app.clone(),
         kind: "container",
         upstream: Upstream::new(addr),
+        tcp: TcpPorts::Published(
+            published
+                .into_iter()
+                .map(|(app_port, host_port)| (app_port, to_addr(host_port)))
+                .collect(),
+        ),
         request_timeout: spec.request_timeout,
         max_concurrency: spec.max_concurrency,
         log,
@@ -158,25 +167,34 @@ pub(super) async fn start(
     }))
 }
 
-/// The host port the engine picked for the app's port; an error says why there is none.
-async fn published_port(
+/// The host port the engine picked for each of the app's ports; an error says why one has none.
+async fn published_ports(
     docker: &Docker,
     container: &str,
     workload: &ContainerWorkload,
-) -> Result<u16, String> {
+) -> Result<BTreeMap<u16, u16>, String> {
     let inspect = docker
         .inspect_container(container, None)
         .await
         .map_err(|e| format!("inspecting its container: {}", engine_reason(&e)))?;
-    let key = spec::port_key(workload.port);
-    inspect
+    let mut bindings = inspect
         .network_settings
         .and_then(|n| n.ports)
-        .and_then(|mut ports| ports.remove(&key).flatten())
-        .into_iter()
-        .flatten()
-        .find_map(|binding| binding.host_port?.parse::<u16>().ok())
-        .ok_or_else(|| format!("the engine published no host port for {key}"))
+        .unwrap_or_default();
+    workload
+        .ports()
+        .map(|port| {
+            let key = spec::port_key(port);
+            bindings
+                .remove(&key)
+                .flatten()
+                .into_iter()
+                .flatten()
+                .find_map(|binding| binding.host_port?.parse::<u16>().ok())
+                .map(|host| (port, host))
+                .ok_or_else(|| format!("the engine published no host port for {key}"))
+        })
+        .collect()
 }
 
 /// Waits until `addr` reaches the app, the container exits, or `limit` passes.

@@ -40,7 +40,7 @@ use futures::future::BoxFuture;
 use crate::{
     Driver, Instance, InstanceSpec, ProcessWorkload, RuntimeError, Workload,
     logs::{LogBuffer, Stream},
-    upstream::{MakeSocket, Started, Upstream, UpstreamInstance},
+    upstream::{MakeSocket, Started, TcpPorts, Upstream, UpstreamInstance},
 };
 use launcher::Launcher;
 
@@ -119,6 +119,7 @@ impl ProcessDriver {
             args: Vec::new(),
             env: Default::default(),
             port: 8080,
+            tcp_ports: Vec::new(),
             host_id: self.inner.ids.start,
             memory_mb: 64,
             cpu_millis: 100,
@@ -221,6 +222,7 @@ impl ProcessDriver {
             args: workload.args.clone(),
             env,
             port: workload.port,
+            tcp_ports: workload.tcp_ports.clone(),
             host_id: self.host_id(&spec.instance_id),
             memory_mb: spec.memory_mb,
             cpu_millis: spec.cpu_millis,
@@ -272,7 +274,11 @@ impl ProcessDriver {
             id: spec.instance_id.clone(),
             app: spec.app.clone(),
             kind: "process",
-            upstream: Upstream::through(addr, sockets),
+            upstream: Upstream::through(addr, sockets.clone()),
+            tcp: TcpPorts::Own {
+                ip: addr.ip(),
+                make_socket: sockets,
+            },
             request_timeout: spec.request_timeout,
             max_concurrency: spec.max_concurrency,
             log,

@@ -106,6 +106,8 @@ pub(super) struct Plan {
     pub(super) args: Vec<String>,
     pub(super) env: BTreeMap<String, String>,
     pub(super) port: u16,
+    /// More ports it may listen on (`[[ports]]`).
+    pub(super) tcp_ports: Vec<u16>,
     /// The host uid (and gid) the app runs as.
     pub(super) host_id: u32,
     pub(super) memory_mb: u64,
@@ -192,7 +194,10 @@ fn container(plan: &Plan) -> Container {
     c.gidmaps(&[(0, 0, 1), (APP_ID, plan.host_id, 1)]);
     c.user("app", Some("app"), &[]);
     c.seccomp_filter(denied_syscalls());
-    c.landlock_ruleset(confined(&readable, plan.port));
+    let ports: Vec<u16> = std::iter::once(plan.port)
+        .chain(plan.tcp_ports.iter().copied())
+        .collect();
+    c.landlock_ruleset(confined(&readable, &ports));
     if plan.hakoniwa_limits {
         c.cgroups_resources(hakoniwa_limits(&limits(plan)));
     }
@@ -230,8 +235,8 @@ fn denied_syscalls() -> Filter {
 }
 
 /// Landlock: read and run what the root shares, read /etc and /proc, write /dev and /tmp only;
-/// listen on its own port only.
-fn confined(readable: &[String], port: u16) -> Ruleset {
+/// listen on its own ports only.
+fn confined(readable: &[String], ports: &[u16]) -> Ruleset {
     let mut ruleset = Ruleset::default();
     // Relax, not enforce: a kernel without Landlock (or this part of it) still runs apps, in
     // the rest of the sandbox.
@@ -245,7 +250,9 @@ fn confined(readable: &[String], port: u16) -> Ruleset {
         .allow_path("/dev", FsAccess::R | FsAccess::W)
         .allow_path("/tmp", FsAccess::R | FsAccess::W);
     ruleset.restrict(Resource::NET_TCP_BIND, CompatMode::Relax);
-    ruleset.allow_tcp_bind(port);
+    for port in ports {
+        ruleset.allow_tcp_bind(*port);
+    }
     ruleset
 }
 

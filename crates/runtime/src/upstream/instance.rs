@@ -15,11 +15,15 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::{
+    net::TcpStream,
     sync::OnceCell,
     time::{Instant, Sleep},
 };
 
-use super::proxy::{Lease, SendError, Upstream};
+use super::{
+    TcpPorts,
+    proxy::{Lease, SendError, Upstream},
+};
 use crate::{
     Body, BoxError, Instance, RuntimeError, Usage,
     admission::{Gate, Ticket},
@@ -56,6 +60,8 @@ pub(crate) struct Started {
     /// What it runs in, as messages name it: "container", "process".
     pub(crate) kind: &'static str,
     pub(crate) upstream: Upstream,
+    /// Where its published ports are reached (`[[ports]]`).
+    pub(crate) tcp: TcpPorts,
     pub(crate) request_timeout: Duration,
     pub(crate) max_concurrency: usize,
     /// Where its output goes (the backend follows it there).
@@ -69,6 +75,7 @@ struct Shared {
     app: String,
     kind: &'static str,
     upstream: Arc<Upstream>,
+    tcp: TcpPorts,
     timeout: Duration,
     gate: Arc<Gate>,
     /// Set once the app is stopped; a second stop waits on the first.
@@ -86,6 +93,7 @@ impl UpstreamInstance {
                 app: started.app,
                 kind: started.kind,
                 upstream: Arc::new(started.upstream),
+                tcp: started.tcp,
                 timeout: started.request_timeout,
                 removed: OnceCell::new(),
                 log: started.log,
@@ -108,6 +116,25 @@ impl Instance for UpstreamInstance {
         let admitted = self.shared.gate.admit();
         let shared = self.shared.clone();
         Box::pin(async move { shared.forward(request, admitted?).await })
+    }
+
+    fn connect(&self, port: u16) -> BoxFuture<'static, Result<TcpStream, RuntimeError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if shared.gate.is_closed() {
+                return Err(RuntimeError::Stopped {
+                    instance: shared.id.clone(),
+                });
+            }
+            shared
+                .tcp
+                .connect(port)
+                .await
+                .map_err(|e| RuntimeError::Unreachable {
+                    instance: shared.id.clone(),
+                    reason: format!("port {port}: {e}"),
+                })
+        })
     }
 
     fn logs(&self) -> Logs {

@@ -5,6 +5,8 @@
 
 pub(crate) mod instance;
 pub(crate) mod proxy;
+pub(crate) mod tcp;
 
 pub(crate) use instance::{Backend, Started, UpstreamInstance};
 pub(crate) use proxy::{MakeSocket, Upstream};
+pub(crate) use tcp::TcpPorts;

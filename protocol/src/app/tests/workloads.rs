@@ -111,3 +111,59 @@ fn blob_references_parse() {
     }
     assert!(BlobRef::parse(&"a".repeat(MAX_BLOB_PATH_LEN + 1)).is_err());
 }
+
+#[test]
+fn published_ports_parse_and_are_checked() {
+    let toml = "name = \"db\"\nversion = \"1\"\n[container]\nimage = \"postgres:15-alpine\"\n\
+                port = 5432\n[[ports]]\ncontainer = 5432\npublished = 15432\n\
+                protocol = \"tcp\"\n";
+    let manifest = Manifest::from_toml(toml).unwrap();
+    assert_eq!(
+        manifest.ports,
+        vec![PortSpec {
+            container: 5432,
+            published: 15432,
+            protocol: PortProtocol::Tcp,
+        }]
+    );
+    let port = |container, published| PortSpec {
+        container,
+        published,
+        protocol: PortProtocol::Tcp,
+    };
+    let cases: Vec<(Vec<PortSpec>, &str, &str)> = vec![
+        (vec![port(0, 1)], "ports[0].container", "got 0"),
+        (vec![port(1, 0)], "ports[0].published", "got 0"),
+        (
+            vec![port(1, 9000), port(2, 9000)],
+            "ports[1].published",
+            "published twice",
+        ),
+        (vec![port(1, 1); MAX_PORTS + 1], "ports", "at most"),
+    ];
+    for (ports, field, fragment) in cases {
+        let m = Manifest {
+            ports,
+            ..manifest.clone()
+        };
+        match m.validate() {
+            Err(ManifestError::Invalid { field: f, reason }) => {
+                assert_eq!(f, field);
+                assert!(reason.contains(fragment), "{reason}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let wasm = Manifest {
+        ports: manifest.ports.clone(),
+        ..super::example()
+    };
+    assert!(
+        matches!(wasm.validate(), Err(ManifestError::Invalid { field, .. }) if field == "ports")
+    );
+    assert!(
+        Manifest::from_toml(&format!("{toml}protocol2 = 1\n")).is_err(),
+        "unknown keys in [[ports]] are refused"
+    );
+    assert!(Manifest::from_toml(&toml.replace("\"tcp\"", "\"udp\"")).is_err());
+}
