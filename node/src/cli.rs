@@ -64,6 +64,8 @@ pub(crate) enum Command {
     Rollback(RollbackArgs),
     /// Let the canaries of an app's rollout replace the rest of its instances.
     Promote(AppArgs),
+    /// An app's secrets: `set APP NAME` (the value on stdin), `ls APP`, `rm APP NAME`.
+    Secret(SecretArgs),
     /// An app's log lines from every instance: `<instance> <stream>: <line>`.
     Logs(LogsArgs),
     /// Upload a file (a .wasm module, an archive) into the mesh's blob store; prints its hash.
@@ -166,6 +168,26 @@ pub(crate) struct LogsArgs {
     /// Print each log line's event as the API's JSON, one per line.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretArgs {
+    #[command(subcommand)]
+    pub(crate) command: SecretCommand,
+    /// Print the API's JSON unchanged.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Set a secret to the value read from stdin (one trailing newline dropped). It is sealed
+    /// here, to the mesh's key, before it is sent; a running app that uses it rolls.
+    Set { app: String, name: String },
+    /// The names of an app's secrets (never their values).
+    Ls { app: String },
+    /// Remove a secret the app's manifest no longer names.
+    Rm { app: String, name: String },
 }
 
 #[derive(Debug, Args)]

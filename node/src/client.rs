@@ -14,6 +14,7 @@ mod auth;
 mod logs;
 mod manifest;
 mod rollouts;
+pub(crate) mod secrets;
 mod table;
 mod user_key;
 

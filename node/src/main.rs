@@ -10,6 +10,8 @@ mod up;
 
 use std::{process::ExitCode, time::Duration};
 
+use futures::FutureExt;
+
 fn main() -> ExitCode {
     let cli = match cli::parse() {
         Ok(cli) => cli,
@@ -68,6 +70,15 @@ fn main() -> ExitCode {
         cli::Command::Promote(args) => {
             runtime.block_on(client::promote(&node, &args.app, args.json))
         }
+        cli::Command::Secret(args) => runtime.block_on(match &args.command {
+            cli::SecretCommand::Set { app, name } => {
+                client::secrets::set(&node, app, name, args.json).boxed()
+            }
+            cli::SecretCommand::Ls { app } => client::secrets::list(&node, app, args.json).boxed(),
+            cli::SecretCommand::Rm { app, name } => {
+                client::secrets::remove(&node, app, name, args.json).boxed()
+            }
+        }),
         cli::Command::Logs(args) => {
             runtime.block_on(client::logs(&node, &args.app, args.follow, args.json))
         }

@@ -555,3 +555,30 @@ mod tests {
         assert!(serde_json::from_str::<ScaleRequest>(r#"{"replicas": -1}"#).is_err());
     }
 }
+
+/// `GET /v1/secrets/key`: the public half of the mesh's secrets key, which values are sealed to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsKeyAnswer {
+    /// `x25519:<64 hex>`.
+    pub key: String,
+}
+
+/// `GET /v1/apps/{name}/secrets`: names only; a value never comes back out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretList {
+    pub app: String,
+    pub secrets: Vec<SecretEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretEntry {
+    pub name: String,
+    pub set_at_ms: u64,
+}
+
+/// Answer of `PUT` and `DELETE /v1/apps/{name}/secrets/{secret}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSet {
+    pub app: String,
+    pub name: String,
+}

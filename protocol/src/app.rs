@@ -97,6 +97,9 @@ pub struct Manifest {
     /// TCP ports published on every node's ingress address (`[[ports]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortSpec>,
+    /// The secrets it gets, by name (files at `/run/secrets/<name>`; see [`crate::secrets`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -384,6 +387,7 @@ impl Manifest {
             scale.validate(self.replicas)?;
         }
         ports::check_ports(&self.ports, self.kind())?;
+        crate::secrets::check_manifest_secrets(&self.secrets)?;
         self.update.validate()
     }
 

@@ -31,6 +31,7 @@ pub mod membership;
 pub mod names;
 pub mod ownership;
 pub mod placement;
+pub mod secrets;
 pub mod seed;
 pub mod ticket;
 

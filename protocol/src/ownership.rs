@@ -164,6 +164,17 @@ pub enum AppAction {
     Promote {
         app: String,
     },
+    /// Set secret `name` of the app to the value sealed as `sealed` (its digest: a signature
+    /// never covers a value).
+    SetSecret {
+        app: String,
+        name: String,
+        sealed: BlobHash,
+    },
+    RemoveSecret {
+        app: String,
+        name: String,
+    },
 }
 
 impl AppAction {
@@ -180,17 +191,21 @@ impl AppAction {
             AppAction::Deploy { app, .. }
             | AppAction::Scale { app, .. }
             | AppAction::Stop { app }
-            | AppAction::Promote { app } => app,
+            | AppAction::Promote { app }
+            | AppAction::SetSecret { app, .. }
+            | AppAction::RemoveSecret { app, .. } => app,
         }
     }
 
-    /// "deploy", "scale", "stop" or "promote".
+    /// "deploy", "scale", "stop", "promote", "secret set" or "secret removal".
     pub fn verb(&self) -> &'static str {
         match self {
             AppAction::Deploy { .. } => "deploy",
             AppAction::Scale { .. } => "scale",
             AppAction::Stop { .. } => "stop",
             AppAction::Promote { .. } => "promote",
+            AppAction::SetSecret { .. } => "secret set",
+            AppAction::RemoveSecret { .. } => "secret removal",
         }
     }
 }
@@ -280,10 +295,12 @@ impl SignedRequest {
     /// "mycel app request v1" 0x00
     /// key             32 bytes, the ed25519 public key
     /// issued_at_ms    u64, big-endian
-    /// action          u8: 1 deploy, 2 scale, 3 stop, 4 promote
+    /// action          u8: 1 deploy, 2 scale, 3 stop, 4 promote, 5 set secret, 6 remove secret
     /// app             u32 big-endian length, then the name's UTF-8 bytes
     /// deploy:         32 bytes, the manifest digest
     /// scale:          u32 big-endian, the replicas
+    /// secrets:        u32 big-endian length, then the secret's name; a set: 32 bytes, the
+    ///                 sealed value's digest
     /// ```
     pub fn signed_bytes(key: &OwnerKey, issued_at_ms: u64, action: &AppAction) -> Vec<u8> {
         let app = action.app().as_bytes();
@@ -296,6 +313,8 @@ impl SignedRequest {
             AppAction::Scale { .. } => 2,
             AppAction::Stop { .. } => 3,
             AppAction::Promote { .. } => 4,
+            AppAction::SetSecret { .. } => 5,
+            AppAction::RemoveSecret { .. } => 6,
         });
         // Names are at most 63 bytes once validated; a longer one still encodes unambiguously.
         out.extend_from_slice(&(app.len() as u32).to_be_bytes());
@@ -304,6 +323,15 @@ impl SignedRequest {
             AppAction::Deploy { manifest, .. } => out.extend_from_slice(&manifest.0),
             AppAction::Scale { replicas, .. } => out.extend_from_slice(&replicas.to_be_bytes()),
             AppAction::Stop { .. } | AppAction::Promote { .. } => {}
+            AppAction::SetSecret { name, sealed, .. } => {
+                out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&sealed.0);
+            }
+            AppAction::RemoveSecret { name, .. } => {
+                out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+                out.extend_from_slice(name.as_bytes());
+            }
         }
         out
     }

@@ -14,6 +14,7 @@ use crate::{
     app::Manifest,
     image::ImageRecord,
     ownership::{OwnerKey, SignedRequest},
+    secrets::SealedSecret,
 };
 
 /// A deployed app, as the group holds it.
@@ -212,6 +213,38 @@ pub enum Command {
     },
     /// Names an image pushed to the mesh (a later push of the same `name:tag` replaces it).
     PutImage { image: Box<ImageEntry> },
+    /// Sets one of an app's secrets (the app need not exist yet: the signer then claims its
+    /// name). When the app runs with that secret, `roll` is its new generation, rolled out so
+    /// that every instance restarts with the new value, never all at once.
+    PutSecret {
+        app: String,
+        name: String,
+        sealed: Box<SealedSecret>,
+        auth: Box<Authorized>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        roll: Option<Box<SecretRoll>>,
+    },
+    RemoveSecret {
+        app: String,
+        name: String,
+        auth: Box<Authorized>,
+    },
+}
+
+/// The app rolled again for a changed secret: as [`Command::PutApp`] would put it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecretRoll {
+    pub app: AppRecord,
+    pub instances: Vec<Instance>,
+    pub rollout: Option<Rollout>,
+}
+
+/// One secret as the group holds it: sealed to the mesh's secrets key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub sealed: SealedSecret,
+    /// The leader's clock when it was set.
+    pub set_at_ms: u64,
 }
 
 /// A signed app request as the leader accepted it: every replica checks it again when it applies
@@ -262,6 +295,17 @@ pub enum WriteRequest {
         record: Box<ImageRecord>,
         record_hash: BlobHash,
         by: String,
+    },
+    SetSecret {
+        app: String,
+        name: String,
+        sealed: Box<SealedSecret>,
+        signed: Box<SignedRequest>,
+    },
+    RemoveSecret {
+        app: String,
+        name: String,
+        signed: Box<SignedRequest>,
     },
 }
 
@@ -315,6 +359,9 @@ pub enum WriteError {
     /// Another app already publishes this port: every node listens on it for that app.
     #[error("port {port} is already published by app '{app}'")]
     PortTaken { port: u16, app: String },
+    /// The manifest names a secret the app does not have.
+    #[error("app '{app}' has no secret '{name}': set it first (mycel secret set {app} {name})")]
+    MissingSecret { app: String, name: String },
 }
 
 impl WriteError {
@@ -332,6 +379,7 @@ impl WriteError {
             WriteError::BadSignature(_) => "bad_signature",
             WriteError::Stale(_) => "stale_request",
             WriteError::PortTaken { .. } => "port_taken",
+            WriteError::MissingSecret { .. } => "missing_secret",
         }
     }
 }

@@ -255,6 +255,7 @@ impl SeedDeploy {
             scale: None,
             update: Default::default(),
             ports,
+            secrets: Vec::new(),
         };
         manifest.validate()?;
         Ok(Translated {

@@ -185,19 +185,45 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    mycel_cli_input(args, envs, None).await
+}
+
+/// As [`mycel_cli_env`], with `input` on the command's stdin (else it reads nothing).
+pub async fn mycel_cli_input<I, S>(
+    args: I,
+    envs: &[(&str, &str)],
+    input: Option<&[u8]>,
+) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    use tokio::io::AsyncWriteExt;
     let mut command = tokio::process::Command::new(mycel_bin());
     command
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     clear_mycel_env(command.as_std_mut());
     command.env("MYCEL_USER_KEY", test_user_key());
     command.envs(envs.iter().copied());
-    within("mycel command", Duration::from_secs(20), command.output())
-        .await?
-        .context("running mycel")
+    let mut child = command.spawn().context("running mycel")?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input).await?;
+    }
+    within(
+        "mycel command",
+        Duration::from_secs(20),
+        child.wait_with_output(),
+    )
+    .await?
+    .context("running mycel")
 }
 
 /// The user key file the CLI signs with in this test process (made by the CLI on first use), in a

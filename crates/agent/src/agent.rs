@@ -31,6 +31,7 @@ use crate::{
     AgentError, admission,
     images::ImageLoader,
     reconcile::{self, Action, Local, Phase},
+    secrets,
 };
 
 /// A health check reads at most this much of the answer's body.
@@ -92,6 +93,8 @@ pub struct AgentConfig {
     /// whatever was placed here.
     pub policy: NodePolicy,
     pub timing: AgentTiming,
+    /// Opens the apps' secrets (`None` in an open mesh, which has no secrets).
+    pub secrets_key: Option<Arc<mycel_protocol::secrets::SecretsKey>>,
 }
 
 /// What the rest of the node (the gateway, the API) asks of the agent. Dropping it does not stop
@@ -224,6 +227,7 @@ impl Agent {
         // Nothing runs here yet: whatever an earlier run of this node left (a kill -9 leaves
         // containers) is an orphan. Instances still placed here start again, fresh.
         self.remove_leftovers(false).await;
+        crate::secrets::sweep(&self.config.mesh.peer_id().to_string());
         let mut replica = self.config.placement.subscribe();
         let mut tick = tokio::time::interval(self.config.timing.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -382,7 +386,16 @@ impl Agent {
             loading: self.image_loading.clone(),
             policy: self.config.policy.clone(),
         });
-        let mesh_images = self.config.placement.replica().state.images.clone();
+        let replica = self.config.placement.replica();
+        let mesh_images = replica.state.images.clone();
+        let key = self.config.secrets_key.as_deref();
+        let opened = secrets::open_all(
+            key,
+            &replica.state,
+            &app.manifest.name,
+            &app.manifest.secrets,
+        );
+        let node = self.config.mesh.peer_id().to_string();
         let timing = self.config.timing.clone();
         Box::pin(async move {
             let driver = driver.ok_or_else(|| {
@@ -431,17 +444,20 @@ impl Agent {
             if let Workload::Container(container) = &mut workload {
                 container.tcp_ports = manifest.ports.iter().map(|p| p.container).collect();
             }
+            let wasm = matches!(workload, Workload::Wasm { .. });
+            let (dir, secret_env) = secrets::hand_over(&opened?, &node, &id, wasm)?;
             let spec = InstanceSpec {
                 instance_id: id,
                 app: app.manifest.name.clone(),
                 workload,
-                env: app.manifest.env.clone(),
+                env: manifest.env.clone().into_iter().chain(secret_env).collect(),
                 memory_mb: app.manifest.memory_mb(),
                 cpu_millis: app.manifest.cpu_millis(),
                 request_timeout: timing.request_timeout,
                 max_concurrency: timing.max_concurrency,
+                secrets_dir: dir.as_ref().map(|d| d.path().to_path_buf()),
             };
-            Ok(driver.start(spec).await?)
+            Ok(secrets::holding(driver.start(spec).await?, dir))
         })
     }
 

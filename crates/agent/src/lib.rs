@@ -23,8 +23,10 @@ mod error;
 mod images;
 mod logs;
 pub mod reconcile;
+mod secrets;
 
 pub use agent::{AgentConfig, AgentHandle, AgentTiming, start};
 pub use error::AgentError;
 pub use images::DEFAULT_CONTAINER_PORT;
 pub use logs::{remote_logs, serve_logs};
+pub use secrets::SECRETS_ROOT;

@@ -284,7 +284,7 @@ pub(crate) async fn remove_app(
 }
 
 /// Commits `write` through the leader.
-async fn commit(state: &ApiState, write: WriteRequest) -> Result<(), ApiError> {
+pub(crate) async fn commit(state: &ApiState, write: WriteRequest) -> Result<(), ApiError> {
     match state.placement.write(write).await {
         Ok(_) => Ok(()),
         Err(e) => Err(write_error(state, e).await),

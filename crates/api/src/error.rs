@@ -112,6 +112,9 @@ impl From<mycel_protocol::placement::WriteError> for ApiError {
             WriteError::Rejected(_) => (StatusCode::BAD_REQUEST, error.to_string()),
             WriteError::NotOwner { .. } => (StatusCode::FORBIDDEN, error.to_string()),
             WriteError::PortTaken { .. } => (StatusCode::CONFLICT, error.to_string()),
+            WriteError::MissingSecret { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
             WriteError::BadSignature(_) | WriteError::Stale(_) => {
                 (StatusCode::UNAUTHORIZED, error.to_string())
             }

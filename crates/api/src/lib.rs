@@ -17,6 +17,7 @@ mod join;
 mod limit;
 mod logs;
 pub mod openapi;
+mod secrets;
 mod seed;
 mod signing;
 
@@ -27,7 +28,7 @@ use axum::{
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use mycel_mesh::MeshHandle;
 use mycel_protocol::api::{Cluster, Health, Nodes};
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub discovery: mycel_discovery::DiscoveryHandle,
     /// Signs the app requests that arrive unsigned, with the node's identity key.
     pub signer: NodeSigner,
+    /// Seals and checks app secrets (`None` in an open mesh, which has no secrets).
+    pub secrets_key: Option<Arc<mycel_protocol::secrets::SecretsKey>>,
 }
 
 /// The API's routes.
@@ -69,6 +72,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{name}/rollback", post(apps::rollback))
         .route("/v1/apps/{name}/promote", post(apps::promote))
         .route("/v1/apps/{name}/logs", get(logs::logs))
+        .route("/v1/apps/{name}/secrets", get(secrets::list))
+        .route(
+            "/v1/apps/{name}/secrets/{secret}",
+            put(secrets::put).delete(secrets::remove),
+        )
+        .route("/v1/secrets/key", get(secrets::key))
         .route("/v1/discover/apps", get(discover::list))
         .route("/v1/discover/apps/{name}", get(discover::app))
         .route("/v1/join-ticket", get(join::ticket))

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 mod rollouts;
+mod secrets;
 mod seed;
 
 fn error_response(description: &str) -> Value {
@@ -33,6 +34,7 @@ pub fn document() -> Value {
     let errors = write_errors();
     for more in [
         rollouts::paths(&signed, &errors),
+        secrets::paths(&signed, &errors),
         seed::paths(&signed, &errors),
     ] {
         if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
@@ -134,7 +136,7 @@ fn described() -> Value {
                         "403": not_owner.clone(),
                         "409": error_response("A port it publishes is another app's (port_taken); nothing changed"),
                         "413": error_response("Larger than a manifest may be (too_large)"),
-                        "422": error_response("A blob it names is held by no node in reach (blob_not_found)"),
+                        "422": error_response("A blob it names is held by no node in reach (blob_not_found), or it names a secret the app has not (missing_secret)"),
                         "503": error_response("The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)")
                     }
                 }
@@ -312,7 +314,13 @@ fn described() -> Value {
             }}
         },
         "components": {
-            "schemas": merged([basic_schemas(), app_schemas(), rollouts::schemas(), seed::schemas()]),
+            "schemas": merged([
+                basic_schemas(),
+                app_schemas(),
+                rollouts::schemas(),
+                secrets::schemas(),
+                seed::schemas(),
+            ]),
             "securitySchemes": {"bearer": {
                 "type": "http",
                 "scheme": "bearer",
@@ -350,7 +358,7 @@ fn write_errors() -> WriteErrors {
 
 /// The headers that sign a deploy, scale or stop (see `mycel_protocol::ownership`).
 fn signed_headers() -> Value {
-    let signed_bytes = "The signature covers, in this order: the bytes `mycel app request v1` and a zero byte; the 32-byte public key; x-mycel-issued-at as a big-endian u64; one byte for the action (1 deploy, 2 scale, 3 stop, 4 promote); the app's name as a big-endian u32 length and its UTF-8 bytes; for a deploy, the 32-byte BLAKE3 hash of the manifest's canonical JSON (the manifest as this API parses it, serialized back compactly: fields in the Manifest schema's order, maps sorted by key, defaults filled in, empty sections left out); for a scale, the replicas as a big-endian u32. The action is what the request asks for, so one signature is good for the /v1 endpoint and the seed-compatible one alike; a seed body (see /api/apps/deploy_app) signs the deploy of the manifest it translates into.";
+    let signed_bytes = "The signature covers, in this order: the bytes `mycel app request v1` and a zero byte; the 32-byte public key; x-mycel-issued-at as a big-endian u64; one byte for the action (1 deploy, 2 scale, 3 stop, 4 promote, 5 set secret, 6 remove secret); the app's name as a big-endian u32 length and its UTF-8 bytes; for a deploy, the 32-byte BLAKE3 hash of the manifest's canonical JSON (the manifest as this API parses it, serialized back compactly: fields in the Manifest schema's order, maps sorted by key, defaults filled in, empty sections left out); for a scale, the replicas as a big-endian u32. The action is what the request asks for, so one signature is good for the /v1 endpoint and the seed-compatible one alike; a seed body (see /api/apps/deploy_app) signs the deploy of the manifest it translates into.";
     json!([
         {
             "name": "x-mycel-key", "in": "header", "required": false,
@@ -541,6 +549,9 @@ fn app_schemas() -> Value {
                 "update": {"$ref": "#/components/schemas/Update"},
                 "scale": {"$ref": "#/components/schemas/Scale"},
                 "ports": ports,
+                "secrets": {"type": "array", "maxItems": 32, "uniqueItems": true,
+                    "description": "The app's secrets it gets, by name: files at /run/secrets/<name> (containers, processes), SECRET_<NAME> in its environment (wasm). A name the app has no secret for is 422 missing_secret",
+                    "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}},
                 "balance": balance
             }
         },

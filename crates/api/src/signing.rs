@@ -89,6 +89,13 @@ pub(crate) fn signed_request(
     }
 }
 
+/// Whether the request carries any of the signature headers.
+pub(crate) fn has_signature(headers: &HeaderMap) -> bool {
+    [HEADER_KEY, HEADER_ISSUED_AT, HEADER_SIGNATURE]
+        .iter()
+        .any(|name| headers.contains_key(*name))
+}
+
 /// The client's signed request for `action` in `headers`, checked against the clock `now_ms`;
 /// `None` when the request carries none of the headers.
 fn from_headers(

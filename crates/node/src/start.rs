@@ -195,6 +195,11 @@ impl Node {
                     .map_err(NodeError::Placement)?;
             announce_blobs(&blobs, &mesh.handle).await?;
 
+            // Every member of a private mesh derives the same key from its secret; an open mesh
+            // has no secrets.
+            let secrets_key = mode
+                .secret()
+                .map(|secret| Arc::new(mycel_protocol::secrets::SecretsKey::derive(secret)));
             let agent_config = mycel_agent::AgentConfig {
                 placement: placement.clone(),
                 mesh: mesh.handle.clone(),
@@ -207,6 +212,7 @@ impl Node {
                     request_timeout: config.request_timeout,
                     ..Default::default()
                 },
+                secrets_key: secrets_key.clone(),
             };
             let agent = mycel_agent::start(
                 agent_config,
@@ -233,6 +239,7 @@ impl Node {
                 // The API signs the app requests it takes unsigned with the node's key: the node
                 // owns them.
                 signer: mycel_api::NodeSigner::new(keypair),
+                secrets_key,
             };
             let api_options = mycel_api::ServeOptions {
                 access: api_access,

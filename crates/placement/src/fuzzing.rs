@@ -85,6 +85,26 @@ fn sign_again(request: &mut WriteRequest, signer: &Keypair) {
         WriteRequest::Promote { name, signed } => {
             (AppAction::Promote { app: name.clone() }, signed)
         }
+        WriteRequest::SetSecret {
+            app,
+            name,
+            sealed,
+            signed,
+        } => (
+            AppAction::SetSecret {
+                app: app.clone(),
+                name: name.clone(),
+                sealed: sealed.digest(),
+            },
+            signed,
+        ),
+        WriteRequest::RemoveSecret { app, name, signed } => (
+            AppAction::RemoveSecret {
+                app: app.clone(),
+                name: name.clone(),
+            },
+            signed,
+        ),
         WriteRequest::Report { .. }
         | WriteRequest::PutImage { .. }
         | WriteRequest::Activate { .. } => return,

@@ -6,7 +6,8 @@
 //! signature, that it signs exactly what the entry does, freshness, replays, and the owner rule.
 //! An entry that fails changes nothing, on every replica alike.
 //!
-//! - The first key to deploy an app owns it; only that key may redeploy, scale or stop it.
+//! - The first key to deploy an app (or set one of its secrets) owns it; only that key may
+//!   redeploy, scale or stop it, or set or remove its secrets.
 //! - An app recorded before apps had owners is owned by the node that took its deploy (its
 //!   peer id embeds its key): what it would be had it been deployed unsigned through that node
 //!   today. Only an app whose deployer names no ed25519 key is claimed by the next signed change.
@@ -94,7 +95,11 @@ impl Owners {
             AppAction::Stop { .. } => {
                 self.apps.remove(&app);
             }
-            AppAction::Deploy { .. } | AppAction::Scale { .. } | AppAction::Promote { .. } => {
+            AppAction::Deploy { .. }
+            | AppAction::Scale { .. }
+            | AppAction::Promote { .. }
+            | AppAction::SetSecret { .. }
+            | AppAction::RemoveSecret { .. } => {
                 self.apps.insert(app.clone(), request.key);
             }
         }

@@ -17,6 +17,7 @@ use mycel_scheduler::{AppSpec, LabelRule, NodeState, NodeView, Placement, Proble
 use crate::state::PlacementState;
 
 mod roll;
+mod secrets;
 
 pub use roll::plan_rollouts;
 
@@ -94,6 +95,7 @@ pub fn plan_write(
                 manifest: manifest_digest(manifest),
             };
             state.check_signed(&auth, &action)?;
+            secrets::check_all_set(state, &manifest.name, &manifest.secrets)?;
             let record = AppRecord {
                 manifest: (**manifest).clone(),
                 deployed_by: by.clone(),
@@ -228,6 +230,15 @@ pub fn plan_write(
                     pushed_at_ms: view.now_ms,
                 }),
             }])
+        }
+        WriteRequest::SetSecret {
+            app,
+            name,
+            sealed,
+            signed,
+        } => secrets::set(state, view, app, name, sealed, accepted(signed)),
+        WriteRequest::RemoveSecret { app, name, signed } => {
+            secrets::remove(state, app, name, accepted(signed))
         }
     }
 }
@@ -496,3 +507,6 @@ pub fn runtimes_of(kind: AppKind) -> Vec<Runtime> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod secrets_tests;

@@ -8,7 +8,7 @@ use mycel_protocol::{
     ownership::{AppAction, OwnerKey, manifest_digest},
     placement::{
         AppRecord, Authorized, Command, ImageEntry, Instance, MAX_VERSIONS, Rollout, RolloutState,
-        VersionRecord, WriteError, instance_error,
+        SecretRecord, VersionRecord, WriteError, instance_error,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,10 @@ pub struct PlacementState {
     /// Images pushed to the mesh, by `name:tag`.
     #[serde(default)]
     pub images: BTreeMap<String, ImageEntry>,
+    /// Each app's secrets, by app and secret name, sealed (see `mycel_protocol::secrets`). They
+    /// go with the app when it is removed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, BTreeMap<String, SecretRecord>>,
     /// Who owns each app, and which signed requests were used (see [`owners`]).
     #[serde(default)]
     pub owners: Owners,
@@ -198,6 +202,8 @@ impl PlacementState {
                 self.apps.remove(name);
                 self.rollouts.remove(name);
                 self.versions.remove(name);
+                // Its name is free for anyone to claim now: its secrets must not wait for them.
+                self.secrets.remove(name);
                 self.instances.retain(|_, i| &i.app != name);
             }
             Command::Report {
@@ -228,6 +234,66 @@ impl PlacementState {
             Command::PutImage { image } => {
                 self.images
                     .insert(image.record.name.clone(), (**image).clone());
+            }
+            Command::PutSecret {
+                app,
+                name,
+                sealed,
+                auth,
+                roll,
+            } => self.put_secret(app, name, sealed, auth, roll.as_deref())?,
+            Command::RemoveSecret { app, name, auth } => {
+                let action = AppAction::RemoveSecret {
+                    app: app.clone(),
+                    name: name.clone(),
+                };
+                self.check_signed(auth, &action)?;
+                self.owners.accept(auth);
+                if let Some(secrets) = self.secrets.get_mut(app) {
+                    secrets.remove(name);
+                    if secrets.is_empty() {
+                        self.secrets.remove(app);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a secret, and rolls its app when the entry carries the roll and the app is still
+    /// what it was planned against.
+    fn put_secret(
+        &mut self,
+        app: &str,
+        name: &str,
+        sealed: &mycel_protocol::secrets::SealedSecret,
+        auth: &Authorized,
+        roll: Option<&mycel_protocol::placement::SecretRoll>,
+    ) -> Result<(), WriteError> {
+        let action = AppAction::SetSecret {
+            app: app.to_owned(),
+            name: name.to_owned(),
+            sealed: sealed.digest(),
+        };
+        self.check_signed(auth, &action)?;
+        self.owners.accept(auth);
+        let record = SecretRecord {
+            sealed: sealed.clone(),
+            set_at_ms: auth.accepted_at_ms,
+        };
+        self.secrets
+            .entry(app.to_owned())
+            .or_default()
+            .insert(name.to_owned(), record);
+        if let Some(roll) = roll
+            && self.apps.get(app).is_some_and(|current| {
+                current.manifest == roll.app.manifest && current.generation < roll.app.generation
+            })
+        {
+            self.apps.insert(app.to_owned(), roll.app.clone());
+            self.replace_instances(app, &roll.instances);
+            if let Some(rollout) = &roll.rollout {
+                self.rollouts.insert(app.to_owned(), rollout.clone());
             }
         }
         Ok(())
@@ -294,7 +360,10 @@ impl PlacementState {
                     replicas: record.manifest.replicas,
                 }
             }
-            AppAction::Stop { .. } | AppAction::Promote { .. } => {
+            AppAction::Stop { .. }
+            | AppAction::Promote { .. }
+            | AppAction::SetSecret { .. }
+            | AppAction::RemoveSecret { .. } => {
                 return Err(WriteError::BadSignature(format!(
                     "a signed {} of '{name}' cannot deploy it",
                     auth.request.action.verb()

@@ -33,6 +33,7 @@ fn hello_instance(runtime: &tokio::runtime::Runtime) -> (Arc<dyn Instance>, temp
         cpu_millis: 1_000,
         request_timeout: Duration::from_secs(10),
         max_concurrency: 1_000,
+        secrets_dir: None,
     };
     let instance = runtime
         .block_on(driver.start(spec))

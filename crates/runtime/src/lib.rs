@@ -66,6 +66,9 @@ pub struct InstanceSpec {
     pub request_timeout: Duration,
     /// How many requests may run at once; more are refused with [`RuntimeError::Overloaded`].
     pub max_concurrency: usize,
+    /// A directory of the app's secrets, one file each, that containers and sandboxed processes
+    /// see read-only at `/run/secrets` (wasm gets them in `env`).
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// What an instance runs; each driver takes one kind.

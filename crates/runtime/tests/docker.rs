@@ -119,6 +119,7 @@ fn spec(id: &str) -> InstanceSpec {
         cpu_millis: 250,
         request_timeout: Duration::from_secs(5),
         max_concurrency: 16,
+        secrets_dir: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn spec(id: &str, memory_mb: u64) -> InstanceSpec {
         cpu_millis: 500,
         request_timeout: Duration::from_secs(10),
         max_concurrency: 16,
+        secrets_dir: None,
     }
 }
 
@@ -298,4 +299,28 @@ async fn a_tcp_port_of_its_own_network_is_reached_and_refused_once_stopped() {
         instance.connect(7000).await,
         Err(RuntimeError::Stopped { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_secrets_are_files_it_reads() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let node = Node::new("secrets").await;
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("db_password"), "hunter2").unwrap();
+    std::fs::set_permissions(
+        secrets.path().join("db_password"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    std::fs::set_permissions(secrets.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut with_secrets = spec("secrets-a", 64);
+    with_secrets.secrets_dir = Some(secrets.path().to_path_buf());
+    let instance = node.start(with_secrets).await;
+    let (status, body) = get(instance.as_ref(), "/secret/db_password").await.unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "hunter2\n"));
+    let (status, _) = get(instance.as_ref(), "/secret/other").await.unwrap();
+    assert_eq!(status.as_u16(), 404);
+    instance.stop().await;
+    std::fs::set_permissions(secrets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -32,6 +32,7 @@ fn hello_spec(id: &str) -> InstanceSpec {
         cpu_millis: 250,
         request_timeout: Duration::from_secs(5),
         max_concurrency: 16,
+        secrets_dir: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! |------------------|----------------------------------------------------------------------|
 //! | `GET /`          | `hello from a mycel container: <$GREETING or "hi">\n`                |
 //! | `GET /env/NAME`  | the value of the env var `NAME` and `\n`; 404 when unset             |
+//! | `GET /secret/NAME` | the file `/run/secrets/NAME` (mycel's secrets) and `\n`; else 404 |
 //! | `GET /whoami`    | `uid=<uid> readonly_root=<bool> memory_limit=<bytes or "max">\n`     |
 //! | `GET /healthz`   | `ok\n`                                                               |
 //! | `GET /processes` | how many processes it sees in `/proc`, and `\n`                      |
@@ -70,7 +71,10 @@ fn main() {
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(8080);
     let tcp_ports = std::env::var("TCP_PORTS").unwrap_or_default();
-    for extra in tcp_ports.split(',').filter_map(|p| p.trim().parse::<u16>().ok()) {
+    for extra in tcp_ports
+        .split(',')
+        .filter_map(|p| p.trim().parse::<u16>().ok())
+    {
         std::thread::spawn(move || echo_server(extra));
     }
     if std::env::args().nth(1).as_deref() == Some("--tcp") {
@@ -164,6 +168,16 @@ fn route(method: &str, path: &str) -> (&'static str, String) {
         "/healthz" => (OK, "ok\n".to_owned()),
         "/whoami" => (OK, whoami()),
         "/processes" => (OK, format!("{}\n", processes())),
+        // A secret's name is a plain file name: nothing that could leave /run/secrets.
+        _ if path.starts_with("/secret/") => match &path["/secret/".len()..] {
+            name if name.is_empty() || name.contains(['/', '.']) => {
+                (NOT_FOUND, "not a secret name\n".to_owned())
+            }
+            name => match std::fs::read_to_string(format!("/run/secrets/{name}")) {
+                Ok(value) => (OK, format!("{value}\n")),
+                Err(_) => (NOT_FOUND, "no such secret\n".to_owned()),
+            },
+        },
         _ if path.starts_with("/alloc/") => match path["/alloc/".len()..].parse::<usize>() {
             Ok(mib) if mib <= 4096 => (OK, format!("allocated {}\n", allocate(mib))),
             _ => (NOT_FOUND, "not a size in MiB\n".to_owned()),
@@ -386,7 +400,12 @@ fn allocate(mib: usize) -> usize {
     for page in held.chunks_mut(4096) {
         page[0] = 1;
     }
-    std::hint::black_box(&held).iter().step_by(4096).map(|b| *b as usize).sum::<usize>() * 4096
+    std::hint::black_box(&held)
+        .iter()
+        .step_by(4096)
+        .map(|b| *b as usize)
+        .sum::<usize>()
+        * 4096
 }
 
 fn whoami() -> String {

@@ -24,7 +24,35 @@ fn actions() -> Vec<AppAction> {
             replicas: 3,
         },
         AppAction::Stop { app: "web".into() },
+        AppAction::SetSecret {
+            app: "web".into(),
+            name: "db_password".into(),
+            sealed: BlobHash([7; 32]),
+        },
+        AppAction::RemoveSecret {
+            app: "web".into(),
+            name: "db_password".into(),
+        },
     ]
+}
+
+#[test]
+fn secret_actions_sign_their_name_and_sealed_value() {
+    let key = OwnerKey::of(&keypair(1)).unwrap();
+    let bytes = |action: &AppAction| SignedRequest::signed_bytes(&key, 1, action);
+    let set = |name: &str, sealed: u8| AppAction::SetSecret {
+        app: "web".into(),
+        name: name.into(),
+        sealed: BlobHash([sealed; 32]),
+    };
+    assert_ne!(bytes(&set("a", 1)), bytes(&set("b", 1)));
+    assert_ne!(bytes(&set("a", 1)), bytes(&set("a", 2)));
+    let remove = AppAction::RemoveSecret {
+        app: "web".into(),
+        name: "a".into(),
+    };
+    assert_ne!(bytes(&set("a", 1)), bytes(&remove));
+    assert_eq!(remove.verb(), "secret removal");
 }
 
 #[test]

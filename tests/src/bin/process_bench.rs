@@ -109,6 +109,7 @@ async fn main() -> Result<()> {
             cpu_millis: 250,
             request_timeout: Duration::from_secs(10),
             max_concurrency: 16,
+            secrets_dir: None,
         };
         let started = Instant::now();
         let instance = driver.start(spec).await?;

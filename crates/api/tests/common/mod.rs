@@ -101,6 +101,10 @@ impl Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
+        // As a private mesh's members derive it from its secret.
+        let secrets_key = Some(Arc::new(mycel_protocol::secrets::SecretsKey::derive(
+            &mycel_protocol::ticket::MeshSecret::from_bytes([9; 32]),
+        )));
         // An agent without runtimes: instances placed here fail to start, and have no logs.
         let config = AgentConfig {
             placement: placement.clone(),
@@ -111,6 +115,7 @@ impl Node {
             scratch_dir: dir.path().join("tmp"),
             policy: Default::default(),
             timing: Default::default(),
+            secrets_key: secrets_key.clone(),
         };
         let agent = mycel_agent::start(config, stop_parts.clone(), tasks.clone());
         let state = ApiState {
@@ -126,6 +131,7 @@ impl Node {
                 &tasks,
             ),
             signer: mycel_api::NodeSigner::new(keypair),
+            secrets_key,
         };
         tokio::spawn(mycel_api::serve(listener, state, shutdown.clone()));
         Node {

@@ -145,6 +145,13 @@ impl Plan<'_> {
         HostConfig {
             readonly_rootfs: Some(!relax.writable_root),
             tmpfs: Some(HashMap::from([("/tmp".to_owned(), TMP_OPTIONS.to_owned())])),
+            // The app's secrets: a directory on the host's tmpfs, read-only; the container's
+            // config names the directory, never a value.
+            binds: self
+                .spec
+                .secrets_dir
+                .as_ref()
+                .map(|dir| vec![format!("{}:/run/secrets:ro", dir.to_string_lossy())]),
             // Dropping all first makes the added ones the whole set, whatever the engine's
             // default set is.
             cap_drop: Some(vec!["ALL".to_owned()]),
@@ -208,6 +215,7 @@ mod tests {
             cpu_millis: 250,
             request_timeout: Duration::from_secs(5),
             max_concurrency: 4,
+            secrets_dir: None,
         };
         (spec, workload)
     }

@@ -124,6 +124,7 @@ impl ProcessDriver {
             memory_mb: 64,
             cpu_millis: 100,
             hakoniwa_limits: !self.inner.launcher.sets_limits(),
+            secrets_dir: None,
         };
         let limits = self.own_limits(&plan);
         let spawned = self
@@ -227,6 +228,10 @@ impl ProcessDriver {
             memory_mb: spec.memory_mb,
             cpu_millis: spec.cpu_millis,
             hakoniwa_limits: !self.inner.launcher.sets_limits(),
+            secrets_dir: spec
+                .secrets_dir
+                .as_ref()
+                .map(|dir| dir.to_string_lossy().into_owned()),
         };
         let limits = self.own_limits(&plan);
         let launcher = self.inner.launcher.clone();

@@ -114,7 +114,12 @@ pub(super) struct Plan {
     pub(super) cpu_millis: u64,
     /// Whether hakoniwa sets the cgroup limits (else the launcher does: see `cgroups`).
     pub(super) hakoniwa_limits: bool,
+    /// The app's secrets, shared read-only at [`SECRETS_DIR`].
+    pub(super) secrets_dir: Option<String>,
 }
+
+/// Where an app finds its secrets, one file each.
+const SECRETS_DIR: &str = "/run/secrets";
 
 /// The command that starts `plan`'s app in its sandbox.
 pub(super) fn command(plan: &Plan) -> hakoniwa::Command {
@@ -192,6 +197,10 @@ fn container(plan: &Plan) -> Container {
     // `host_id` outside, never the host's root (newuidmap writes two-line maps).
     c.uidmaps(&[(0, 0, 1), (APP_ID, plan.host_id, 1)]);
     c.gidmaps(&[(0, 0, 1), (APP_ID, plan.host_id, 1)]);
+    if let Some(secrets) = &plan.secrets_dir {
+        c.bindmount_ro(secrets, SECRETS_DIR);
+        readable.push(SECRETS_DIR.to_owned());
+    }
     c.user("app", Some("app"), &[]);
     c.seccomp_filter(denied_syscalls());
     let ports: Vec<u16> = std::iter::once(plan.port)
