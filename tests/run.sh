@@ -58,6 +58,9 @@ for ids in /etc/subuid /etc/subgid; do
   grep -qs '^root:' "$ids" || echo 'root:100000:65536' | as_root tee -a "$ids" >/dev/null
 done
 
+# Debian's Chromium: the dashboard's test drives it headless over the DevTools protocol.
+need_package chromium chromium
+
 # promtool (Debian's prometheus package, its server not started) checks /metrics' text format.
 if ! command -v promtool >/dev/null 2>&1; then
   if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi

@@ -22,6 +22,10 @@ use crate::ApiError;
 
 /// The one path a request may take without the token.
 const HEALTH_PATH: &str = "/v1/health";
+/// The dashboard's page: it holds no data (it asks for the token where the API needs one).
+fn is_dashboard(path: &str) -> bool {
+    path == "/" || path == "/ui" || path.starts_with("/ui/")
+}
 /// The paths that hand out a secret: they need the token even where nothing else does.
 const SECRET_PATHS: &[&str] = &["/v1/join-ticket"];
 
@@ -134,10 +138,12 @@ async fn require_token(
     response
 }
 
-/// Whether a request may go on: the health probe always; a secret only with the token;
+/// Whether a request may go on: the health probe and the dashboard's page always; a secret only with the token;
 /// anything else with the token when `access` asks for it everywhere.
 fn allowed(access: &Access, method: &Method, path: &str, headers: &HeaderMap) -> bool {
-    if path == HEALTH_PATH && (method == Method::GET || method == Method::HEAD) {
+    if (path == HEALTH_PATH || is_dashboard(path))
+        && (method == Method::GET || method == Method::HEAD)
+    {
         return true;
     }
     if !access.everywhere && !SECRET_PATHS.contains(&path) {
@@ -235,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn health_is_open_and_everything_else_needs_the_token() {
+    fn health_and_the_dashboard_page_are_open_and_everything_else_needs_the_token() {
         let token = everywhere();
         let none = HeaderMap::new();
         let good = authorization(&format!("Bearer {}", "a".repeat(64)));
@@ -244,6 +250,12 @@ mod tests {
         assert!(allowed(&token, &Method::HEAD, "/v1/health", &none));
         assert!(!allowed(&token, &Method::POST, "/v1/health", &none));
         assert!(!allowed(&token, &Method::GET, "/v1/health/", &none));
+        // The dashboard's page holds no data: it asks for the token itself.
+        for page in ["/", "/ui", "/ui/app/web"] {
+            assert!(allowed(&token, &Method::GET, page, &none), "{page}");
+            assert!(!allowed(&token, &Method::POST, page, &none), "{page}");
+        }
+        assert!(!allowed(&token, &Method::GET, "/uix", &none));
         for path in [
             "/v1/apps",
             "/v1/openapi.json",

@@ -8,6 +8,7 @@
 mod apps;
 mod auth;
 mod blobs;
+mod dashboard;
 mod discover;
 mod error;
 mod exposition;
@@ -62,6 +63,9 @@ pub struct ApiState {
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/ui", get(dashboard::page))
+        .route("/ui/{*rest}", get(dashboard::page))
         .route("/v1/health", get(health))
         .route("/v1/nodes", get(nodes))
         .route("/v1/cluster", get(cluster))

@@ -103,6 +103,11 @@ fn described() -> Value {
             "description": "Every node of a mycel mesh serves this API. Errors are always {error, code}."
         },
         "paths": {
+            "/": {"get": {
+                "summary": "The dashboard: one HTML page that reads this API (also at /ui/…)",
+                "security": [],
+                "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+            }},
             "/v1/health": {"get": {
                 "summary": "Is this node up",
                 "security": [],
