@@ -150,3 +150,110 @@ async fn the_live_openapi_document_passes_an_openapi_validator() -> Result<()> {
     );
     Ok(())
 }
+
+/// The node's own figures: the placement group, the scheduler, the blob store, the agent and
+/// every local instance's CPU and memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nodes_own_figures_are_in_its_metrics() -> Result<()> {
+    let (module, _) = mycel_tests::hello_example()?;
+    let node = NodeProcess::builder("node-figures")
+        .ingress("127.0.0.51")
+        .start()
+        .await?;
+    let hash = node.push(std::fs::read(&module)?).await?;
+    let manifest = serde_json::json!({"name": "hello", "version": "1", "replicas": 1,
+        "wasm": {"module": hash}});
+    let (status, answer) = node.deploy(&manifest).await?;
+    ensure!(status.is_success(), "{status} {answer}");
+    // A sandboxed echo server with a published port, reached once, for the ingress's series.
+    let binary = node
+        .push(std::fs::read(mycel_tests::hello_container_binary()?)?)
+        .await?;
+    let echo = serde_json::json!({"name": "echo", "version": "1", "process": {"binary": binary},
+        "env": {"TCP_PORTS": "7000"}, "ports": [{"container": 7000, "published": 17600}]});
+    let (status, answer) = node.deploy(&echo).await?;
+    ensure!(status.is_success(), "{status} {answer}");
+    node.wait_running("hello", 1).await?;
+    node.wait_running("echo", 1).await?;
+    // A request, so the instance has used some CPU.
+    node.through_gateway("hello", "/").await?;
+    mycel_tests::wait_until(
+        "a connection through the published port",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(100),
+        async || {
+            use tokio::io::AsyncReadExt;
+            let mut tcp = tokio::net::TcpStream::connect("127.0.0.51:17600").await?;
+            let mut greeting = [0u8; 5];
+            tcp.read_exact(&mut greeting).await?;
+            Ok(&greeting == b"hello")
+        },
+    )
+    .await?;
+    let value = |text: &str, name: &str| mycel_tests::metrics::value(text, name, &[]);
+    mycel_tests::wait_until(
+        "the node's figures",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(200),
+        async || {
+            let text = node.metrics().await?;
+            ensure!(value(&text, "mycel_raft_term") >= 1.0, "term");
+            ensure!(value(&text, "mycel_raft_commit_index") >= 1.0, "commit");
+            ensure!(value(&text, "mycel_raft_applied_index") >= 1.0, "applied");
+            ensure!(value(&text, "mycel_instances_placed") == 2.0, "placed");
+            ensure!(value(&text, "mycel_replicas_unplaced") == 0.0, "unplaced");
+            ensure!(value(&text, "mycel_blobs") >= 2.0, "blobs");
+            ensure!(
+                value(&text, "mycel_blob_store_bytes") > 1000.0,
+                "blob bytes"
+            );
+            let app = [("app", "hello")];
+            // A wasm instance holds memory only while it serves: idle, that is 0.
+            ensure!(
+                text.contains("mycel_instance_memory_bytes{app=\"hello\",instance=\"hello-1-0\"}"),
+                "instance memory"
+            );
+            let cpu = mycel_tests::metrics::value(&text, "mycel_instance_cpu_seconds", &app);
+            ensure!(cpu > 0.0, "instance cpu: {cpu}");
+            ensure!(text.contains("mycel_instance_restarts_total"), "restarts");
+            ensure!(
+                text.contains("mycel_health_checks_failed_total"),
+                "failed checks"
+            );
+            Ok(true)
+        },
+    )
+    .await?;
+    // Every family bootstrap/grafana-dashboard.json charts is one the node serves.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../bootstrap/grafana-dashboard.json"),
+    )?;
+    serde_json::from_str::<serde_json::Value>(&dashboard).context("the dashboard is JSON")?;
+    let text = node.metrics().await?;
+    let mut names: Vec<&str> = dashboard
+        .match_indices("mycel_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    ensure!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let family = ["_bucket", "_total", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        ensure!(
+            text.contains(&format!("# TYPE {family} "))
+                || text.contains(&format!("# TYPE {name} ")),
+            "the Grafana dashboard charts {name}, which the node does not serve"
+        );
+    }
+    Ok(())
+}

@@ -3,7 +3,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -12,14 +15,11 @@ use mycel_blobs::{BlobStore, MeshBlobs};
 use mycel_mesh::MeshHandle;
 use mycel_placement::{PlacementHandle, Replica, plan::runtimes_of};
 use mycel_protocol::{
-    BlobHash, NodePolicy, Runtime,
+    NodePolicy,
     api::InstanceState,
-    app::AppKind,
     placement::{AppRecord, WriteRequest},
 };
-use mycel_runtime::{
-    Body, DockerDriver, Driver, Instance, InstanceSpec, ProcessWorkload, Workload,
-};
+use mycel_runtime::{Body, DockerDriver, Driver, Instance};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -30,6 +30,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     AgentError, admission,
     images::ImageLoader,
+    prepare::Prepared,
     reconcile::{self, Action, Local, Phase},
     secrets,
 };
@@ -105,6 +106,16 @@ pub struct AgentHandle {
     pub(crate) running: watch::Receiver<Running>,
     /// This node's peer id.
     pub(crate) node: String,
+    pub(crate) counts: Arc<Counts>,
+}
+
+/// What the agent counts, for the node's metrics.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Instances restarted because they failed their health checks or ended.
+    pub restarts: AtomicU64,
+    /// Health checks that failed.
+    pub failed_checks: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -139,6 +150,20 @@ impl AgentHandle {
         self.running.borrow().get(id).is_some_and(|e| e.healthy)
     }
 
+    /// What the agent counted since it started.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// The instances that run here now, each with its app's name.
+    pub fn instances_by_app(&self) -> Vec<(String, Arc<dyn Instance>)> {
+        let running = self.running.borrow();
+        let entries = running.values();
+        entries
+            .map(|e| (e.app.clone(), e.instance.clone()))
+            .collect()
+    }
+
     /// The instances that run here now.
     pub fn instances(&self) -> Vec<Arc<dyn Instance>> {
         let running = self.running.borrow();
@@ -171,6 +196,7 @@ type Stopping = Shared<BoxFuture<'static, ()>>;
 struct Agent {
     me: String,
     config: AgentConfig,
+    counts: Arc<Counts>,
     local: BTreeMap<String, Local>,
     running: watch::Sender<Running>,
     /// Start tasks in flight, by instance (aborted when their instance is no longer wanted).
@@ -199,9 +225,11 @@ pub fn start(config: AgentConfig, stop: CancellationToken, tasks: TaskTracker) -
     let (running, running_rx) = watch::channel(Running::new());
     let (events, events_rx) = mpsc::channel(256);
     let node = config.mesh.peer_id().to_string();
+    let counts = Arc::new(Counts::default());
     let agent = Agent {
         me: node.clone(),
         config,
+        counts: counts.clone(),
         local: BTreeMap::new(),
         running,
         starting: HashMap::new(),
@@ -219,6 +247,7 @@ pub fn start(config: AgentConfig, stop: CancellationToken, tasks: TaskTracker) -
     AgentHandle {
         running: running_rx,
         node,
+        counts,
     }
 }
 
@@ -366,9 +395,8 @@ impl Agent {
         id: String,
         app: AppRecord,
     ) -> BoxFuture<'static, Result<Arc<dyn Instance>, AgentError>> {
-        let kind = app.manifest.kind();
         // The first runtime of the kind's this node has (a process app falls back to Docker).
-        let runtimes = runtimes_of(kind);
+        let runtimes = runtimes_of(app.manifest.kind());
         let driver = runtimes
             .iter()
             .find_map(|r| self.config.drivers.iter().find(|d| d.runtime() == *r))
@@ -395,70 +423,18 @@ impl Agent {
             &app.manifest.name,
             &app.manifest.secrets,
         );
-        let node = self.config.mesh.peer_id().to_string();
-        let timing = self.config.timing.clone();
-        Box::pin(async move {
-            let driver = driver.ok_or_else(|| {
-                AgentError::Unrunnable(format!("this node has no {runtime} runtime"))
-            })?;
-            let manifest = &app.manifest;
-            let mut workload = match (kind, &manifest.wasm, &manifest.container, &manifest.process)
-            {
-                (AppKind::Wasm, Some(wasm), _, _) => {
-                    let (module, hash) =
-                        local_blob(&blobs, &network, &wasm.module, "module").await?;
-                    Workload::Wasm {
-                        module,
-                        module_hash: hash.to_string(),
-                    }
-                }
-                (AppKind::Container, _, Some(container), _) => {
-                    let images = images.ok_or_else(|| {
-                        AgentError::Unrunnable("this node has no Docker engine".into())
-                    })?;
-                    Workload::Container(images.workload(container, &mesh_images).await?)
-                }
-                (AppKind::Process, _, _, Some(process)) => {
-                    let (binary, hash) =
-                        local_blob(&blobs, &network, &process.binary, "binary").await?;
-                    match (driver.runtime(), images) {
-                        // No sandbox here: the binary runs wrapped in an image of its own.
-                        (Runtime::Docker, Some(images)) => {
-                            Workload::Container(images.wrapped_binary(binary, hash, process).await?)
-                        }
-                        _ => Workload::Process(ProcessWorkload {
-                            binary,
-                            binary_hash: hash.to_string(),
-                            args: process.args.clone(),
-                            port: process.port(),
-                            tcp_ports: manifest.ports.iter().map(|p| p.container).collect(),
-                        }),
-                    }
-                }
-                _ => {
-                    return Err(AgentError::Unrunnable(format!(
-                        "{runtime} apps cannot run here"
-                    )));
-                }
-            };
-            if let Workload::Container(container) = &mut workload {
-                container.tcp_ports = manifest.ports.iter().map(|p| p.container).collect();
-            }
-            let wasm = matches!(workload, Workload::Wasm { .. });
-            let (dir, secret_env) = secrets::hand_over(&opened?, &node, &id, wasm)?;
-            let spec = InstanceSpec {
-                instance_id: id,
-                app: app.manifest.name.clone(),
-                workload,
-                env: manifest.env.clone().into_iter().chain(secret_env).collect(),
-                memory_mb: app.manifest.memory_mb(),
-                cpu_millis: app.manifest.cpu_millis(),
-                request_timeout: timing.request_timeout,
-                max_concurrency: timing.max_concurrency,
-                secrets_dir: dir.as_ref().map(|d| d.path().to_path_buf()),
-            };
-            Ok(secrets::holding(driver.start(spec).await?, dir))
-        })
+        let prepared = Prepared {
+            driver,
+            runtime,
+            blobs,
+            network,
+            images,
+            mesh_images,
+            secrets: opened,
+            node: self.config.mesh.peer_id().to_string(),
+            timing: self.config.timing.clone(),
+        };
+        Box::pin(prepared.start(id, app))
     }
 
     fn stop_instance(&mut self, id: &str) {
@@ -603,6 +579,9 @@ impl Agent {
                 } else {
                     local.failed_checks += 1;
                 }
+                if !healthy {
+                    self.counts.failed_checks.fetch_add(1, Ordering::Relaxed);
+                }
                 let failed = local.failed_checks >= restart_after;
                 local.phase = Phase::Running { healthy };
                 let changed = self.running.send_if_modified(|r| match r.get_mut(&id) {
@@ -625,6 +604,7 @@ impl Agent {
                     };
                     let wait = local.fail(Instant::now(), self.config.timing.max_backoff, why);
                     tracing::warn!(instance = %id, retry_in = ?wait, "instance failed its health checks; restarting");
+                    self.counts.restarts.fetch_add(1, Ordering::Relaxed);
                     let entry = self.unpublish(&id);
                     if let Some(entry) = entry {
                         self.stop_in_background(&id, entry.instance);
@@ -729,27 +709,6 @@ impl Agent {
             let _ = events.send(Event::Reported { ok }).await;
         });
     }
-}
-
-/// The blob `reference` names (`what` the app calls it), fetched from peers when this node
-/// lacks it: its path in the store, and its hash.
-async fn local_blob(
-    blobs: &BlobStore,
-    network: &MeshBlobs,
-    reference: &str,
-    what: &str,
-) -> Result<(std::path::PathBuf, BlobHash), AgentError> {
-    let hash: BlobHash = reference
-        .parse()
-        .map_err(|e| AgentError::Unrunnable(format!("the {what} is not a blob hash: {e}")))?;
-    mycel_blobs::fetch(blobs, network, hash)
-        .await
-        .map_err(|e| AgentError::Fetch(format!("fetching the {what} {hash}: {e}")))?;
-    let path = blobs
-        .blob_path(&hash)
-        .map_err(|e| AgentError::Node(format!("reading the blob store: {e}")))?
-        .ok_or_else(|| AgentError::Node(format!("{hash} vanished from the blob store")))?;
-    Ok((path, hash))
 }
 
 /// Checks a started instance every [`STARTUP_PROBE_EVERY`] until it passes (true) or `until`.

@@ -22,10 +22,11 @@ mod agent;
 mod error;
 mod images;
 mod logs;
+mod prepare;
 pub mod reconcile;
 mod secrets;
 
-pub use agent::{AgentConfig, AgentHandle, AgentTiming, start};
+pub use agent::{AgentConfig, AgentHandle, AgentTiming, Counts, start};
 pub use error::AgentError;
 pub use images::DEFAULT_CONTAINER_PORT;
 pub use logs::{remote_logs, serve_logs};

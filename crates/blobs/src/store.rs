@@ -218,6 +218,19 @@ impl BlobStore {
         Ok(hashes)
     }
 
+    /// How many blobs the store holds whole, and their bytes.
+    pub fn totals(&self) -> Result<(u64, u64), StoreError> {
+        let (mut count, mut bytes) = (0, 0);
+        for item in self.inner.index.iter() {
+            let (key, value) = item?;
+            if let Some(meta) = decode_meta(&key, &value) {
+                count += 1;
+                bytes += meta.size;
+            }
+        }
+        Ok((count, bytes))
+    }
+
     /// The blob's size, if the store holds it whole.
     pub fn meta(&self, hash: &BlobHash) -> Result<Option<BlobMeta>, StoreError> {
         Ok(self

@@ -16,6 +16,7 @@ mod adapters;
 mod app_metrics;
 mod drivers;
 mod load_reports;
+mod node_metrics;
 mod start;
 
 use std::{

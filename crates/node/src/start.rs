@@ -143,6 +143,7 @@ impl Node {
         let gateway_metrics = mycel_gateway::GatewayMetrics::register(&mut registry);
         let ingress_metrics = mycel_gateway::ingress::IngressMetrics::register(&mut registry);
         let app_metrics = crate::app_metrics::register(&mut registry);
+        let node_metrics = crate::node_metrics::register(&mut registry);
         let blob_metrics = mycel_blobs::BlobMetrics::register(&mut registry);
         let blobs = mycel_blobs::BlobStore::open(
             &config.data_dir.join("blobs"),
@@ -231,7 +232,7 @@ impl Node {
             let (shutdown, tasks) = (&parts.servers.stop, &parts.servers.tasks);
             let api_state = mycel_api::ApiState {
                 mesh: mesh.handle.clone(),
-                blobs,
+                blobs: blobs.clone(),
                 placement: placement.clone(),
                 registry: Arc::new(registry),
                 agent: agent.clone(),
@@ -284,6 +285,13 @@ impl Node {
             tasks.spawn(crate::app_metrics::track(
                 app_metrics,
                 placement.clone(),
+                shutdown.clone(),
+            ));
+            tasks.spawn(crate::node_metrics::track(
+                node_metrics,
+                placement.clone(),
+                agent.clone(),
+                blobs,
                 shutdown.clone(),
             ));
             tasks.spawn(measure_resources(
