@@ -17,6 +17,7 @@
 //! - [`mycel_bin`], [`mycel_cli`]: where the binary is and how to run one-shot commands.
 
 pub mod apps;
+pub mod browser;
 pub mod chaos;
 pub mod docker;
 pub mod inprocess;

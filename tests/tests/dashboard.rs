@@ -1,50 +1,19 @@
 //! The dashboard in a real browser: headless Chromium (Debian's, driven over the DevTools
 //! protocol by chromiumoxide) opens a node's page on a live three-node mesh, finds every node,
 //! the leader, an app and the nodes its instances run on, scales the app with the page's own
-//! form, and writes screenshots to `<target dir>/screenshots/` for a person to open.
+//! form, deploys a kept version again from its versions table, and writes screenshots to `<target dir>/screenshots/` for a person to open.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use chromiumoxide::{
-    Page,
-    browser::{Browser, BrowserConfig},
-    page::ScreenshotParams,
+use chromiumoxide::Page;
+use mycel_tests::{
+    Mesh,
+    browser::{Chromium, screenshot},
+    hello_example, wait_until,
 };
-use futures::StreamExt;
-use mycel_tests::{Mesh, hello_example, wait_until};
 use reqwest::StatusCode;
 use serde_json::json;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// A headless Chromium with a profile of its own; the task that drives its protocol.
-async fn chromium() -> Result<(Browser, tokio::task::JoinHandle<()>, tempfile::TempDir)> {
-    ensure!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "no {CHROMIUM}: the test command installs Debian's chromium"
-    );
-    let profile = tempfile::tempdir()?;
-    // This machine has no way out: Chromium's own background traffic is turned off.
-    let config = BrowserConfig::builder()
-        .chrome_executable(CHROMIUM)
-        .no_sandbox()
-        .user_data_dir(profile.path())
-        .window_size(1280, 900)
-        .args([
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .build()
-        .map_err(anyhow::Error::msg)?;
-    let (browser, mut handler) = Browser::launch(config).await?;
-    let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    Ok((browser, driver, profile))
-}
 
 /// `script`'s value in `page`, once it is `want` (the page redraws every 2 s).
 async fn shows<T>(page: &Page, what: &str, script: &str, want: T) -> Result<()>
@@ -64,23 +33,6 @@ where
     .await
 }
 
-fn screenshot_dir() -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("screenshots");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-async fn screenshot(page: &Page, name: &str) -> Result<()> {
-    let path = screenshot_dir()?.join(format!("dashboard-{name}.png"));
-    page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &path)
-        .await?;
-    eprintln!("screenshot: {}", path.display());
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
     let (module, _) = hello_example()?;
@@ -94,8 +46,11 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
         ensure!(status == StatusCode::CREATED, "{status} {answer}");
         mesh[0].wait_running("hello", 2).await?;
 
-        let (mut browser, driver, _profile) = chromium().await?;
-        let page = browser.new_page(format!("{}/", mesh[0].api())).await?;
+        let chromium = Chromium::launch().await?;
+        let page = chromium
+            .browser
+            .new_page(format!("{}/", mesh[0].api()))
+            .await?;
 
         // Every node, by its peer id; the leader by name; the app, running as wanted.
         let mut peers: Vec<String> = mesh.iter().map(|n| n.peer_id().to_string()).collect();
@@ -124,7 +79,7 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
             Some("hello 1 wasm 2 / 2".to_owned()),
         )
         .await?;
-        screenshot(&page, "overview").await?;
+        eprintln!("screenshot: {}", screenshot(&page, "overview").await?.display());
 
         // The app's page: its instances, on the nodes the API says.
         let status = mesh[0].app("hello").await?;
@@ -146,7 +101,7 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
             placed,
         )
         .await?;
-        screenshot(&page, "app").await?;
+        eprintln!("screenshot: {}", screenshot(&page, "app").await?.display());
 
         // Scaled with the page's own form: a real click.
         page.evaluate("document.querySelector('#scale-replicas').value = '3'")
@@ -161,6 +116,31 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
         )
         .await?;
 
+        // A kept version deployed again from the page's versions table.
+        let mut second = manifest.clone();
+        second["version"] = json!("2");
+        second["replicas"] = json!(3);
+        let (status, answer) = mesh[0].deploy(&second).await?;
+        ensure!(status == StatusCode::CREATED, "{status} {answer}");
+        shows(
+            &page,
+            "version 1 kept, with a button",
+            "document.querySelectorAll('button[data-rollback=\"1\"]').length",
+            1,
+        )
+        .await?;
+        page.find_element("button[data-rollback=\"1\"]")
+            .await?
+            .click()
+            .await?;
+        wait_until(
+            "version 1 deployed again",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            async || Ok(mesh[1].app("hello").await?.version == "1"),
+        )
+        .await?;
+
         page.evaluate("location.hash = '#/topology'").await?;
         shows(
             &page,
@@ -169,11 +149,9 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
             3,
         )
         .await?;
-        screenshot(&page, "topology").await?;
+        eprintln!("screenshot: {}", screenshot(&page, "topology").await?.display());
 
-        browser.close().await?;
-        let _ = browser.wait().await;
-        driver.abort();
+        chromium.close().await?;
         Ok(())
     }
     .await;
