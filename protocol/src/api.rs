@@ -181,6 +181,20 @@ pub struct InstanceInfo {
     pub error: Option<String>,
 }
 
+/// `GET /v1/instances`: every instance of every app, by app then id, in one read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instances {
+    pub instances: Vec<AppInstance>,
+}
+
+/// One instance, with its app's name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInstance {
+    pub app: String,
+    #[serde(flatten)]
+    pub instance: InstanceInfo,
+}
+
 /// One entry of `GET /v1/apps`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSummary {

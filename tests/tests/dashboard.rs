@@ -103,6 +103,27 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
         .await?;
         eprintln!("screenshot: {}", screenshot(&page, "app").await?.display());
 
+        // A node's page lists the instances it runs (one read of every instance).
+        let node = &status.instances[0].node;
+        let on_it = status.instances.iter().filter(|i| &i.node == node).count();
+        page.evaluate(format!("location.hash = '#/node/{node}'"))
+            .await?;
+        shows(
+            &page,
+            "the node's instances",
+            "document.querySelectorAll('#node-instances tr').length - 1",
+            on_it,
+        )
+        .await?;
+        page.evaluate("location.hash = '#/app/hello'").await?;
+        shows(
+            &page,
+            "the app's page again",
+            "document.querySelector('#app-replicas')?.textContent",
+            Some("2".to_owned()),
+        )
+        .await?;
+
         // Scaled with the page's own form: a real click.
         page.evaluate("document.querySelector('#scale-replicas').value = '3'")
             .await?;

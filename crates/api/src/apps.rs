@@ -17,8 +17,8 @@ use mycel_placement::{PlacementState, plan::runtimes_of};
 use mycel_protocol::{
     BlobHash, Manifest, ManifestError,
     api::{
-        AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState, RollbackRequest,
-        RolloutInfo, ScaleInfo, VersionInfo, Versions,
+        AppInstance, AppStatus, AppSummary, Apps, Deployed, InstanceInfo, InstanceState, Instances,
+        RollbackRequest, RolloutInfo, ScaleInfo, VersionInfo, Versions,
     },
     app::{MAX_MANIFEST_BYTES, MAX_REPLICAS},
     ownership::{AppAction, manifest_digest},
@@ -319,12 +319,12 @@ pub(crate) fn running(state: &PlacementState, name: &str) -> u32 {
 }
 
 /// The app's status, its instances by id.
-pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus> {
-    let record: &AppRecord = state.apps.get(name)?;
+/// The instances of app `record`, by id.
+fn instance_infos(state: &PlacementState, record: &AppRecord) -> Vec<InstanceInfo> {
     // The preferred one: a process app on a node without sandboxes runs on its Docker.
     let runtime = runtimes_of(record.manifest.kind())[0].as_str();
     let mut instances: Vec<InstanceInfo> = state
-        .instances_of(name)
+        .instances_of(&record.manifest.name)
         .map(|i| InstanceInfo {
             id: i.id.clone(),
             node: i.node.clone(),
@@ -334,6 +334,32 @@ pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus>
         })
         .collect();
     instances.sort_by(|a, b| a.id.cmp(&b.id));
+    instances
+}
+
+/// `GET /v1/instances`: every app's instances in one read (the dashboard's node and topology
+/// views).
+pub(crate) async fn instances(State(state): State<ApiState>) -> Json<Instances> {
+    let replica = state.placement.replica();
+    let instances = replica
+        .state
+        .apps
+        .values()
+        .flat_map(|record| {
+            instance_infos(&replica.state, record)
+                .into_iter()
+                .map(|instance| AppInstance {
+                    app: record.manifest.name.clone(),
+                    instance,
+                })
+        })
+        .collect();
+    Json(Instances { instances })
+}
+
+pub(crate) fn status_of(state: &PlacementState, name: &str) -> Option<AppStatus> {
+    let record: &AppRecord = state.apps.get(name)?;
+    let instances = instance_infos(state, record);
     Some(AppStatus {
         name: name.to_string(),
         version: record.manifest.version.clone(),

@@ -70,6 +70,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/cluster", get(cluster))
         .route("/v1/apps", get(apps::list).post(apps::deploy))
+        .route("/v1/instances", get(apps::instances))
         .route("/v1/apps/{name}", get(apps::status).delete(apps::remove))
         .route("/v1/apps/{name}/scale", post(apps::scale))
         .route("/v1/apps/{name}/versions", get(apps::versions))

@@ -120,6 +120,10 @@ fn described() -> Value {
                     "503": error_response("The node is shutting down")
                 }
             }},
+            "/v1/instances": {"get": {
+                "summary": "Every instance of every app, in one read, by app then id",
+                "responses": {"200": json_response("The instances", "Instances")}
+            }},
             "/v1/cluster": {"get": {
                 "summary": "The placement group as this node sees it",
                 "responses": {"200": json_response("Leader, term, voters, learners", "Cluster")}
@@ -592,6 +596,12 @@ fn app_schemas() -> Value {
             "state": {"type": "string", "enum": ["pending", "starting", "running", "failed", "stopped"]},
             "runtime": {"type": "string", "enum": ["wasm", "docker", "process"]},
             "error": {"type": "string", "description": "Why its node last failed to start or keep it (such as its owner's policy refusing it); absent once it runs"}
+        }},
+        "Instances": {"type": "object", "required": ["instances"], "properties": {
+            "instances": {"type": "array", "items": {"allOf": [
+                {"$ref": "#/components/schemas/Instance"},
+                {"type": "object", "required": ["app"], "properties": {"app": {"type": "string"}}}
+            ]}}
         }},
         "ScaleRequest": {"type": "object", "required": ["replicas"], "additionalProperties": false, "properties": {
             "replicas": {"type": "integer", "minimum": 0, "maximum": 1000}
