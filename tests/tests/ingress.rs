@@ -421,3 +421,51 @@ async fn a_nodes_policy_keeps_a_published_port_closed_there_only() -> Result<()>
     remove_containers_of(&mesh);
     mesh.report(result)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_to_an_app_scaled_to_zero_is_held_while_it_starts() -> Result<()> {
+    let node = NodeProcess::builder("n0")
+        .ingress("127.0.0.61")
+        .start()
+        .await?;
+    let mesh = Mesh::from_nodes(vec![node]);
+    let result = async {
+        let binary = mesh[0]
+            .push(std::fs::read(mycel_tests::hello_container_binary()?)?)
+            .await?;
+        let manifest = json!({
+            "name": "idle", "version": "1", "replicas": 0,
+            "process": {"binary": binary}, "env": {"TCP_PORTS": "7000"},
+            "scale": {"min": 0, "max": 1},
+            "ports": [{"container": 7000, "published": 17700}]
+        });
+        let (status, answer) = mesh[0].deploy(&manifest).await?;
+        ensure!(status == StatusCode::CREATED, "{status} {answer}");
+        // Nothing runs; the port opens all the same.
+        let addr = ingress(60, 1, 17700);
+        ensure!(mesh[0].app("idle").await?.instances.is_empty());
+        let mut tcp = None;
+        wait_until(
+            "the published port to open",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            async || {
+                tcp = Some(TcpStream::connect(addr).await?);
+                Ok(true)
+            },
+        )
+        .await?;
+        // That first connection is held while an instance starts, then served by it.
+        let mut connection = BufReader::new(tcp.context("connected")?);
+        let mut greeting = String::new();
+        tokio::time::timeout(Duration::from_secs(40), connection.read_line(&mut greeting))
+            .await
+            .context("no greeting within 40 s")??;
+        ensure!(greeting == "hello from tcp on port 7000\n", "{greeting:?}");
+        ensure!(echo(&mut connection, "woke\n").await? == "woke\n");
+        ensure!(mesh[0].app("idle").await?.instances.len() == 1);
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}

@@ -84,12 +84,25 @@ async fn connect(shared: &Shared, published: &Published) -> Option<(Box<dyn Io>,
     let config = &shared.config;
     let me = config.mesh.peer_id().to_string();
     let replica = config.placement.replica();
-    let Candidates::Healthy { targets, spec, .. } =
-        balance::candidates(&replica.state, app, &me, |id| config.local.is_healthy(id))
+    let healthy =
+        |state: &_| balance::candidates(state, app, &me, |id| config.local.is_healthy(id));
+    let Candidates::Healthy {
+        mut targets,
+        spec,
+        autoscaled,
+    } = healthy(&replica.state)
     else {
         return None;
     };
     drop(replica);
+    if targets.is_empty() && autoscaled {
+        // Scaled to zero: held while an instance starts (as the gateway holds a request).
+        let found = shared.activator.hold(app, |state| match healthy(state) {
+            Candidates::Healthy { targets, .. } => targets,
+            Candidates::UnknownApp => Vec::new(),
+        });
+        targets = found.await.ok()?;
+    }
     let ordered = lock(&shared.balancer).order(app, &spec, targets, Instant::now());
     // A local instance costs no hop: the app's order decides among local ones, then remote ones.
     let (local, remote): (Vec<Target>, Vec<Target>) = ordered.into_iter().partition(|t| t.local);

@@ -15,7 +15,8 @@
 //! - `inbound`: the mesh side: a peer's connection for an instance that runs here.
 //! - `metrics`: `mycel_ingress_connections_total`, bytes each way, per app.
 //!
-//! Like HTTP routing, it needs no quorum: the replica says where instances run. A connection is
+//! Like HTTP routing, it needs no quorum: the replica says where instances run. A connection to
+//! an app scaled to zero is held while an instance starts, as a request is. A connection is
 //! bound to one instance for its life: when that instance ends, its connections close, and new
 //! ones go to the instances left.
 
@@ -36,7 +37,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use listeners::{Published, wanted};
 pub use metrics::IngressMetrics;
 
-use crate::{LocalInstances, balance::Balancer};
+use crate::{GatewayMetrics, LocalInstances, activate::Activator, balance::Balancer};
 
 /// What the ingress needs from the node.
 #[derive(Clone)]
@@ -59,6 +60,9 @@ struct Shared {
     /// Open connections per instance, for the app's balancing strategy: its own, not the HTTP
     /// gateway's (a connection is not a request).
     balancer: Arc<Mutex<Balancer>>,
+    /// Holds a connection for an app scaled to zero while an instance starts, as the gateway
+    /// holds a request.
+    activator: Activator,
 }
 
 /// Serves the ingress until `shutdown`: listens at every published port this node may open, and
@@ -72,9 +76,10 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let seed = u64::from(std::process::id());
     let shared = Arc::new(Shared {
+        balancer: Arc::new(Mutex::new(Balancer::new(seed))),
+        activator: Activator::new(config.placement.clone(), GatewayMetrics::default()),
         config,
         metrics,
-        balancer: Arc::new(Mutex::new(Balancer::new(seed))),
     });
     connections.spawn(inbound::accept(
         incoming,
