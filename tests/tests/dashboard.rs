@@ -33,6 +33,21 @@ where
     .await
 }
 
+/// A real click on `selector`, found again when a refresh replaced it before the click landed
+/// (a click that fails that way never reached the page).
+async fn click(page: &Page, selector: &str) -> Result<()> {
+    wait_until(
+        &format!("a click on {selector}"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            page.find_element(selector).await?.click().await?;
+            Ok(true)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
     let (module, _) = hello_example()?;
@@ -125,9 +140,12 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
         .await?;
 
         // Scaled with the page's own form: a real click.
-        page.evaluate("document.querySelector('#scale-replicas').value = '3'")
-            .await?;
-        page.find_element("#scale").await?.click().await?;
+        // Focused, the field is not redrawn under the typing (the page refreshes every 2 s).
+        page.evaluate(
+            "(() => { const f = document.querySelector('#scale-replicas'); f.focus(); f.value = '3'; })()",
+        )
+        .await?;
+        click(&page, "#scale").await?;
         mesh[2].wait_running("hello", 3).await?;
         shows(
             &page,
@@ -150,10 +168,7 @@ async fn the_dashboard_shows_the_mesh_and_scales_an_app() -> Result<()> {
             1,
         )
         .await?;
-        page.find_element("button[data-rollback=\"1\"]")
-            .await?
-            .click()
-            .await?;
+        click(&page, "button[data-rollback=\"1\"]").await?;
         wait_until(
             "version 1 deployed again",
             Duration::from_secs(30),
