@@ -56,8 +56,8 @@ pub(crate) enum Command {
     Status(AppArgs),
     /// Change how many instances of an app run.
     Scale(ScaleArgs),
-    /// Remove an app and all its instances.
-    Stop(AppArgs),
+    /// Remove an app and all its instances; its volumes are kept unless `--purge`.
+    Stop(StopArgs),
     /// The manifests an app was last deployed with, newest first.
     Versions(AppArgs),
     /// Deploy an earlier version of an app again (by default the one before the current).
@@ -66,6 +66,10 @@ pub(crate) enum Command {
     Promote(AppArgs),
     /// An app's secrets: `set APP NAME` (the value on stdin), `ls APP`, `rm APP NAME`.
     Secret(SecretArgs),
+    /// Volumes (every app's, or APP's): their nodes, sizes and latest snapshots.
+    Volumes(VolumesArgs),
+    /// `volume snapshot APP NAME`: snapshot a volume into the mesh now.
+    Volume(VolumeArgs),
     /// An app's log lines from every instance: `<instance> <stream>: <line>`.
     Logs(LogsArgs),
     /// Upload a file (a .wasm module, an archive) into the mesh's blob store; prints its hash.
@@ -156,6 +160,43 @@ pub(crate) struct AppArgs {
     /// Print the API's JSON unchanged.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// The app's name.
+    pub(crate) app: String,
+    /// Delete its volumes and their snapshots too (also for an app already stopped).
+    #[arg(long)]
+    pub(crate) purge: bool,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VolumesArgs {
+    /// Only this app's volumes.
+    pub(crate) app: Option<String>,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VolumeArgs {
+    #[command(subcommand)]
+    pub(crate) command: VolumeCommand,
+    /// Print the API's JSON unchanged.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VolumeCommand {
+    /// Snapshot a volume into the mesh's blob store now (only what changed since the last is
+    /// stored), copied to two other nodes so the app can move with its data.
+    Snapshot { app: String, name: String },
 }
 
 #[derive(Debug, Args)]

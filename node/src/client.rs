@@ -17,6 +17,7 @@ mod rollouts;
 pub(crate) mod secrets;
 mod table;
 mod user_key;
+pub(crate) mod volumes;
 
 use anyhow::{Context, bail};
 use std::{

@@ -53,7 +53,17 @@ fn main() -> ExitCode {
         cli::Command::Scale(args) => {
             runtime.block_on(client::scale(&node, &args.app, args.replicas, args.json))
         }
-        cli::Command::Stop(args) => runtime.block_on(client::stop(&node, &args.app, args.json)),
+        cli::Command::Stop(args) => {
+            runtime.block_on(client::stop(&node, &args.app, args.purge, args.json))
+        }
+        cli::Command::Volumes(args) => {
+            runtime.block_on(client::volumes::list(&node, args.app.as_deref(), args.json))
+        }
+        cli::Command::Volume(args) => runtime.block_on(match &args.command {
+            cli::VolumeCommand::Snapshot { app, name } => {
+                client::volumes::snapshot(&node, app, name, args.json)
+            }
+        }),
         cli::Command::Versions(args) => {
             runtime.block_on(client::versions(&node, &args.app, args.json))
         }

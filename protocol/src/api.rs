@@ -596,3 +596,27 @@ pub struct SecretSet {
     pub app: String,
     pub name: String,
 }
+
+/// `GET /v1/volumes`: every app's volumes (`?app=` one app's), stopped apps' included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeList {
+    pub volumes: Vec<VolumeEntry>,
+}
+
+/// One volume of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeEntry {
+    pub app: String,
+    pub name: String,
+    /// Where the app sees it (absent for an app that is stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub size_mb: u64,
+    /// Whether the app is deployed (a stopped app keeps its volumes until a purge).
+    pub deployed: bool,
+    /// The nodes that hold a copy.
+    pub nodes: Vec<String>,
+    /// The latest snapshot in the mesh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::placement::VolumeSnapshot>,
+}

@@ -12,17 +12,20 @@ use serde::{Deserialize, Serialize};
 use crate::BlobHash;
 
 mod balance;
+mod blob_ref;
 mod ports;
 mod process;
 mod relax;
 mod scale;
 mod update;
+mod volumes;
 
 pub use balance::{
     BalanceSpec, BalanceStrategy, DEFAULT_BASE_EJECTION_MS, DEFAULT_CONSECUTIVE_FAILURES,
     DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_RETRIES, Hedge, MAX_BASE_EJECTION_MS,
     MAX_CONSECUTIVE_FAILURES, MAX_RETRIES, OutlierSpec, Retries,
 };
+pub use blob_ref::BlobRef;
 pub use ports::{MAX_PORTS, PortProtocol, PortSpec};
 pub use process::{DEFAULT_PORT, MAX_ARG_BYTES, MAX_COMMAND_ARGS, ProcessSpec};
 pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
@@ -34,6 +37,10 @@ pub use scale::{
 pub use update::{
     DEFAULT_HEALTHY_DEADLINE_MS, DEFAULT_MAX_PARALLEL, DEFAULT_MIN_HEALTHY_MS,
     MAX_HEALTHY_DEADLINE_MS, UpdateOrder, UpdateSpec,
+};
+pub use volumes::{
+    DEFAULT_VOLUME_GRACE_MS, MAX_VOLUME_GRACE_MS, MAX_VOLUME_MB, MAX_VOLUMES,
+    MIN_SNAPSHOT_EVERY_MS, MIN_VOLUME_MB, VolumeSpec, check_volume_name,
 };
 
 /// Largest manifest document accepted; checked before a byte of it is parsed.
@@ -100,6 +107,12 @@ pub struct Manifest {
     /// The secrets it gets, by name (files at `/run/secrets/<name>`; see [`crate::secrets`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Directories it keeps across restarts and redeploys (`[[volumes]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+    /// How long it waits for a node holding its volumes that is gone before it moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_grace_ms: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -272,64 +285,6 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError
     }
 }
 
-/// What a `wasm.module` or `container.archive` names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlobRef<'a> {
-    /// An uploaded blob.
-    Hash(BlobHash),
-    /// A file next to the manifest, which the CLI uploads and replaces by its hash.
-    Path(&'a str),
-}
-
-impl<'a> BlobRef<'a> {
-    /// Reads a reference; the error is the reason, for a person.
-    pub fn parse(text: &'a str) -> Result<Self, String> {
-        if text.starts_with(HASH_PREFIX) {
-            // BlobHash accepts either case; the canonical form (and the only one we accept, so a
-            // blob has exactly one name) is lowercase.
-            return match text.parse::<BlobHash>() {
-                Ok(hash) if hash.to_string() == text => Ok(BlobRef::Hash(hash)),
-                _ => Err(format!(
-                    "'{}' is not a blob hash: expected blake3:<64 lowercase hex digits>",
-                    shown(text)
-                )),
-            };
-        }
-        if text.is_empty() {
-            return Err("must not be empty".into());
-        }
-        if text.len() > MAX_BLOB_PATH_LEN {
-            return Err(format!(
-                "a path of at most {MAX_BLOB_PATH_LEN} bytes (got {})",
-                text.len()
-            ));
-        }
-        if text.chars().any(char::is_control) {
-            return Err(format!("'{}' contains control characters", shown(text)));
-        }
-        if is_absolute(text) {
-            return Err(format!(
-                "'{}' must be a path relative to the manifest, not absolute",
-                shown(text)
-            ));
-        }
-        if text.split(['/', '\\']).any(|part| part == "..") {
-            return Err(format!(
-                "'{}' must not leave the manifest's directory ('..')",
-                shown(text)
-            ));
-        }
-        Ok(BlobRef::Path(text))
-    }
-}
-
-/// Absolute on any platform the CLI may run on: `/x`, `\x`, or a Windows drive such as `C:`.
-fn is_absolute(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    matches!(bytes.first(), Some(b'/' | b'\\'))
-        || (bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':')
-}
-
 impl Manifest {
     /// Parses a manifest file and validates it.
     pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
@@ -388,6 +343,7 @@ impl Manifest {
         }
         ports::check_ports(&self.ports, self.kind())?;
         crate::secrets::check_manifest_secrets(&self.secrets)?;
+        volumes::check_volumes(&self.volumes, self.volume_grace_ms)?;
         self.update.validate()
     }
 
@@ -430,6 +386,12 @@ impl Manifest {
                 _ => None,
             })
             .collect()
+    }
+
+    /// How long its instances wait for a node that is gone: `None` without volumes (the
+    /// mesh's own grace holds).
+    pub fn volume_grace_ms(&self) -> Option<u64> {
+        (!self.volumes.is_empty()).then(|| self.volume_grace_ms.unwrap_or(DEFAULT_VOLUME_GRACE_MS))
     }
 
     pub fn memory_mb(&self) -> u64 {

@@ -33,6 +33,7 @@ pub mod ownership;
 pub mod placement;
 pub mod secrets;
 pub mod seed;
+pub mod snapshot;
 pub mod ticket;
 
 pub use app::{Manifest, ManifestError};

@@ -160,6 +160,10 @@ pub enum AppAction {
     Stop {
         app: String,
     },
+    /// Stop the app and delete its volumes (their snapshots are no longer kept either).
+    StopAndPurge {
+        app: String,
+    },
     /// Let the canaries of the app's rollout replace the rest of the old instances.
     Promote {
         app: String,
@@ -191,6 +195,7 @@ impl AppAction {
             AppAction::Deploy { app, .. }
             | AppAction::Scale { app, .. }
             | AppAction::Stop { app }
+            | AppAction::StopAndPurge { app }
             | AppAction::Promote { app }
             | AppAction::SetSecret { app, .. }
             | AppAction::RemoveSecret { app, .. } => app,
@@ -203,6 +208,7 @@ impl AppAction {
             AppAction::Deploy { .. } => "deploy",
             AppAction::Scale { .. } => "scale",
             AppAction::Stop { .. } => "stop",
+            AppAction::StopAndPurge { .. } => "stop and purge",
             AppAction::Promote { .. } => "promote",
             AppAction::SetSecret { .. } => "secret set",
             AppAction::RemoveSecret { .. } => "secret removal",
@@ -315,6 +321,7 @@ impl SignedRequest {
             AppAction::Promote { .. } => 4,
             AppAction::SetSecret { .. } => 5,
             AppAction::RemoveSecret { .. } => 6,
+            AppAction::StopAndPurge { .. } => 7,
         });
         // Names are at most 63 bytes once validated; a longer one still encodes unambiguously.
         out.extend_from_slice(&(app.len() as u32).to_be_bytes());
@@ -322,7 +329,8 @@ impl SignedRequest {
         match action {
             AppAction::Deploy { manifest, .. } => out.extend_from_slice(&manifest.0),
             AppAction::Scale { replicas, .. } => out.extend_from_slice(&replicas.to_be_bytes()),
-            AppAction::Stop { .. } | AppAction::Promote { .. } => {}
+            AppAction::Stop { .. } | AppAction::StopAndPurge { .. } | AppAction::Promote { .. } => {
+            }
             AppAction::SetSecret { name, sealed, .. } => {
                 out.extend_from_slice(&(name.len() as u32).to_be_bytes());
                 out.extend_from_slice(name.as_bytes());

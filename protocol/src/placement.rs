@@ -3,10 +3,12 @@
 //! applying it is deterministic: the leader decides, every replica merely applies.
 
 mod rollout;
+mod volumes;
 
 use serde::{Deserialize, Serialize};
 
 pub use rollout::{MAX_VERSIONS, Rollout, RolloutState, VersionRecord};
+pub use volumes::{AppVolumes, VolumeRecord, VolumeSnapshot};
 
 use crate::{
     BlobHash,
@@ -201,6 +203,9 @@ pub enum Command {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         auth: Option<Box<Authorized>>,
+        /// Its volumes go too (signed as `StopAndPurge`); otherwise they are kept for its owner.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        purge: bool,
     },
     /// A node reports the states of the instances it runs.
     Report {
@@ -228,6 +233,22 @@ pub enum Command {
         app: String,
         name: String,
         auth: Box<Authorized>,
+    },
+    /// A node took a snapshot of one of an app's volumes. Applies only when it is newer than
+    /// the one the group holds.
+    PutSnapshot {
+        app: String,
+        volume: String,
+        snapshot: Box<VolumeSnapshot>,
+    },
+    /// Someone asked for a snapshot of a volume: its `requested` count goes up by one.
+    RequestSnapshot { app: String, volume: String },
+    /// `node` holds a whole copy of the snapshot `index` of a volume.
+    SnapshotCopied {
+        app: String,
+        volume: String,
+        index: BlobHash,
+        node: String,
     },
 }
 
@@ -277,6 +298,8 @@ pub enum WriteRequest {
     Remove {
         name: String,
         signed: Box<SignedRequest>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        purge: bool,
     },
     Promote {
         name: String,
@@ -306,6 +329,22 @@ pub enum WriteRequest {
         app: String,
         name: String,
         signed: Box<SignedRequest>,
+    },
+    /// A node took a snapshot of a volume (sent by that node, unsigned: members are trusted
+    /// with placement, as with `Report`).
+    PutSnapshot {
+        app: String,
+        volume: String,
+        snapshot: Box<VolumeSnapshot>,
+    },
+    /// Someone asked for a snapshot of a volume: its `requested` count goes up by one.
+    RequestSnapshot { app: String, volume: String },
+    /// `node` holds a whole copy of the snapshot `index` of a volume.
+    SnapshotCopied {
+        app: String,
+        volume: String,
+        index: BlobHash,
+        node: String,
     },
 }
 

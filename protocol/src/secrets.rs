@@ -48,8 +48,15 @@ pub enum SecretError {
 /// variable's suffix, so it is 1 to 63 of `a-z`, `0-9`, `_` and `-`, starting with a letter or
 /// digit. The error is the reason, for a person.
 pub fn check_secret_name(name: &str) -> Result<(), String> {
+    check_file_name("secret", name, MAX_SECRET_NAME_LEN)
+}
+
+/// A name that is also a file or directory name on nodes (a secret's, a volume's): 1 to `max`
+/// of a-z, 0-9, '_' and '-', starting with a letter or digit, so nothing that could leave its
+/// directory.
+pub(crate) fn check_file_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
     let valid = !name.is_empty()
-        && name.len() <= MAX_SECRET_NAME_LEN
+        && name.len() <= max
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name
             .bytes()
@@ -58,8 +65,8 @@ pub fn check_secret_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "'{}' is not a secret name: 1 to {MAX_SECRET_NAME_LEN} of a-z, 0-9, '_' and '-', \
-             starting with a letter or digit",
+            "'{}' is not a {kind} name: 1 to {max} of a-z, 0-9, '_' and '-', starting with a \
+             letter or digit",
             name.escape_debug()
                 .to_string()
                 .chars()

@@ -89,7 +89,7 @@ pub struct SeedResources {
     /// Cores, `"0.5"` or `0.5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Value>,
-    /// Not applied: mycel has no volumes yet.
+    /// Not applied: a volume needs a mount path, which the seed's size does not give.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Value>,
     #[serde(flatten)]
@@ -256,6 +256,8 @@ impl SeedDeploy {
             update: Default::default(),
             ports,
             secrets: Vec::new(),
+            volumes: Vec::new(),
+            volume_grace_ms: None,
         };
         manifest.validate()?;
         Ok(Translated {
@@ -280,8 +282,8 @@ impl SeedDeploy {
         }
         if seed.storage.as_ref().is_some_and(|v| !v.is_null()) {
             warnings.push(
-                "resource_requirements.storage: not applied yet; volumes are not available in \
-                 this version",
+                "resource_requirements.storage: not applied; a size names no mount path: declare \
+                 [[volumes]] (name, path, size_mb) in a mycel manifest",
             );
         }
         for key in seed.unknown.keys() {

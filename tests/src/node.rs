@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use mycel_protocol::api::{Health, Nodes};
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde::Deserialize;
@@ -49,7 +49,34 @@ pub struct NodeJson {
 #[derive(Clone, Debug)]
 pub struct DataDir {
     path: PathBuf,
-    _temp: Option<Arc<TempDir>>,
+    _temp: Option<Arc<TempData>>,
+}
+
+/// A temporary data dir. A node killed with `kill -9` leaves its volumes mounted (as a crashed
+/// machine's would be until it boots): they are unmounted before the directory goes.
+#[derive(Debug)]
+struct TempData(TempDir);
+
+impl Drop for TempData {
+    fn drop(&mut self) {
+        unmount_under(self.0.path());
+    }
+}
+
+/// Unmounts (lazily: a leftover container may still hold one) whatever is mounted under `dir`.
+pub fn unmount_under(dir: &Path) {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.to_string_lossy().into_owned();
+    let mounts: Vec<&str> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|mount| mount.starts_with(&dir))
+        .collect();
+    for mount in mounts {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", mount])
+            .status();
+    }
 }
 
 impl DataDir {
@@ -60,7 +87,7 @@ impl DataDir {
             .context("creating a temporary data dir")?;
         Ok(Self {
             path: temp.path().to_path_buf(),
-            _temp: Some(Arc::new(temp)),
+            _temp: Some(Arc::new(TempData(temp))),
         })
     }
 
@@ -100,6 +127,8 @@ pub struct NodeBuilder {
     envs: Vec<(String, String)>,
     ip: String,
     netns: Option<String>,
+    /// Runs in a mount namespace of its own, as systemd's sandboxing starts it.
+    own_mounts: bool,
     listen: Option<String>,
 }
 
@@ -129,6 +158,13 @@ impl NodeBuilder {
     /// Adds an extra command-line argument after the harness's own.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Runs the node in a mount namespace of its own that receives the host's mounts and sends
+    /// none back (`unshare --mount --propagation slave`), as systemd's `ProtectSystem=` does.
+    pub fn own_mount_namespace(mut self) -> Self {
+        self.own_mounts = true;
         self
     }
 
@@ -181,6 +217,22 @@ impl NodeBuilder {
                 // `ip netns exec` execs the command, so the child's pid is the node's.
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", netns]).arg(mycel_bin());
+                c
+            }
+            // `unshare` without `--fork` execs the command: the child's pid is the node's.
+            None if self.own_mounts => {
+                // As on a systemd host, whose root mount is shared: what is mounted under the
+                // data dir in the host's namespace reaches the node's. (Unmounted with the
+                // rest when a temporary data dir goes.)
+                let path = dir.path().to_string_lossy().into_owned();
+                for args in [["--bind", &path, &path], ["--make-shared", &path, ""]] {
+                    let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+                    let status = Command::new("mount").args(&args).status()?;
+                    ensure!(status.success(), "mount {args:?}: {status}");
+                }
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "slave", "--"])
+                    .arg(mycel_bin());
                 c
             }
             None => Command::new(mycel_bin()),
@@ -284,6 +336,7 @@ impl NodeProcess {
             envs: Vec::new(),
             ip: "127.0.0.1".into(),
             netns: None,
+            own_mounts: false,
             listen: None,
         }
     }

@@ -184,7 +184,7 @@ async fn deploy_reads_a_seed_body_and_warns_of_what_it_does_not_apply() -> Resul
         ensure!(
             stderr
                 .lines()
-                .any(|l| l.starts_with("warning: resource_requirements.storage: not applied yet")),
+                .any(|l| l.starts_with("warning: resource_requirements.storage: not applied;")),
             "{stderr}"
         );
         let stdout = text(&out.stdout);

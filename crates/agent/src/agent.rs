@@ -33,6 +33,7 @@ use crate::{
     prepare::Prepared,
     reconcile::{self, Action, Local, Phase},
     secrets,
+    volumes::keeper::VolumeKeeper,
 };
 
 /// A health check reads at most this much of the answer's body.
@@ -96,6 +97,8 @@ pub struct AgentConfig {
     pub timing: AgentTiming,
     /// Opens the apps' secrets (`None` in an open mesh, which has no secrets).
     pub secrets_key: Option<Arc<mycel_protocol::secrets::SecretsKey>>,
+    /// Where the apps' volumes live on this node.
+    pub volumes_dir: PathBuf,
 }
 
 /// What the rest of the node (the gateway, the API) asks of the agent. Dropping it does not stop
@@ -116,6 +119,12 @@ pub struct Counts {
     pub restarts: AtomicU64,
     /// Health checks that failed.
     pub failed_checks: AtomicU64,
+    /// Volume snapshots this node took, the bytes they added to its blob store, volumes it
+    /// restored from snapshots and the microseconds that took (fetching included).
+    pub volume_snapshots: AtomicU64,
+    pub volume_snapshot_bytes: AtomicU64,
+    pub volume_restores: AtomicU64,
+    pub volume_restore_micros: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -217,6 +226,8 @@ struct Agent {
     image_loading: Arc<tokio::sync::Mutex<()>>,
     /// Where every task of the agent runs: its loop, starts, stops, checks and reports.
     tasks: TaskTracker,
+    /// The apps' volumes here (`None`: this node cannot keep any; apps with volumes fail here).
+    volumes: Option<VolumeKeeper>,
 }
 
 /// Starts the agent's loop on `tasks`. Cancelling `stop` stops every local instance (and removes
@@ -226,6 +237,7 @@ pub fn start(config: AgentConfig, stop: CancellationToken, tasks: TaskTracker) -
     let (events, events_rx) = mpsc::channel(256);
     let node = config.mesh.peer_id().to_string();
     let counts = Arc::new(Counts::default());
+    let volumes = VolumeKeeper::open(&config, &node, counts.clone(), tasks.clone());
     let agent = Agent {
         me: node.clone(),
         config,
@@ -241,6 +253,7 @@ pub fn start(config: AgentConfig, stop: CancellationToken, tasks: TaskTracker) -
         report_again: false,
         events,
         image_loading: Arc::default(),
+        volumes,
         tasks: tasks.clone(),
     };
     tasks.spawn(agent.run(events_rx, stop));
@@ -278,6 +291,9 @@ impl Agent {
                     self.reconcile();
                     self.check_health();
                     self.report();
+                    if let Some(volumes) = &mut self.volumes {
+                        volumes.tick(&self.config.placement.replica().state);
+                    }
                 }
             }
         }
@@ -423,7 +439,15 @@ impl Agent {
             &app.manifest.name,
             &app.manifest.secrets,
         );
+        let volumes = match &self.volumes {
+            _ if app.manifest.volumes.is_empty() => Ok(None),
+            Some(keeper) => Ok(Some(keeper.mounter(&app, &replica.state))),
+            None => Err(AgentError::Unrunnable(
+                "this node cannot keep volumes".into(),
+            )),
+        };
         let prepared = Prepared {
+            volumes,
             driver,
             runtime,
             blobs,
@@ -486,6 +510,9 @@ impl Agent {
         }
         futures::future::join_all(self.stopping.drain().map(|(_, stop)| stop)).await;
         self.remove_leftovers(true).await;
+        if let Some(volumes) = &self.volumes {
+            volumes.unmount_all();
+        }
     }
 
     /// Has every driver remove what this node's instances left behind: orphans at start, all

@@ -25,6 +25,7 @@ mod logs;
 mod prepare;
 pub mod reconcile;
 mod secrets;
+mod volumes;
 
 pub use agent::{AgentConfig, AgentHandle, AgentTiming, Counts, start};
 pub use error::AgentError;

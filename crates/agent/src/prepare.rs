@@ -13,7 +13,7 @@ use mycel_protocol::{
 };
 use mycel_runtime::{Driver, Instance, InstanceSpec, ProcessWorkload, Workload};
 
-use crate::{AgentError, AgentTiming, images::ImageLoader, secrets};
+use crate::{AgentError, AgentTiming, images::ImageLoader, secrets, volumes::keeper::Mounter};
 
 /// Everything a start needs, taken from the agent when it decides to start.
 pub(crate) struct Prepared {
@@ -27,6 +27,8 @@ pub(crate) struct Prepared {
     pub(crate) mesh_images: BTreeMap<String, ImageEntry>,
     /// The app's secrets, opened (or why they could not be).
     pub(crate) secrets: Result<Vec<(String, Vec<u8>)>, AgentError>,
+    /// Mounts the app's volumes (`None`: it has none; an error: this node cannot keep them).
+    pub(crate) volumes: Result<Option<Mounter>, AgentError>,
     /// This node's peer id.
     pub(crate) node: String,
     pub(crate) timing: AgentTiming,
@@ -47,6 +49,7 @@ impl Prepared {
             images,
             mesh_images,
             secrets: opened,
+            volumes,
             node,
             timing,
         } = self;
@@ -94,6 +97,10 @@ impl Prepared {
         if let Workload::Container(container) = &mut workload {
             container.tcp_ports = manifest.ports.iter().map(|p| p.container).collect();
         }
+        let volumes = match volumes? {
+            Some(mounter) => mounter.mount().await?,
+            None => Vec::new(),
+        };
         let wasm = matches!(workload, Workload::Wasm { .. });
         let (dir, secret_env) = secrets::hand_over(&opened?, &node, &id, wasm)?;
         let spec = InstanceSpec {
@@ -106,6 +113,7 @@ impl Prepared {
             request_timeout: timing.request_timeout,
             max_concurrency: timing.max_concurrency,
             secrets_dir: dir.as_ref().map(|d| d.path().to_path_buf()),
+            volumes,
         };
         Ok(secrets::holding(driver.start(spec).await?, dir))
     }

@@ -134,13 +134,29 @@ pub(crate) async fn scale(
         .ok_or_else(|| app_not_found(&name))
 }
 
-/// `DELETE /v1/apps/{name}`: the app and all its instances.
+/// Query of `DELETE /v1/apps/{name}`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RemoveQuery {
+    /// Its volumes go too (else they are kept for a later deploy by the same owner).
+    #[serde(default)]
+    purge: bool,
+}
+
+/// `DELETE /v1/apps/{name}`: the app and all its instances (`?purge=true`: and its volumes).
 pub(crate) async fn remove(
     State(state): State<ApiState>,
     AppName(name): AppName,
     headers: HeaderMap,
+    query: Result<axum::extract::Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Removed>, ApiError> {
-    remove_app(&state, &headers, &name).await?;
+    let axum::extract::Query(query) = query.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            e.body_text(),
+        )
+    })?;
+    remove_app(&state, &headers, &name, query.purge).await?;
     Ok(Json(Removed { name }))
 }
 
@@ -271,12 +287,20 @@ pub(crate) async fn remove_app(
     state: &ApiState,
     headers: &HeaderMap,
     name: &str,
+    purge: bool,
 ) -> Result<(), ApiError> {
-    let signed = signed_request(state, headers, AppAction::Stop { app: name.into() })?;
+    let app = name.to_owned();
+    let action = if purge {
+        AppAction::StopAndPurge { app }
+    } else {
+        AppAction::Stop { app }
+    };
+    let signed = signed_request(state, headers, action)?;
     let key = signed.key;
     let write = WriteRequest::Remove {
         name: name.to_string(),
         signed: Box::new(signed),
+        purge,
     };
     commit(state, write).await?;
     tracing::info!(app = %name, %key, "app removed");

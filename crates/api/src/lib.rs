@@ -21,6 +21,7 @@ pub mod openapi;
 mod secrets;
 mod seed;
 mod signing;
+mod volumes;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -83,6 +84,11 @@ pub fn router(state: ApiState) -> Router {
             put(secrets::put).delete(secrets::remove),
         )
         .route("/v1/secrets/key", get(secrets::key))
+        .route("/v1/volumes", get(volumes::list))
+        .route(
+            "/v1/apps/{name}/volumes/{volume}/snapshot",
+            post(volumes::snapshot),
+        )
         .route("/v1/discover/apps", get(discover::list))
         .route("/v1/discover/apps/{name}", get(discover::app))
         .route("/v1/join-ticket", get(join::ticket))

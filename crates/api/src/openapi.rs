@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 mod rollouts;
 mod secrets;
 mod seed;
+mod volumes;
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -36,6 +37,7 @@ pub fn document() -> Value {
         rollouts::paths(&signed, &errors),
         secrets::paths(&signed, &errors),
         seed::paths(&signed, &errors),
+        volumes::paths(&errors),
     ] {
         if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
             paths.extend(more);
@@ -90,6 +92,12 @@ fn described() -> Value {
             .cloned()
             .collect()
     };
+    let mut remove_parameters = with_signed(&name_param);
+    if let Some(list) = remove_parameters.as_array_mut() {
+        list.push(json!({"name": "purge", "in": "query", "required": false,
+            "description": "Delete its volumes and their snapshots too (signed as `stop and purge`, action 7); also for an app already stopped",
+            "schema": {"type": "boolean", "default": false}}));
+    }
     let WriteErrors {
         not_owner,
         bad_signature,
@@ -160,8 +168,8 @@ fn described() -> Value {
                     }
                 },
                 "delete": {
-                    "summary": "Remove an app and all its instances",
-                    "parameters": with_signed(&name_param),
+                    "summary": "Remove an app and all its instances; its volumes are kept for its owner unless purge=true",
+                    "parameters": remove_parameters,
                     "responses": {
                         "200": json_response("Removed", "Removed"),
                         "400": error_response("Malformed x-mycel-* headers (bad_signature)"),
@@ -329,6 +337,7 @@ fn described() -> Value {
                 rollouts::schemas(),
                 secrets::schemas(),
                 seed::schemas(),
+                volumes::schemas(),
             ]),
             "securitySchemes": {"bearer": {
                 "type": "http",
@@ -561,6 +570,16 @@ fn app_schemas() -> Value {
                 "secrets": {"type": "array", "maxItems": 32, "uniqueItems": true,
                     "description": "The app's secrets it gets, by name: files at /run/secrets/<name> (containers, processes), SECRET_<NAME> in its environment (wasm). A name the app has no secret for is 422 missing_secret",
                     "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}},
+                "volumes": {"type": "array", "maxItems": 8,
+                    "description": "Directories the app keeps across restarts and redeploys: each a file system of its own on the node, mounted read-write at `path`. The app stays on the nodes that hold them; snapshots in the mesh let it move",
+                    "items": {"type": "object", "required": ["name", "path", "size_mb"], "additionalProperties": false, "properties": {
+                        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+                        "path": {"type": "string", "pattern": "^/", "maxLength": 256, "description": "Absolute, plain (no '.', '..', ':' or ','), not /, /proc, /sys, /dev, /etc, /app or /run/secrets"},
+                        "size_mb": {"type": "integer", "minimum": 8, "maximum": 1048576},
+                        "snapshot_every_ms": {"type": "integer", "minimum": 1000}
+                    }}},
+                "volume_grace_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 60000,
+                    "description": "How long the app waits for a node holding its volumes that is gone before it moves, restoring the latest snapshot"},
                 "balance": balance
             }
         },

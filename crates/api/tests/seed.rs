@@ -64,7 +64,7 @@ async fn seed_bodies_deploy_as_translated_manifests() {
     );
     assert_eq!(deployed.warnings.len(), 2, "{:?}", deployed.warnings);
     assert!(
-        deployed.warnings[0].starts_with("resource_requirements.storage: not applied yet"),
+        deployed.warnings[0].starts_with("resource_requirements.storage: not applied;"),
         "{:?}",
         deployed.warnings
     );

@@ -3,7 +3,9 @@
 //!   `mycel_raft_applied_index`, `mycel_raft_leader_changes_total` (changes this node saw);
 //! - the scheduler: `mycel_instances_placed` and `mycel_replicas_unplaced` (all apps);
 //! - the blob store: `mycel_blobs` and `mycel_blob_store_bytes`;
-//! - the agent: `mycel_instance_restarts_total` and `mycel_health_checks_failed_total`;
+//! - the agent: `mycel_instance_restarts_total` and `mycel_health_checks_failed_total`; of
+//!   volumes, `mycel_volume_snapshots_total`, `mycel_volume_snapshot_bytes_total` (what they
+//!   stored), `mycel_volume_restores_total` and `mycel_volume_restore_seconds_total`;
 //! - every local instance: `mycel_instance_memory_bytes{app,instance}` and
 //!   `mycel_instance_cpu_seconds_total{app,instance}`.
 
@@ -40,6 +42,10 @@ pub(crate) struct NodeMetrics {
     blob_bytes: Gauge,
     restarts: Counter,
     failed_checks: Counter,
+    volume_snapshots: Counter,
+    volume_snapshot_bytes: Counter,
+    volume_restores: Counter,
+    volume_restore_seconds: Counter<f64, AtomicU64>,
     memory: Family<Labels, Gauge>,
     cpu: Family<Labels, Gauge<f64, AtomicU64>>,
 }
@@ -86,7 +92,7 @@ pub(crate) fn register(registry: &mut Registry) -> NodeMetrics {
     for (name, help, gauge) in gauges {
         registry.register(name, help, gauge.clone());
     }
-    let counters: [(&str, &str, &Counter); 3] = [
+    let counters: [(&str, &str, &Counter); 6] = [
         (
             "mycel_raft_leader_changes",
             "Leader changes this node saw",
@@ -102,10 +108,30 @@ pub(crate) fn register(registry: &mut Registry) -> NodeMetrics {
             "Failed health checks of local instances",
             &m.failed_checks,
         ),
+        (
+            "mycel_volume_snapshots",
+            "Volume snapshots this node took",
+            &m.volume_snapshots,
+        ),
+        (
+            "mycel_volume_snapshot_bytes",
+            "Bytes this node's volume snapshots added to the blob store",
+            &m.volume_snapshot_bytes,
+        ),
+        (
+            "mycel_volume_restores",
+            "Volumes this node restored from a snapshot",
+            &m.volume_restores,
+        ),
     ];
     for (name, help, counter) in counters {
         registry.register(name, help, counter.clone());
     }
+    registry.register(
+        "mycel_volume_restore_seconds",
+        "Time this node spent restoring volumes from snapshots, fetching included",
+        m.volume_restore_seconds.clone(),
+    );
     registry.register(
         "mycel_instance_memory_bytes",
         "Memory each local instance uses now",
@@ -129,7 +155,7 @@ pub(crate) async fn track(
 ) {
     let mut tick = tokio::time::interval(EVERY);
     let mut leader = None;
-    let mut counted = (0, 0);
+    let mut counted = [0u64; 6];
     let mut instances: BTreeSet<Labels> = BTreeSet::new();
     loop {
         tokio::select! {
@@ -170,14 +196,26 @@ pub(crate) async fn track(
             metrics.blob_bytes.set(as_i64(bytes));
         }
         let counts = agent.counts();
-        let now = (
-            counts.restarts.load(Ordering::Relaxed),
-            counts.failed_checks.load(Ordering::Relaxed),
-        );
-        metrics.restarts.inc_by(now.0.saturating_sub(counted.0));
-        metrics
-            .failed_checks
-            .inc_by(now.1.saturating_sub(counted.1));
+        let now = [
+            &counts.restarts,
+            &counts.failed_checks,
+            &counts.volume_snapshots,
+            &counts.volume_snapshot_bytes,
+            &counts.volume_restores,
+            &counts.volume_restore_micros,
+        ]
+        .map(|count| count.load(Ordering::Relaxed));
+        let added: Vec<u64> = now
+            .iter()
+            .zip(counted)
+            .map(|(now, then)| now.saturating_sub(then))
+            .collect();
+        metrics.restarts.inc_by(added[0]);
+        metrics.failed_checks.inc_by(added[1]);
+        metrics.volume_snapshots.inc_by(added[2]);
+        metrics.volume_snapshot_bytes.inc_by(added[3]);
+        metrics.volume_restores.inc_by(added[4]);
+        metrics.volume_restore_seconds.inc_by(added[5] as f64 / 1e6);
         counted = now;
         let mut seen = BTreeSet::new();
         for (app, instance) in agent.instances_by_app() {

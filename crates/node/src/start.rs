@@ -214,6 +214,7 @@ impl Node {
                     ..Default::default()
                 },
                 secrets_key: secrets_key.clone(),
+                volumes_dir: config.data_dir.join("volumes"),
             };
             let agent = mycel_agent::start(
                 agent_config,

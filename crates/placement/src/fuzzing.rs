@@ -81,7 +81,14 @@ fn sign_again(request: &mut WriteRequest, signer: &Keypair) {
             },
             signed,
         ),
-        WriteRequest::Remove { name, signed } => (AppAction::Stop { app: name.clone() }, signed),
+        WriteRequest::Remove {
+            name,
+            signed,
+            purge: false,
+        } => (AppAction::Stop { app: name.clone() }, signed),
+        WriteRequest::Remove { name, signed, .. } => {
+            (AppAction::StopAndPurge { app: name.clone() }, signed)
+        }
         WriteRequest::Promote { name, signed } => {
             (AppAction::Promote { app: name.clone() }, signed)
         }
@@ -107,6 +114,9 @@ fn sign_again(request: &mut WriteRequest, signer: &Keypair) {
         ),
         WriteRequest::Report { .. }
         | WriteRequest::PutImage { .. }
+        | WriteRequest::PutSnapshot { .. }
+        | WriteRequest::RequestSnapshot { .. }
+        | WriteRequest::SnapshotCopied { .. }
         | WriteRequest::Activate { .. } => return,
     };
     if let Ok(again) = SignedRequest::sign(signer, view().now_ms, action) {
@@ -189,6 +199,7 @@ pub fn samples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let remove = WriteRequest::Remove {
         name: "web".into(),
         signed: signed(AppAction::Stop { app: "web".into() }),
+        purge: false,
     };
     let rpcs = [
         ("write-report", Rpc::Write(report)),

@@ -632,6 +632,14 @@ impl PlacementHandle {
                     WriteRequest::Report { node, .. } if *node != peer.to_string() => {
                         return RpcReply::Refused("a node reports its own instances only".into());
                     }
+                    WriteRequest::PutSnapshot { snapshot, .. }
+                        if snapshot.node != peer.to_string() =>
+                    {
+                        return RpcReply::Refused("a node records its own snapshots only".into());
+                    }
+                    WriteRequest::SnapshotCopied { node, .. } if *node != peer.to_string() => {
+                        return RpcReply::Refused("a node records its own copies only".into());
+                    }
                     _ => {}
                 }
                 if !self.is_leader() {

@@ -33,6 +33,7 @@ mod storage;
 #[cfg(test)]
 mod testing;
 mod types;
+pub mod volumes;
 pub mod voters;
 
 pub use group::{GroupConfig, GroupError, GroupTiming, PlacementHandle, start};

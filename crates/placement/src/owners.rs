@@ -92,7 +92,7 @@ impl Owners {
         let request = &auth.request;
         let app = request.action.app().to_string();
         match request.action {
-            AppAction::Stop { .. } => {
+            AppAction::Stop { .. } | AppAction::StopAndPurge { .. } => {
                 self.apps.remove(&app);
             }
             AppAction::Deploy { .. }

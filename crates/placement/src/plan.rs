@@ -2,6 +2,8 @@
 //! entries that carry it out. The scheduler does the placing; this module turns manifests into its
 //! problem and its answer into entries.
 
+use std::collections::BTreeSet;
+
 use mycel_protocol::{
     Runtime,
     api::{InstanceState, MemberStatus, NodeInfo},
@@ -14,7 +16,7 @@ use mycel_protocol::{
 };
 use mycel_scheduler::{AppSpec, LabelRule, NodeState, NodeView, Placement, Problem, Strategy};
 
-use crate::state::PlacementState;
+use crate::{state::PlacementState, volumes};
 
 mod roll;
 mod secrets;
@@ -195,15 +197,31 @@ pub fn plan_write(
                 auth: Box::new(auth),
             }])
         }
-        WriteRequest::Remove { name, signed } => {
-            if !state.apps.contains_key(name) {
+        WriteRequest::Remove {
+            name,
+            signed,
+            purge,
+        } => {
+            // A stopped app's volumes may still be purged.
+            let purgeable = *purge && state.volumes.contains_key(name);
+            if !state.apps.contains_key(name) && !purgeable {
                 return Err(WriteError::UnknownApp(name.clone()));
             }
             let auth = accepted(signed);
-            state.check_signed(&auth, &AppAction::Stop { app: name.clone() })?;
+            if !state.apps.contains_key(name) {
+                volumes::check_purger(&state.volumes, name, Some(&auth))?;
+            }
+            let app = name.clone();
+            let action = if *purge {
+                AppAction::StopAndPurge { app }
+            } else {
+                AppAction::Stop { app }
+            };
+            state.check_signed(&auth, &action)?;
             Ok(vec![Command::RemoveApp {
                 name: name.clone(),
                 auth: Some(Box::new(auth)),
+                purge: *purge,
             }])
         }
         WriteRequest::Report {
@@ -231,6 +249,38 @@ pub fn plan_write(
                 }),
             }])
         }
+        WriteRequest::PutSnapshot {
+            app,
+            volume,
+            snapshot,
+        } => Ok(vec![Command::PutSnapshot {
+            app: app.clone(),
+            volume: volume.clone(),
+            snapshot: snapshot.clone(),
+        }]),
+        WriteRequest::RequestSnapshot { app, volume } => {
+            let held = state.volumes.get(app).and_then(|v| v.volumes.get(volume));
+            if held.is_none() {
+                return Err(WriteError::Rejected(format!(
+                    "app '{app}' has no volume '{volume}'"
+                )));
+            }
+            Ok(vec![Command::RequestSnapshot {
+                app: app.clone(),
+                volume: volume.clone(),
+            }])
+        }
+        WriteRequest::SnapshotCopied {
+            app,
+            volume,
+            index,
+            node,
+        } => Ok(vec![Command::SnapshotCopied {
+            app: app.clone(),
+            volume: volume.clone(),
+            index: *index,
+            node: node.clone(),
+        }]),
         WriteRequest::SetSecret {
             app,
             name,
@@ -427,9 +477,19 @@ fn solve(
                 .as_ref()
                 .is_none_or(|(c, _)| c.manifest.name != app.manifest.name)
         })
-        .map(|app| app_spec(app, owner_text(state, app)))
+        .map(|app| {
+            let mut spec = app_spec(app, owner_text(state, app));
+            spec.holders =
+                volumes::holders(&state.volumes, &spec.name, &state.volume_owner(&spec.name));
+            spec
+        })
         .collect();
-    apps.extend(changed.map(|(app, owner)| app_spec(app, owner)));
+    apps.extend(changed.map(|(app, owner)| {
+        let mut spec = app_spec(app, owner);
+        // Signed: the volumes are the signer's if they were made under the same key.
+        spec.holders = volumes::holders(&state.volumes, &spec.name, &spec.owner);
+        spec
+    }));
     // A redeployed app keeps its nodes: its old instances count as its previous placements.
     let previous: Vec<Placement> = state
         .instances
@@ -492,6 +552,8 @@ pub fn app_spec(record: &AppRecord, owner: String) -> AppSpec {
             _ => Strategy::Spread,
         },
         relaxations: manifest.relaxations().into_iter().collect(),
+        holders: BTreeSet::new(),
+        grace_ms: manifest.volume_grace_ms(),
     }
 }
 

@@ -13,7 +13,10 @@ use mycel_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::owners::{self, Owners};
+use crate::{
+    owners::{self, Owners},
+    volumes,
+};
 
 /// The apps and their instances, as of some log index.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,9 @@ pub struct PlacementState {
     /// The manifests each app was last deployed with, oldest first, at most [`MAX_VERSIONS`].
     #[serde(default)]
     pub versions: BTreeMap<String, Vec<VersionRecord>>,
+    /// Each app's volumes: who holds them, their latest snapshots (see [`volumes`]).
+    #[serde(default)]
+    pub volumes: volumes::Volumes,
 }
 
 impl PlacementState {
@@ -106,6 +112,8 @@ impl PlacementState {
             } => {
                 let name = app.manifest.name.clone();
                 self.check_ports_free(&app.manifest)?;
+                // Before the signed request is accepted: a refused entry changes nothing.
+                volumes::check_sizes(&self.volumes, app, &self.volume_owner(&name))?;
                 self.authorize_put(app, auth.as_deref())?;
                 if let Some(auth) = auth
                     && matches!(auth.request.action, AppAction::Deploy { .. })
@@ -191,13 +199,26 @@ impl PlacementState {
                 record.unplaced = unplaced.clone();
                 self.replace_instances(app, instances);
             }
-            Command::RemoveApp { name, auth } => {
+            Command::RemoveApp { name, auth, purge } => {
+                let app = name.clone();
+                let action = if *purge {
+                    AppAction::StopAndPurge { app }
+                } else {
+                    AppAction::Stop { app }
+                };
+                if *purge && !self.apps.contains_key(name) {
+                    // A stopped app has no owner; its kept volumes still do.
+                    volumes::check_purger(&self.volumes, name, auth.as_deref())?;
+                }
                 match auth {
                     Some(auth) => {
-                        self.check_signed(auth, &AppAction::Stop { app: name.clone() })?;
+                        self.check_signed(auth, &action)?;
                         self.owners.accept(auth);
                     }
                     None => self.refuse_unsigned(name)?,
+                }
+                if *purge {
+                    self.volumes.remove(name);
                 }
                 self.apps.remove(name);
                 self.rollouts.remove(name);
@@ -242,6 +263,20 @@ impl PlacementState {
                 auth,
                 roll,
             } => self.put_secret(app, name, sealed, auth, roll.as_deref())?,
+            Command::PutSnapshot {
+                app,
+                volume,
+                snapshot,
+            } => volumes::put_snapshot(&mut self.volumes, app, volume, snapshot),
+            Command::RequestSnapshot { app, volume } => {
+                volumes::request_snapshot(&mut self.volumes, app, volume)
+            }
+            Command::SnapshotCopied {
+                app,
+                volume,
+                index,
+                node,
+            } => volumes::snapshot_copied(&mut self.volumes, app, volume, index, node),
             Command::RemoveSecret { app, name, auth } => {
                 let action = AppAction::RemoveSecret {
                     app: app.clone(),
@@ -361,6 +396,7 @@ impl PlacementState {
                 }
             }
             AppAction::Stop { .. }
+            | AppAction::StopAndPurge { .. }
             | AppAction::Promote { .. }
             | AppAction::SetSecret { .. }
             | AppAction::RemoveSecret { .. } => {
@@ -439,6 +475,18 @@ impl PlacementState {
             }
             self.instances.insert(instance.id.clone(), instance);
         }
+        if let Some(record) = self.apps.get(app) {
+            let owner = self.volume_owner(app);
+            let nodes = instances.iter().map(|i| i.node.as_str());
+            volumes::note_placed(&mut self.volumes, record, &owner, nodes);
+        }
+    }
+
+    /// Whose volumes `app`'s are: its owner key, or nobody's ("") for an app without an owner.
+    pub fn volume_owner(&self, app: &str) -> String {
+        self.owner_of(app)
+            .map(|k| k.to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -553,6 +601,7 @@ mod tests {
             .try_apply(&Command::RemoveApp {
                 name: "web".into(),
                 auth: None,
+                purge: false,
             })
             .unwrap();
         assert_eq!(state, PlacementState::default());

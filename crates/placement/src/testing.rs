@@ -65,5 +65,6 @@ pub(crate) fn remove_by(n: u8, name: &str) -> WriteRequest {
     WriteRequest::Remove {
         name: name.into(),
         signed: signed_by(n, AppAction::Stop { app: name.into() }),
+        purge: false,
     }
 }

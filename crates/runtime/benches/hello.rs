@@ -34,6 +34,7 @@ fn hello_instance(runtime: &tokio::runtime::Runtime) -> (Arc<dyn Instance>, temp
         request_timeout: Duration::from_secs(10),
         max_concurrency: 1_000,
         secrets_dir: None,
+        volumes: Vec::new(),
     };
     let instance = runtime
         .block_on(driver.start(spec))

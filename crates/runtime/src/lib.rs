@@ -69,6 +69,16 @@ pub struct InstanceSpec {
     /// A directory of the app's secrets, one file each, that containers and sandboxed processes
     /// see read-only at `/run/secrets` (wasm gets them in `env`).
     pub secrets_dir: Option<PathBuf>,
+    /// The app's volumes: host directories it sees read-write at their paths.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A host directory an instance sees read-write at `path` (a volume, `[[volumes]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub host: PathBuf,
+    /// Absolute, checked by the manifest (no `..`, no `:` or `,`).
+    pub path: String,
 }
 
 /// What an instance runs; each driver takes one kind.

@@ -120,6 +120,7 @@ fn spec(id: &str) -> InstanceSpec {
         request_timeout: Duration::from_secs(5),
         max_concurrency: 16,
         secrets_dir: None,
+        volumes: Vec::new(),
     }
 }
 

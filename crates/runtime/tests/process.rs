@@ -55,6 +55,7 @@ fn spec(id: &str, memory_mb: u64) -> InstanceSpec {
         request_timeout: Duration::from_secs(10),
         max_concurrency: 16,
         secrets_dir: None,
+        volumes: Vec::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn hello_spec(id: &str) -> InstanceSpec {
         request_timeout: Duration::from_secs(5),
         max_concurrency: 16,
         secrets_dir: None,
+        volumes: Vec::new(),
     }
 }
 

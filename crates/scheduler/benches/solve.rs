@@ -137,6 +137,8 @@ fn app(i: usize, replicas: u32, rng: &mut Rng) -> AppSpec {
             Strategy::Spread
         },
         relaxations: BTreeSet::new(),
+        holders: BTreeSet::new(),
+        grace_ms: None,
     }
 }
 

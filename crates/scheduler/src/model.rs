@@ -85,9 +85,35 @@ pub struct AppSpec {
     /// The relaxations of the container hardening the app asks for; only nodes whose owner
     /// allows all of them may run it.
     pub relaxations: BTreeSet<Relaxation>,
+    /// Nodes that hold the app's volumes: preferred over every other node (after spreading).
+    pub holders: BTreeSet<String>,
+    /// How long its replicas wait on a dead node, instead of the problem's `dead_grace_ms` (an
+    /// app with volumes waits for them).
+    pub grace_ms: Option<u64>,
 }
 
 impl AppSpec {
+    /// How long a replica of it waits on a dead node before it is placed elsewhere.
+    pub fn grace_ms(&self, problem: &Problem) -> u64 {
+        self.grace_ms.unwrap_or(problem.dead_grace_ms)
+    }
+
+    /// The preference part of a node's rank, smallest best: holding the app's volumes outranks
+    /// every preferred rule, and then each rule matched counts one.
+    pub(crate) fn unmatched(&self, node: &NodeView) -> usize {
+        let matched = self
+            .preferred
+            .iter()
+            .filter(|rule| rule.matches(&node.labels))
+            .count();
+        let holds = if self.holders.contains(&node.id) {
+            self.preferred.len() + 1
+        } else {
+            0
+        };
+        usize::MAX - matched - holds
+    }
+
     /// Whether a node offering `offered` has a runtime for it.
     pub fn runs_on(&self, offered: &BTreeSet<Runtime>) -> bool {
         self.runtimes.iter().any(|r| offered.contains(r))

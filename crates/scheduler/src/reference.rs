@@ -83,7 +83,7 @@ pub(crate) fn solve(problem: &Problem, previous: &[Placement]) -> Solution {
         };
         let stays = match room.node.state {
             NodeState::Alive | NodeState::Suspect => true,
-            NodeState::Dead { for_ms } => for_ms < problem.dead_grace_ms,
+            NodeState::Dead { for_ms } => for_ms < app.grace_ms.unwrap_or(problem.dead_grace_ms),
         };
         if stays && eligible(room.node, app) && room.fits(app) {
             room.take(app);
@@ -166,7 +166,12 @@ fn best_node<'a>(
                 .preferred
                 .iter()
                 .filter(|rule| rule.matches(&room.node.labels))
-                .count();
+                .count()
+                + if app.holders.contains(&room.node.id) {
+                    app.preferred.len() + 1
+                } else {
+                    0
+                };
             let free = match app.strategy {
                 Strategy::Spread => u64::MAX - room.memory_mb,
                 Strategy::Binpack => room.memory_mb,

@@ -103,7 +103,7 @@ pub fn solve(problem: &Problem, previous: &[Placement]) -> Solution {
         let room = &mut rooms[at];
         let stays = match room.node.state {
             NodeState::Alive | NodeState::Suspect => true,
-            NodeState::Dead { for_ms } => for_ms < problem.dead_grace_ms,
+            NodeState::Dead { for_ms } => for_ms < app.grace_ms(problem),
         };
         if stays && eligible(room.node, app) && room.fits(app) {
             room.take(app);
@@ -197,8 +197,8 @@ impl Tally {
 }
 
 /// How a candidate node ranks for a new replica of an app, smallest first, by the README's
-/// order: replicas of the app on the node, replicas of the app in its zone, preferred rules
-/// *not* matched (`usize::MAX - matched`), free memory (reversed for spread), node index (= id
+/// order: replicas of the app on the node, replicas of the app in its zone, preferences *not*
+/// met ([`AppSpec::unmatched`]: holding its volumes, then preferred rules), free memory (reversed for spread), node index (= id
 /// order). The index makes every key distinct.
 type Rank = (usize, usize, usize, u64, usize);
 
@@ -246,12 +246,7 @@ impl Choice {
             if room.node.state != NodeState::Alive || !eligible(room.node, app) {
                 continue;
             }
-            let unmatched = usize::MAX
-                - app
-                    .preferred
-                    .iter()
-                    .filter(|rule| rule.matches(&room.node.labels))
-                    .count();
+            let unmatched = app.unmatched(room.node);
             if tally.on_node[at] > 0 {
                 self.touched.push((at, unmatched));
             } else if room.fits(app) {

@@ -36,6 +36,8 @@ fn app(name: &str, replicas: u32, memory_mb: u64) -> AppSpec {
         preferred: vec![],
         strategy: Packing::Spread,
         relaxations: BTreeSet::new(),
+        holders: BTreeSet::new(),
+        grace_ms: None,
     }
 }
 
@@ -248,6 +250,42 @@ fn dead_nodes_keep_their_replicas_for_the_grace_time_then_lose_them() {
 }
 
 #[test]
+fn an_app_with_volumes_waits_its_own_grace_and_prefers_the_nodes_holding_them() {
+    let app_with_volumes = AppSpec {
+        holders: BTreeSet::from(["c".to_string()]),
+        grace_ms: Some(60_000),
+        preferred: vec![LabelRule::Exists { key: "ssd".into() }],
+        ..app("db", 1, 100)
+    };
+    let mut ssd = node("b", 4000, "z1");
+    ssd.labels.insert("ssd".into(), "yes".into());
+    let problem = |for_ms| Problem {
+        nodes: vec![
+            NodeView {
+                state: NodeState::Dead { for_ms },
+                ..node("a", 1000, "z1")
+            },
+            ssd.clone(),
+            // Least free memory and no preferred label: only its volumes speak for it.
+            node("c", 500, "z1"),
+        ],
+        apps: vec![app_with_volumes.clone()],
+        dead_grace_ms: 10_000,
+    };
+    let previous = vec![Placement {
+        app: "db".into(),
+        replica: 0,
+        node: "a".into(),
+    }];
+    // Past the mesh's grace, within its own: it stays.
+    assert_eq!(nodes_of(&solve(&problem(30_000), &previous), "db"), ["a"]);
+    // Past its own: it moves, to the node that holds its volumes.
+    assert_eq!(nodes_of(&solve(&problem(70_000), &previous), "db"), ["c"]);
+    // A new placement goes there too.
+    assert_eq!(nodes_of(&solve(&problem(0), &[]), "db"), ["c"]);
+}
+
+#[test]
 fn suspect_nodes_keep_replicas_but_get_no_new_ones_and_scale_down_drops_the_highest() {
     let mut problem = Problem {
         nodes: vec![
@@ -305,6 +343,8 @@ prop_compose! {
             preferred: vec![],
             strategy: if binpack { Packing::Binpack } else { Packing::Spread },
             relaxations: writable_root(relax),
+            holders: BTreeSet::new(),
+            grace_ms: None,
         }
     }
 }
@@ -426,7 +466,9 @@ prop_compose! {
     fn odd_app()(name in 0u8..6, bob in any::<bool>(), replicas in 0u32..7, memory in 1u64..600,
                  cpu in 0u64..1500, docker in any::<bool>(), binpack in any::<bool>(),
                  zone in proptest::option::of(0u8..3), prefer_ssd in any::<bool>(),
-                 prefer_zone in proptest::option::of(0u8..3), relax in any::<bool>()) -> AppSpec {
+                 prefer_zone in proptest::option::of(0u8..3), relax in any::<bool>(),
+                 holders in proptest::collection::btree_set(0u8..8, 0..3),
+                 grace_ms in proptest::option::of(0u64..20_000)) -> AppSpec {
         let mut preferred = vec![];
         if prefer_ssd {
             preferred.push(LabelRule::In { key: "disk".into(), values: vec!["ssd".into()] });
@@ -445,6 +487,8 @@ prop_compose! {
             preferred,
             strategy: if binpack { Packing::Binpack } else { Packing::Spread },
             relaxations: writable_root(relax),
+            holders: holders.into_iter().map(|h| format!("n{h}")).collect(),
+            grace_ms,
         }
     }
 }

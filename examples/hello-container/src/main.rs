@@ -9,6 +9,8 @@
 //! | `GET /healthz`   | `ok\n`                                                               |
 //! | `GET /processes` | how many processes it sees in `/proc`, and `\n`                      |
 //! | `GET /alloc/N`   | allocates and touches N MiB (N ≤ 4096), then `allocated <bytes>\n`   |
+//! | `GET /count`     | adds one to the counter in `$DATA_DIR/count` (a volume; `/data` when unset), answers it |
+//! | `GET /fill/N`    | writes N MiB to `$DATA_DIR/fill-N`: `wrote N MiB\n`, or `error: …\n` (a full volume) |
 //! | `POST /echo`     | the request body, streamed back chunk by chunk as it arrives         |
 //!
 //! With `--tcp` it speaks no HTTP: it is a TCP echo server on `$PORT` that first sends one line,
@@ -178,6 +180,19 @@ fn route(method: &str, path: &str) -> (&'static str, String) {
                 Err(_) => (NOT_FOUND, "no such secret\n".to_owned()),
             },
         },
+        // A counter kept on a volume: read, add one, write back (synced), answer the new count.
+        "/count" => match count() {
+            Ok(n) => (OK, format!("{n}\n")),
+            Err(e) => ("500 Internal Server Error", format!("error: {e}\n")),
+        },
+        // Writes MiB of data to a file on the volume: "wrote" or the error (a full volume).
+        _ if path.starts_with("/fill/") => match path["/fill/".len()..].parse::<usize>() {
+            Ok(mib) if mib <= 4096 => match fill(mib) {
+                Ok(()) => (OK, format!("wrote {mib} MiB\n")),
+                Err(e) => (OK, format!("error: {e}\n")),
+            },
+            _ => (NOT_FOUND, "not a size in MiB\n".to_owned()),
+        },
         _ if path.starts_with("/alloc/") => match path["/alloc/".len()..].parse::<usize>() {
             Ok(mib) if mib <= 4096 => (OK, format!("allocated {}\n", allocate(mib))),
             _ => (NOT_FOUND, "not a size in MiB\n".to_owned()),
@@ -188,6 +203,35 @@ fn route(method: &str, path: &str) -> (&'static str, String) {
             None => (NOT_FOUND, "not found\n".to_owned()),
         },
     }
+}
+
+/// Where the app keeps its data: `$DATA_DIR`, else `/data`.
+fn data_dir() -> std::path::PathBuf {
+    std::env::var_os("DATA_DIR").map_or_else(|| "/data".into(), Into::into)
+}
+
+fn count() -> io::Result<u64> {
+    let file = data_dir().join("count");
+    let n = match std::fs::read_to_string(&file) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    } + 1;
+    let part = data_dir().join("count.part");
+    let mut out = std::fs::File::create(&part)?;
+    out.write_all(n.to_string().as_bytes())?;
+    out.sync_all()?;
+    std::fs::rename(part, file)?;
+    Ok(n)
+}
+
+fn fill(mib: usize) -> io::Result<()> {
+    let mut out = std::fs::File::create(data_dir().join(format!("fill-{mib}")))?;
+    let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    for _ in 0..mib {
+        out.write_all(&block)?;
+    }
+    out.sync_all()
 }
 
 /// Why no request head could be read.

@@ -286,17 +286,25 @@ pub(crate) async fn scale(node: &str, app: &str, replicas: u32, json: bool) -> a
     })
 }
 
-/// `mycel stop APP`: removes the app and all its instances; signed by the user key.
-pub(crate) async fn stop(node: &str, app: &str, json: bool) -> anyhow::Result<()> {
-    let request = reqwest::Client::new().delete(api_url(node, &["v1", "apps", app])?);
-    let action = AppAction::Stop {
-        app: app.to_string(),
+/// `mycel stop APP [--purge]`: removes the app and all its instances (`--purge`: and its
+/// volumes); signed by the user key.
+pub(crate) async fn stop(node: &str, app: &str, purge: bool, json: bool) -> anyhow::Result<()> {
+    let mut url = api_url(node, &["v1", "apps", app])?;
+    let app = app.to_string();
+    let action = if purge {
+        url.set_query(Some("purge=true"));
+        AppAction::StopAndPurge { app: app.clone() }
+    } else {
+        AppAction::Stop { app: app.clone() }
     };
+    let request = reqwest::Client::new().delete(url);
     let body = send(node, user_key::sign(request, action)?).await?;
     if json {
         println!("{}", body.trim_end());
+    } else if purge {
+        println!("stopped {app}: removed with all its instances and volumes");
     } else {
-        println!("stopped {app}: removed with all its instances");
+        println!("stopped {app}: removed with all its instances (its volumes are kept)");
     }
     Ok(())
 }

@@ -92,7 +92,7 @@ fn the_database_body_translates_with_a_storage_warning() {
     let Translated { manifest, warnings } = translate(body).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].starts_with("resource_requirements.storage: not applied yet"),
+        warnings[0].starts_with("resource_requirements.storage: not applied;"),
         "{warnings:?}"
     );
     assert_eq!(

@@ -110,6 +110,7 @@ async fn main() -> Result<()> {
             request_timeout: Duration::from_secs(10),
             max_concurrency: 16,
             secrets_dir: None,
+            volumes: Vec::new(),
         };
         let started = Instant::now();
         let instance = driver.start(spec).await?;

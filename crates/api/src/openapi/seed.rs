@@ -46,7 +46,7 @@ pub(super) fn schemas() -> Value {
                         "description": "A number with an optional unit k, m, g or t, each a power of 1024 in either case, optionally followed by i and b (256m, 1G, 512Mi, 2GiB); without a unit, or as a number, bytes. Rounded up to a MiB; at most 1T"},
                     "cpu": {"oneOf": [{"type": "string"}, {"type": "number"}],
                         "description": "Cores, such as \"0.5\" or 2 (or thousandths: \"500m\"); more than 0, at most 1024"},
-                    "storage": {"type": "string", "description": "Not applied yet (a warning): volumes are not available"}
+                    "storage": {"type": "string", "description": "Not applied (a warning): a size names no mount path; a mycel manifest declares [[volumes]]"}
                 }},
                 "network_config": {"type": "object", "properties": {
                     "ports": {"type": "object",
@@ -74,7 +74,7 @@ pub(super) fn schemas() -> Value {
             "app_id": {"type": "string"}, "version": {"type": "string"},
             "status": {"type": "string", "enum": ["deployed"]},
             "warnings": {"type": "array", "items": {"type": "string"},
-                "description": "One sentence for each field of a seed body that is not applied, such as `resource_requirements.storage: not applied yet; …`; absent when there is none"}
+                "description": "One sentence for each field of a seed body that is not applied, such as `resource_requirements.storage: not applied; …`; absent when there is none"}
         }},
         "SeedAppList": {"type": "object", "required": ["apps"], "properties": {
             "apps": {"type": "array", "items": {"$ref": "#/components/schemas/SeedAppEntry"}}

@@ -74,6 +74,8 @@ fn the_app_endpoints_are_documented() {
         ("/api/apps/get_app_status", "get"),
         ("/api/apps/stop_app", "post"),
         ("/api/apps/scale_app", "post"),
+        ("/v1/volumes", "get"),
+        ("/v1/apps/{name}/volumes/{volume}/snapshot", "post"),
     ] {
         assert!(doc["paths"][path].get(method).is_some(), "{method} {path}");
     }

@@ -116,6 +116,7 @@ impl Node {
             policy: Default::default(),
             timing: Default::default(),
             secrets_key: secrets_key.clone(),
+            volumes_dir: dir.path().join("volumes"),
         };
         let agent = mycel_agent::start(config, stop_parts.clone(), tasks.clone());
         let state = ApiState {

@@ -198,6 +198,7 @@ fn an_entry_must_do_exactly_what_was_signed() {
         Command::RemoveApp {
             name: "web".into(),
             auth: None,
+            purge: false,
         },
     ] {
         for replica in &mut replicas {

@@ -147,11 +147,20 @@ impl Plan<'_> {
             tmpfs: Some(HashMap::from([("/tmp".to_owned(), TMP_OPTIONS.to_owned())])),
             // The app's secrets: a directory on the host's tmpfs, read-only; the container's
             // config names the directory, never a value.
-            binds: self
-                .spec
-                .secrets_dir
-                .as_ref()
-                .map(|dir| vec![format!("{}:/run/secrets:ro", dir.to_string_lossy())]),
+            // Its volumes read-write (their paths hold no ':' or ',', the manifest checks).
+            binds: {
+                let secrets = self
+                    .spec
+                    .secrets_dir
+                    .iter()
+                    .map(|dir| format!("{}:/run/secrets:ro", dir.to_string_lossy()));
+                let volumes =
+                    self.spec.volumes.iter().map(|volume| {
+                        format!("{}:{}:rw", volume.host.to_string_lossy(), volume.path)
+                    });
+                let binds: Vec<String> = secrets.chain(volumes).collect();
+                (!binds.is_empty()).then_some(binds)
+            },
             // Dropping all first makes the added ones the whole set, whatever the engine's
             // default set is.
             cap_drop: Some(vec!["ALL".to_owned()]),
@@ -216,6 +225,7 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             max_concurrency: 4,
             secrets_dir: None,
+            volumes: Vec::new(),
         };
         (spec, workload)
     }

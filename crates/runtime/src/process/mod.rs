@@ -125,6 +125,7 @@ impl ProcessDriver {
             cpu_millis: 100,
             hakoniwa_limits: !self.inner.launcher.sets_limits(),
             secrets_dir: None,
+            volumes: Vec::new(),
         };
         let limits = self.own_limits(&plan);
         let spawned = self
@@ -232,6 +233,11 @@ impl ProcessDriver {
                 .secrets_dir
                 .as_ref()
                 .map(|dir| dir.to_string_lossy().into_owned()),
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|v| (v.host.to_string_lossy().into_owned(), v.path.clone()))
+                .collect(),
         };
         let limits = self.own_limits(&plan);
         let launcher = self.inner.launcher.clone();

@@ -116,6 +116,8 @@ pub(super) struct Plan {
     pub(super) hakoniwa_limits: bool,
     /// The app's secrets, shared read-only at [`SECRETS_DIR`].
     pub(super) secrets_dir: Option<String>,
+    /// The app's volumes: (host directory, path in the sandbox), read-write.
+    pub(super) volumes: Vec<(String, String)>,
 }
 
 /// Where an app finds its secrets, one file each.
@@ -201,12 +203,16 @@ fn container(plan: &Plan) -> Container {
         c.bindmount_ro(secrets, SECRETS_DIR);
         readable.push(SECRETS_DIR.to_owned());
     }
+    for (host, path) in &plan.volumes {
+        c.bindmount_rw(host, path);
+    }
     c.user("app", Some("app"), &[]);
     c.seccomp_filter(denied_syscalls());
     let ports: Vec<u16> = std::iter::once(plan.port)
         .chain(plan.tcp_ports.iter().copied())
         .collect();
-    c.landlock_ruleset(confined(&readable, &ports));
+    let writable: Vec<&str> = plan.volumes.iter().map(|(_, path)| path.as_str()).collect();
+    c.landlock_ruleset(confined(&readable, &writable, &ports));
     if plan.hakoniwa_limits {
         c.cgroups_resources(hakoniwa_limits(&limits(plan)));
     }
@@ -243,9 +249,9 @@ fn denied_syscalls() -> Filter {
     filter
 }
 
-/// Landlock: read and run what the root shares, read /etc and /proc, write /dev and /tmp only;
-/// listen on its own ports only.
-fn confined(readable: &[String], ports: &[u16]) -> Ruleset {
+/// Landlock: read and run what the root shares, read /etc and /proc, write /dev, /tmp and its
+/// volumes only; listen on its own ports only.
+fn confined(readable: &[String], writable: &[&str], ports: &[u16]) -> Ruleset {
     let mut ruleset = Ruleset::default();
     // Relax, not enforce: a kernel without Landlock (or this part of it) still runs apps, in
     // the rest of the sandbox.
@@ -258,6 +264,9 @@ fn confined(readable: &[String], ports: &[u16]) -> Ruleset {
         .allow_path("/proc", FsAccess::R)
         .allow_path("/dev", FsAccess::R | FsAccess::W)
         .allow_path("/tmp", FsAccess::R | FsAccess::W);
+    for path in writable {
+        ruleset.allow_path(path, FsAccess::R | FsAccess::W);
+    }
     ruleset.restrict(Resource::NET_TCP_BIND, CompatMode::Relax);
     for port in ports {
         ruleset.allow_tcp_bind(*port);

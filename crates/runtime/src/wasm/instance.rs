@@ -42,6 +42,8 @@ struct Shared {
     app: String,
     pre: ProxyPre<Host>,
     env: Vec<(String, String)>,
+    /// Its volumes, preopened read-write at their paths for every request.
+    volumes: Vec<crate::VolumeMount>,
     memory_mb: u64,
     memory_limit: usize,
     timeout: Duration,
@@ -75,6 +77,7 @@ impl WasmInstance {
                 app: spec.app,
                 pre,
                 env: spec.env.into_iter().collect(),
+                volumes: spec.volumes,
                 memory_mb: spec.memory_mb,
                 memory_limit,
                 timeout: spec.request_timeout,
@@ -239,6 +242,17 @@ impl Shared {
         wasi.envs(&self.env)
             .stdout(GuestOutput::new(Stream::Stdout, self.log.clone()))
             .stderr(GuestOutput::new(Stream::Stderr, self.log.clone()));
+        for volume in &self.volumes {
+            let preopened = wasi.preopened_dir(
+                &volume.host,
+                &volume.path,
+                wasmtime_wasi::FsPerms::ReadWrite,
+            );
+            if let Err(e) = preopened {
+                // The request runs without it, and finds no such directory.
+                tracing::warn!(instance = %self.id, path = %volume.path, error = %e, "could not open a volume");
+            }
+        }
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let host = Host {
