@@ -58,6 +58,11 @@ for ids in /etc/subuid /etc/subgid; do
   grep -qs '^root:' "$ids" || echo 'root:100000:65536' | as_root tee -a "$ids" >/dev/null
 done
 
+# Volumes: ext4 file systems in files, loop-mounted and frozen for snapshots.
+need_package mkfs.ext4 e2fsprogs
+need_package fsfreeze util-linux
+need_package nsenter util-linux
+
 # Debian's Chromium: the dashboard's test drives it headless over the DevTools protocol.
 need_package chromium chromium
 
