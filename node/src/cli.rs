@@ -169,6 +169,9 @@ pub(crate) struct StopArgs {
     /// Delete its volumes and their snapshots too (also for an app already stopped).
     #[arg(long)]
     pub(crate) purge: bool,
+    /// Stop it even though other apps depend on it.
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Print the API's JSON unchanged.
     #[arg(long)]
     pub(crate) json: bool,

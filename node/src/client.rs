@@ -38,7 +38,7 @@ use mycel_protocol::{
     },
 };
 
-pub(crate) use apps::{apps, browse, deploy, scale, status, stop};
+pub(crate) use apps::{StopFlags, apps, browse, deploy, scale, status, stop};
 pub(crate) use auth::{choose_token, local_node};
 pub(crate) use logs::logs;
 pub(crate) use rollouts::{promote, rollback, versions};

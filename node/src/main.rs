@@ -54,7 +54,11 @@ fn main() -> ExitCode {
             runtime.block_on(client::scale(&node, &args.app, args.replicas, args.json))
         }
         cli::Command::Stop(args) => {
-            runtime.block_on(client::stop(&node, &args.app, args.purge, args.json))
+            let flags = client::StopFlags {
+                purge: args.purge,
+                force: args.force,
+            };
+            runtime.block_on(client::stop(&node, &args.app, flags, args.json))
         }
         cli::Command::Volumes(args) => {
             runtime.block_on(client::volumes::list(&node, args.app.as_deref(), args.json))

@@ -13,6 +13,7 @@ use crate::BlobHash;
 
 mod balance;
 mod blob_ref;
+mod dependencies;
 mod ports;
 mod process;
 mod relax;
@@ -26,6 +27,7 @@ pub use balance::{
     MAX_CONSECUTIVE_FAILURES, MAX_RETRIES, OutlierSpec, Retries,
 };
 pub use blob_ref::BlobRef;
+pub use dependencies::{MAX_DEPENDENCIES, satisfies};
 pub use ports::{MAX_PORTS, PortProtocol, PortSpec};
 pub use process::{DEFAULT_PORT, MAX_ARG_BYTES, MAX_COMMAND_ARGS, ProcessSpec};
 pub use relax::{KNOWN_CAPABILITIES, MAX_RELAX_CAPABILITIES, RelaxSpec, Relaxation};
@@ -113,6 +115,9 @@ pub struct Manifest {
     /// How long it waits for a node holding its volumes that is gone before it moves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_grace_ms: Option<u64>,
+    /// The apps it needs, each with a semver requirement on its version (`[dependencies]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dependencies: BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -344,6 +349,7 @@ impl Manifest {
         ports::check_ports(&self.ports, self.kind())?;
         crate::secrets::check_manifest_secrets(&self.secrets)?;
         volumes::check_volumes(&self.volumes, self.volume_grace_ms)?;
+        dependencies::check_dependencies(&self.name, &self.dependencies)?;
         self.update.validate()
     }
 

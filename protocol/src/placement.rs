@@ -206,6 +206,9 @@ pub enum Command {
         /// Its volumes go too (signed as `StopAndPurge`); otherwise they are kept for its owner.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         purge: bool,
+        /// It stops even though other apps depend on it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// A node reports the states of the instances it runs.
     Report {
@@ -300,6 +303,8 @@ pub enum WriteRequest {
         signed: Box<SignedRequest>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         purge: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     Promote {
         name: String,
@@ -401,6 +406,21 @@ pub enum WriteError {
     /// The manifest names a secret the app does not have.
     #[error("app '{app}' has no secret '{name}': set it first (mycel secret set {app} {name})")]
     MissingSecret { app: String, name: String },
+    /// The manifest depends on an app that is not deployed.
+    #[error("app '{app}' depends on '{dependency}', which is not deployed: deploy it first")]
+    MissingDependency { app: String, dependency: String },
+    /// A dependency is deployed at a version outside the manifest's requirement.
+    #[error(
+        "dependency '{dependency}' is at version {version}, which does not satisfy {requirement}"
+    )]
+    DependencyVersion {
+        dependency: String,
+        version: String,
+        requirement: String,
+    },
+    /// Other apps depend on the app being stopped (force it to stop anyway).
+    #[error("app '{app}' is a dependency of {}: stop those first, or force it", by.join(", "))]
+    DependedOn { app: String, by: Vec<String> },
 }
 
 impl WriteError {
@@ -419,6 +439,9 @@ impl WriteError {
             WriteError::Stale(_) => "stale_request",
             WriteError::PortTaken { .. } => "port_taken",
             WriteError::MissingSecret { .. } => "missing_secret",
+            WriteError::MissingDependency { .. } => "missing_dependency",
+            WriteError::DependencyVersion { .. } => "dependency_version",
+            WriteError::DependedOn { .. } => "depended_on",
         }
     }
 }

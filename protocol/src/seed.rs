@@ -258,6 +258,7 @@ impl SeedDeploy {
             secrets: Vec::new(),
             volumes: Vec::new(),
             volume_grace_ms: None,
+            dependencies: BTreeMap::new(),
         };
         manifest.validate()?;
         Ok(Translated {

@@ -90,13 +90,18 @@ async fn an_image_pushed_to_one_node_runs_through_another_and_answers_through_a_
             ensure!(whoami.contains(expected), "{expected} in {whoami:?}");
         }
 
-        // Request lines reach `mycel logs`.
-        let out = mycel_cli(["logs", "--node", mesh[0].api(), "hc"]).await?;
-        ensure!(out.status.success(), "mycel logs: {out:?}");
-        ensure!(
-            String::from_utf8_lossy(&out.stdout).contains("GET /whoami"),
-            "{out:?}"
-        );
+        // Request lines reach `mycel logs` (once the engine's log stream delivered them).
+        wait_until(
+            "GET /whoami in mycel logs",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            async || {
+                let out = mycel_cli(["logs", "--node", mesh[0].api(), "hc"]).await?;
+                ensure!(out.status.success(), "mycel logs: {out:?}");
+                Ok(String::from_utf8_lossy(&out.stdout).contains("GET /whoami"))
+            },
+        )
+        .await?;
 
         // Every node leaves gracefully: no container of mycel is left.
         let peers: Vec<String> = mesh.iter().map(|n| n.peer_id().to_owned()).collect();

@@ -9,7 +9,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context, Result, ensure};
 use mycel_tests::{
     Mesh, NodeProcess, apps::agreed_group, docker::remove_containers_of, hello_container_binary,
-    hello_container_example, mycel_cli, wait_until,
+    hello_container_example, hello_example, mycel_cli, wait_until,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -40,14 +40,14 @@ async fn cli_ok<const N: usize>(args: [&str; N]) -> Result<String> {
 }
 
 /// `GET path` of `app` through `node`'s gateway, once it answers 200 (for `/count`, which
-/// changes what it reads, `/healthz` is waited on first and the count asked once).
+/// changes what it reads, `/` is waited on first and the count asked once).
 async fn get(node: &NodeProcess, app: &str, path: &str) -> Result<String> {
     let (client, url) = node.gateway_client(app, Duration::from_secs(30))?;
     wait_until(
         &format!("{app} to answer"),
         Duration::from_secs(90),
         Duration::from_millis(200),
-        async || Ok(client.get(format!("{url}healthz")).send().await?.status() == StatusCode::OK),
+        async || Ok(client.get(&url).send().await?.status() == StatusCode::OK),
     )
     .await?;
     let response = client.get(format!("{url}{}", &path[1..])).send().await?;
@@ -207,6 +207,58 @@ async fn a_sandboxed_process_keeps_its_data_on_a_volume() -> Result<()> {
         ensure!(get(&mesh[0], "notes", "/count").await? == "3");
         let filled = get(&mesh[0], "notes", "/fill/12").await?;
         ensure!(filled.contains("No space left on device"), "{filled}");
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}
+
+/// A wasm component keeps its counter in a preopened volume, across a redeploy; with
+/// `snapshot_every_ms` its node snapshots the volume by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_app_keeps_data_on_a_volume_that_is_snapshotted_by_itself() -> Result<()> {
+    let (module, _) = hello_example()?;
+    let mesh = Mesh::from_nodes(vec![NodeProcess::start("n0", None).await?]);
+    let result = async {
+        let hash = mesh[0].push(std::fs::read(&module)?).await?;
+        let manifest = |version: &str| {
+            json!({"name": "tally", "version": version, "wasm": {"module": hash},
+                "volumes": [{"name": "data", "path": "/data", "size_mb": 8,
+                    "snapshot_every_ms": 1000}]})
+        };
+        ensure!(deploy(&mesh[0], &manifest("1")).await?.status.success());
+        mesh[0].wait_running("tally", 1).await?;
+        ensure!(get(&mesh[0], "tally", "/count").await? == "1");
+        ensure!(get(&mesh[0], "tally", "/count").await? == "2");
+        ensure!(deploy(&mesh[0], &manifest("2")).await?.status.success());
+        wait_until(
+            "version 2 to run alone",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            async || {
+                let app = mesh[0].app("tally").await?;
+                Ok(app.version == "2" && app.instances.iter().all(|i| i.id.contains("-2-")))
+            },
+        )
+        .await?;
+        ensure!(get(&mesh[0], "tally", "/count").await? == "3");
+        // No snapshot was asked for; two come by themselves.
+        let mut first = Value::Null;
+        wait_until(
+            "periodic snapshots",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            async || {
+                let listed = volumes(&mesh[0], "tally").await?;
+                let snapshot = listed[0]["snapshot"].clone();
+                if first.is_null() {
+                    first = snapshot;
+                    return Ok(false);
+                }
+                Ok(!snapshot.is_null() && snapshot["taken_at_ms"] != first["taken_at_ms"])
+            },
+        )
+        .await?;
         Ok(())
     }
     .await;

@@ -140,6 +140,9 @@ pub(crate) struct RemoveQuery {
     /// Its volumes go too (else they are kept for a later deploy by the same owner).
     #[serde(default)]
     purge: bool,
+    /// It stops even though other apps depend on it.
+    #[serde(default)]
+    force: bool,
 }
 
 /// `DELETE /v1/apps/{name}`: the app and all its instances (`?purge=true`: and its volumes).
@@ -156,7 +159,7 @@ pub(crate) async fn remove(
             e.body_text(),
         )
     })?;
-    remove_app(&state, &headers, &name, query.purge).await?;
+    remove_app(&state, &headers, &name, query.purge, query.force).await?;
     Ok(Json(Removed { name }))
 }
 
@@ -288,6 +291,7 @@ pub(crate) async fn remove_app(
     headers: &HeaderMap,
     name: &str,
     purge: bool,
+    force: bool,
 ) -> Result<(), ApiError> {
     let app = name.to_owned();
     let action = if purge {
@@ -301,6 +305,7 @@ pub(crate) async fn remove_app(
         name: name.to_string(),
         signed: Box::new(signed),
         purge,
+        force,
     };
     commit(state, write).await?;
     tracing::info!(app = %name, %key, "app removed");

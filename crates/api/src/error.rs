@@ -112,9 +112,12 @@ impl From<mycel_protocol::placement::WriteError> for ApiError {
             WriteError::Rejected(_) => (StatusCode::BAD_REQUEST, error.to_string()),
             WriteError::NotOwner { .. } => (StatusCode::FORBIDDEN, error.to_string()),
             WriteError::PortTaken { .. } => (StatusCode::CONFLICT, error.to_string()),
-            WriteError::MissingSecret { .. } => {
+            WriteError::MissingSecret { .. }
+            | WriteError::MissingDependency { .. }
+            | WriteError::DependencyVersion { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
             }
+            WriteError::DependedOn { .. } => (StatusCode::CONFLICT, error.to_string()),
             WriteError::BadSignature(_) | WriteError::Stale(_) => {
                 (StatusCode::UNAUTHORIZED, error.to_string())
             }

@@ -97,6 +97,9 @@ fn described() -> Value {
         list.push(json!({"name": "purge", "in": "query", "required": false,
             "description": "Delete its volumes and their snapshots too (signed as `stop and purge`, action 7); also for an app already stopped",
             "schema": {"type": "boolean", "default": false}}));
+        list.push(json!({"name": "force", "in": "query", "required": false,
+            "description": "Stop it even though other apps depend on it (else 409 depended_on)",
+            "schema": {"type": "boolean", "default": false}}));
     }
     let WriteErrors {
         not_owner,
@@ -153,7 +156,7 @@ fn described() -> Value {
                         "403": not_owner.clone(),
                         "409": error_response("A port it publishes is another app's (port_taken); nothing changed"),
                         "413": error_response("Larger than a manifest may be (too_large)"),
-                        "422": error_response("A blob it names is held by no node in reach (blob_not_found), or it names a secret the app has not (missing_secret)"),
+                        "422": error_response("A blob it names is held by no node in reach (blob_not_found), it names a secret the app has not (missing_secret), or a dependency that is not deployed (missing_dependency) or whose version is outside its requirement (dependency_version)"),
                         "503": error_response("The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)")
                     }
                 }
@@ -176,6 +179,7 @@ fn described() -> Value {
                         "401": bad_signature.clone(),
                         "403": not_owner.clone(),
                         "404": error_response("No such app (app_not_found)"),
+                        "409": error_response("Other apps depend on it, and force is not set (depended_on); nothing changed"),
                         "503": error_response("The placement group has no quorum or its leader is out of reach (no_quorum), did not confirm the commit in time (commit_unconfirmed: it may still commit; look before sending again), or is stopping on this node (stopping)")
                     }
                 }
@@ -578,6 +582,9 @@ fn app_schemas() -> Value {
                         "size_mb": {"type": "integer", "minimum": 8, "maximum": 1048576},
                         "snapshot_every_ms": {"type": "integer", "minimum": 1000}
                     }}},
+                "dependencies": {"type": "object", "maxProperties": 32,
+                    "description": "The apps it needs, by name, each with a semver requirement on its version (\"^1\", \">=1.2, <2\"). A deploy while one is not deployed is 422 missing_dependency, while one's version is outside its requirement 422 dependency_version",
+                    "additionalProperties": {"type": "string", "maxLength": 128}},
                 "volume_grace_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 60000,
                     "description": "How long the app waits for a node holding its volumes that is gone before it moves, restoring the latest snapshot"},
                 "balance": balance

@@ -142,7 +142,7 @@ pub(crate) async fn stop_app(
     headers: HeaderMap,
     JsonBody(request): JsonBody<SeedAppRef>,
 ) -> Result<Json<SeedStopped>, ApiError> {
-    apps::remove_app(&state, &headers, &request.app_id, false).await?;
+    apps::remove_app(&state, &headers, &request.app_id, false, false).await?;
     Ok(Json(SeedStopped {
         app_id: request.app_id,
         status: "stopped".into(),

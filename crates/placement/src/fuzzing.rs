@@ -85,6 +85,7 @@ fn sign_again(request: &mut WriteRequest, signer: &Keypair) {
             name,
             signed,
             purge: false,
+            ..
         } => (AppAction::Stop { app: name.clone() }, signed),
         WriteRequest::Remove { name, signed, .. } => {
             (AppAction::StopAndPurge { app: name.clone() }, signed)
@@ -200,6 +201,7 @@ pub fn samples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         name: "web".into(),
         signed: signed(AppAction::Stop { app: "web".into() }),
         purge: false,
+        force: false,
     };
     let rpcs = [
         ("write-report", Rpc::Write(report)),

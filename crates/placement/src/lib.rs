@@ -20,6 +20,7 @@
 //! - `storage`, `network`, `group`: the shells around openraft.
 
 pub mod autoscale;
+pub mod dependencies;
 #[doc(hidden)]
 pub mod fuzzing;
 mod group;

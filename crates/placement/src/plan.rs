@@ -98,6 +98,7 @@ pub fn plan_write(
             };
             state.check_signed(&auth, &action)?;
             secrets::check_all_set(state, &manifest.name, &manifest.secrets)?;
+            crate::dependencies::check_deployable(state, manifest)?;
             let record = AppRecord {
                 manifest: (**manifest).clone(),
                 deployed_by: by.clone(),
@@ -201,7 +202,9 @@ pub fn plan_write(
             name,
             signed,
             purge,
+            force,
         } => {
+            crate::dependencies::check_stoppable(state, name, *force)?;
             // A stopped app's volumes may still be purged.
             let purgeable = *purge && state.volumes.contains_key(name);
             if !state.apps.contains_key(name) && !purgeable {
@@ -222,6 +225,7 @@ pub fn plan_write(
                 name: name.clone(),
                 auth: Some(Box::new(auth)),
                 purge: *purge,
+                force: *force,
             }])
         }
         WriteRequest::Report {

@@ -114,6 +114,12 @@ impl PlacementState {
                 self.check_ports_free(&app.manifest)?;
                 // Before the signed request is accepted: a refused entry changes nothing.
                 volumes::check_sizes(&self.volumes, app, &self.volume_owner(&name))?;
+                if auth
+                    .as_ref()
+                    .is_some_and(|a| matches!(a.request.action, AppAction::Deploy { .. }))
+                {
+                    crate::dependencies::check_deployable(self, &app.manifest)?;
+                }
                 self.authorize_put(app, auth.as_deref())?;
                 if let Some(auth) = auth
                     && matches!(auth.request.action, AppAction::Deploy { .. })
@@ -199,7 +205,13 @@ impl PlacementState {
                 record.unplaced = unplaced.clone();
                 self.replace_instances(app, instances);
             }
-            Command::RemoveApp { name, auth, purge } => {
+            Command::RemoveApp {
+                name,
+                auth,
+                purge,
+                force,
+            } => {
+                crate::dependencies::check_stoppable(self, name, *force)?;
                 let app = name.clone();
                 let action = if *purge {
                     AppAction::StopAndPurge { app }
@@ -602,6 +614,7 @@ mod tests {
                 name: "web".into(),
                 auth: None,
                 purge: false,
+                force: false,
             })
             .unwrap();
         assert_eq!(state, PlacementState::default());

@@ -66,5 +66,6 @@ pub(crate) fn remove_by(n: u8, name: &str) -> WriteRequest {
         name: name.into(),
         signed: signed_by(n, AppAction::Stop { app: name.into() }),
         purge: false,
+        force: false,
     }
 }

@@ -8,6 +8,7 @@
 //! | `GET /alloc/N`     | grows the heap by N MiB, touches it, answers `allocated`  |
 //! | `GET /trap`        | panics: the component traps                               |
 //! | `GET /loop`        | spins forever (CPU-bound), until the host cuts it off     |
+//! | `GET /count`       | adds one to `$DATA_DIR/count` (a volume; `/data` when unset), answers it |
 //!
 //! Every request logs one line to stdout: `<METHOD> <path>`.
 //!
@@ -69,10 +70,30 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
                 "expected /alloc/<MiB>\n".to_owned(),
             )),
         },
+        (&Method::GET, "/count") => match count() {
+            Ok(n) => Ok(text(StatusCode::OK, format!("{n}\n"))),
+            Err(e) => Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("error: {e}\n"),
+            )),
+        },
         (&Method::GET, "/trap") => panic!("trap requested"),
         (&Method::GET, "/loop") => spin(),
         _ => Ok(text(StatusCode::NOT_FOUND, "not found\n".to_owned())),
     }
+}
+
+/// A counter kept in a file of the app's volume (a directory the host preopened).
+fn count() -> std::io::Result<u64> {
+    let dir = std::env::var("DATA_DIR").unwrap_or_else(|_| "/data".to_owned());
+    let file = format!("{dir}/count");
+    let n = match std::fs::read_to_string(&file) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    } + 1;
+    std::fs::write(&file, n.to_string())?;
+    Ok(n)
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock.

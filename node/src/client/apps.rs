@@ -286,13 +286,33 @@ pub(crate) async fn scale(node: &str, app: &str, replicas: u32, json: bool) -> a
     })
 }
 
-/// `mycel stop APP [--purge]`: removes the app and all its instances (`--purge`: and its
-/// volumes); signed by the user key.
-pub(crate) async fn stop(node: &str, app: &str, purge: bool, json: bool) -> anyhow::Result<()> {
+/// What `mycel stop` does besides stopping.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StopFlags {
+    /// Delete the app's volumes too.
+    pub(crate) purge: bool,
+    /// Stop it even though other apps depend on it.
+    pub(crate) force: bool,
+}
+
+/// `mycel stop APP [--purge] [--force]`: removes the app and all its instances (`--purge`: and
+/// its volumes); signed by the user key.
+pub(crate) async fn stop(
+    node: &str,
+    app: &str,
+    flags: StopFlags,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut url = api_url(node, &["v1", "apps", app])?;
+    let query: Vec<&str> = [(flags.purge, "purge=true"), (flags.force, "force=true")]
+        .into_iter()
+        .filter_map(|(on, pair)| on.then_some(pair))
+        .collect();
+    if !query.is_empty() {
+        url.set_query(Some(&query.join("&")));
+    }
     let app = app.to_string();
-    let action = if purge {
-        url.set_query(Some("purge=true"));
+    let action = if flags.purge {
         AppAction::StopAndPurge { app: app.clone() }
     } else {
         AppAction::Stop { app: app.clone() }
@@ -301,7 +321,7 @@ pub(crate) async fn stop(node: &str, app: &str, purge: bool, json: bool) -> anyh
     let body = send(node, user_key::sign(request, action)?).await?;
     if json {
         println!("{}", body.trim_end());
-    } else if purge {
+    } else if flags.purge {
         println!("stopped {app}: removed with all its instances and volumes");
     } else {
         println!("stopped {app}: removed with all its instances (its volumes are kept)");

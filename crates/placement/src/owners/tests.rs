@@ -199,6 +199,7 @@ fn an_entry_must_do_exactly_what_was_signed() {
             name: "web".into(),
             auth: None,
             purge: false,
+            force: false,
         },
     ] {
         for replica in &mut replicas {
