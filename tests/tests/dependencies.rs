@@ -104,3 +104,58 @@ async fn a_deploy_needs_its_dependencies_in_range_and_a_needed_app_stops_only_wh
     .await;
     mesh.report(result)
 }
+
+/// A wasm component reaches its declared dependency at `http://<dep>.localhost/`, wherever it
+/// runs, through the node's gateway; an undeclared one is 403 `undeclared_dependency`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_app_reaches_its_dependency_as_dep_localhost_and_nothing_undeclared() -> Result<()> {
+    let (module, _) = hello_example()?;
+    let mesh = Mesh::star(2).await?;
+    let result = async {
+        mesh.wait_converged(Duration::from_secs(30)).await?;
+        let hash = json!(mesh[0].push(std::fs::read(&module)?).await?);
+        let mut back = app("back", "1.0.0", &hash, json!({}));
+        back["env"] = json!({"GREETING": "from back"});
+        let mut other = app("other", "1.0.0", &hash, json!({}));
+        other["env"] = json!({"GREETING": "from other"});
+        for manifest in [&back, &other] {
+            let (status, answer) = mesh[0].deploy(manifest).await?;
+            ensure!(status == StatusCode::CREATED, "{status} {answer}");
+        }
+        let front = app("front", "1.0.0", &hash, json!({"back": "^1"}));
+        let (status, answer) = mesh[0].deploy(&front).await?;
+        ensure!(status == StatusCode::CREATED, "{status} {answer}");
+        for name in ["back", "other", "front"] {
+            mesh[1].wait_running(name, 1).await?;
+        }
+        let (client, url) = mesh[1].gateway_client("front", Duration::from_secs(10))?;
+        let call = async |path: &str| -> Result<String> {
+            Ok(client
+                .get(format!("{url}call/{path}"))
+                .send()
+                .await?
+                .text()
+                .await?)
+        };
+        let mut reached = String::new();
+        for _ in 0..50 {
+            reached = call("back.localhost/").await?;
+            if reached.starts_with("200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(
+            reached == "200 hello from mycel: from back\n",
+            "{reached:?}"
+        );
+        let refused = call("other.localhost/").await?;
+        ensure!(
+            refused.starts_with("403 ") && refused.contains("undeclared_dependency"),
+            "{refused:?}"
+        );
+        Ok(())
+    }
+    .await;
+    mesh.report(result)
+}

@@ -99,6 +99,8 @@ pub struct AgentConfig {
     pub secrets_key: Option<Arc<mycel_protocol::secrets::SecretsKey>>,
     /// Where the apps' volumes live on this node.
     pub volumes_dir: PathBuf,
+    /// The node's gateway address and domain: where apps reach their `[dependencies]`.
+    pub gateway: Option<(std::net::SocketAddr, String)>,
 }
 
 /// What the rest of the node (the gateway, the API) asks of the agent. Dropping it does not stop
@@ -447,6 +449,7 @@ impl Agent {
             )),
         };
         let prepared = Prepared {
+            gateway: self.config.gateway.clone(),
             volumes,
             driver,
             runtime,

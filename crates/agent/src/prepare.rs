@@ -11,7 +11,7 @@ use mycel_protocol::{
     app::AppKind,
     placement::{AppRecord, ImageEntry},
 };
-use mycel_runtime::{Driver, Instance, InstanceSpec, ProcessWorkload, Workload};
+use mycel_runtime::{DependencyRoutes, Driver, Instance, InstanceSpec, ProcessWorkload, Workload};
 
 use crate::{AgentError, AgentTiming, images::ImageLoader, secrets, volumes::keeper::Mounter};
 
@@ -27,6 +27,8 @@ pub(crate) struct Prepared {
     pub(crate) mesh_images: BTreeMap<String, ImageEntry>,
     /// The app's secrets, opened (or why they could not be).
     pub(crate) secrets: Result<Vec<(String, Vec<u8>)>, AgentError>,
+    /// The node's gateway and domain, for the app's dependencies.
+    pub(crate) gateway: Option<(std::net::SocketAddr, String)>,
     /// Mounts the app's volumes (`None`: it has none; an error: this node cannot keep them).
     pub(crate) volumes: Result<Option<Mounter>, AgentError>,
     /// This node's peer id.
@@ -50,6 +52,7 @@ impl Prepared {
             mesh_images,
             secrets: opened,
             volumes,
+            gateway,
             node,
             timing,
         } = self;
@@ -114,6 +117,15 @@ impl Prepared {
             max_concurrency: timing.max_concurrency,
             secrets_dir: dir.as_ref().map(|d| d.path().to_path_buf()),
             volumes,
+            dependencies: gateway.filter(|_| !manifest.dependencies.is_empty()).map(
+                |(gateway, domain)| {
+                    Arc::new(DependencyRoutes {
+                        gateway,
+                        domain,
+                        names: manifest.dependencies.keys().cloned().collect(),
+                    })
+                },
+            ),
         };
         Ok(secrets::holding(driver.start(spec).await?, dir))
     }

@@ -215,6 +215,7 @@ impl Node {
                 },
                 secrets_key: secrets_key.clone(),
                 volumes_dir: config.data_dir.join("volumes"),
+                gateway: Some((gateway, config.domain.clone())),
             };
             let agent = mycel_agent::start(
                 agent_config,

@@ -35,6 +35,7 @@ fn hello_instance(runtime: &tokio::runtime::Runtime) -> (Arc<dyn Instance>, temp
         max_concurrency: 1_000,
         secrets_dir: None,
         volumes: Vec::new(),
+        dependencies: None,
     };
     let instance = runtime
         .block_on(driver.start(spec))

@@ -45,7 +45,7 @@ pub use docker::{DockerConfig, DockerDriver, EngineImage};
 pub use error::RuntimeError;
 pub use logs::{LogLine, Logs, Stream};
 pub use process::{ProcessConfig, ProcessDriver};
-pub use wasm::{CacheStats, WasmDriver};
+pub use wasm::{CacheStats, WasmDriver, outgoing::DependencyRoutes};
 
 /// What a driver needs to start one instance of an app.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +71,8 @@ pub struct InstanceSpec {
     pub secrets_dir: Option<PathBuf>,
     /// The app's volumes: host directories it sees read-write at their paths.
     pub volumes: Vec<VolumeMount>,
+    /// Where the app reaches its `[dependencies]` as `<dep>.localhost` (wasm only, yet).
+    pub dependencies: Option<std::sync::Arc<DependencyRoutes>>,
 }
 
 /// A host directory an instance sees read-write at `path` (a volume, `[[volumes]]`).

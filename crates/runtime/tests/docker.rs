@@ -121,6 +121,7 @@ fn spec(id: &str) -> InstanceSpec {
         max_concurrency: 16,
         secrets_dir: None,
         volumes: Vec::new(),
+        dependencies: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn spec(id: &str, memory_mb: u64) -> InstanceSpec {
         max_concurrency: 16,
         secrets_dir: None,
         volumes: Vec::new(),
+        dependencies: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn hello_spec(id: &str) -> InstanceSpec {
         max_concurrency: 16,
         secrets_dir: None,
         volumes: Vec::new(),
+        dependencies: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `GET /alloc/N`     | grows the heap by N MiB, touches it, answers `allocated`  |
 //! | `GET /trap`        | panics: the component traps                               |
 //! | `GET /loop`        | spins forever (CPU-bound), until the host cuts it off     |
+//! | `GET /call/HOST/P` | GETs `http://HOST/P` (a dependency: `back.localhost`), answers its status and body; `x-call-micros` says how long that took |
 //! | `GET /count`       | adds one to `$DATA_DIR/count` (a volume; `/data` when unset), answers it |
 //!
 //! Every request logs one line to stdout: `<METHOD> <path>`.
@@ -70,6 +71,17 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
                 "expected /alloc/<MiB>\n".to_owned(),
             )),
         },
+        (&Method::GET, p) if p.starts_with("/call/") => {
+            let (host, rest) = p[6..].split_once('/').unwrap_or((&p[6..], ""));
+            let started = std::time::Instant::now();
+            let answer = call(host, rest).await;
+            let micros = started.elapsed().as_micros().to_string();
+            let mut response = text(StatusCode::OK, answer);
+            if let Ok(value) = micros.parse() {
+                response.headers_mut().insert("x-call-micros", value);
+            }
+            Ok(response)
+        }
         (&Method::GET, "/count") => match count() {
             Ok(n) => Ok(text(StatusCode::OK, format!("{n}\n"))),
             Err(e) => Ok(text(
@@ -80,6 +92,25 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
         (&Method::GET, "/trap") => panic!("trap requested"),
         (&Method::GET, "/loop") => spin(),
         _ => Ok(text(StatusCode::NOT_FOUND, "not found\n".to_owned())),
+    }
+}
+
+/// `GET http://<host>/<path>`: `<status> <body>`, or why it could not be sent.
+async fn call(host: &str, path: &str) -> String {
+    let request = match Request::get(format!("http://{host}/{path}")).body(()) {
+        Ok(request) => request,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    match wstd::http::Client::new().send(request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            match body.str_contents().await {
+                Ok(text) => format!("{status} {text}"),
+                Err(e) => format!("{status} error: {e}\n"),
+            }
+        }
+        Err(e) => format!("error: {e}\n"),
     }
 }
 

@@ -111,6 +111,7 @@ async fn main() -> Result<()> {
             max_concurrency: 16,
             secrets_dir: None,
             volumes: Vec::new(),
+            dependencies: None,
         };
         let started = Instant::now();
         let instance = driver.start(spec).await?;

@@ -117,6 +117,7 @@ impl Node {
             timing: Default::default(),
             secrets_key: secrets_key.clone(),
             volumes_dir: dir.path().join("volumes"),
+            gateway: None,
         };
         let agent = mycel_agent::start(config, stop_parts.clone(), tasks.clone());
         let state = ApiState {

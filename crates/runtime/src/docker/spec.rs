@@ -226,6 +226,7 @@ mod tests {
             max_concurrency: 4,
             secrets_dir: None,
             volumes: Vec::new(),
+            dependencies: None,
         };
         (spec, workload)
     }

@@ -7,7 +7,9 @@ use std::sync::{
 
 use wasmtime::{ResourceLimiter, StoreLimits, component::ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView, default_hooks};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::outgoing::Outgoing;
 
 /// Most resources (streams, fields, pollables...) one request may hold at once, so a guest cannot
 /// grow host memory outside its linear-memory limit without bound.
@@ -17,6 +19,8 @@ pub(crate) const MAX_RESOURCES: usize = 10_000;
 pub(crate) struct Host {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: WasiHttpCtx,
+    /// Where its outgoing requests go (its dependencies through the node's gateway).
+    pub(crate) outgoing: Outgoing,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
 }
@@ -35,7 +39,7 @@ impl WasiHttpView for Host {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: default_hooks(),
+            hooks: &mut self.outgoing,
         }
     }
 }

@@ -44,6 +44,8 @@ struct Shared {
     env: Vec<(String, String)>,
     /// Its volumes, preopened read-write at their paths for every request.
     volumes: Vec<crate::VolumeMount>,
+    /// Where `<dep>.localhost` requests go.
+    dependencies: Option<Arc<super::outgoing::DependencyRoutes>>,
     memory_mb: u64,
     memory_limit: usize,
     timeout: Duration,
@@ -78,6 +80,7 @@ impl WasmInstance {
                 pre,
                 env: spec.env.into_iter().collect(),
                 volumes: spec.volumes,
+                dependencies: spec.dependencies,
                 memory_mb: spec.memory_mb,
                 memory_limit,
                 timeout: spec.request_timeout,
@@ -258,6 +261,9 @@ impl Shared {
         let host = Host {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
+            outgoing: super::outgoing::Outgoing {
+                routes: self.dependencies.clone(),
+            },
             table,
             limiter: MemoryLimiter::new(self.memory_limit, self.memory.clone()),
         };

@@ -17,6 +17,7 @@ mod cache;
 mod engine;
 mod host;
 mod instance;
+pub(crate) mod outgoing;
 mod stdio;
 
 use std::{
