@@ -119,11 +119,8 @@ impl Prepared {
             volumes,
             dependencies: gateway.filter(|_| !manifest.dependencies.is_empty()).map(
                 |(gateway, domain)| {
-                    Arc::new(DependencyRoutes {
-                        gateway,
-                        domain,
-                        names: manifest.dependencies.keys().cloned().collect(),
-                    })
+                    let names = manifest.dependencies.keys().cloned().collect();
+                    Arc::new(DependencyRoutes::new(gateway, domain, names))
                 },
             ),
         };

@@ -7,16 +7,42 @@ use std::{collections::BTreeSet, future::Future, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, default_send_request};
 
 /// Where an instance's dependencies are reached: the node's gateway, which routes
 /// `<app>.<domain>`, and the apps it may reach.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct DependencyRoutes {
     pub gateway: SocketAddr,
     pub domain: String,
     pub names: BTreeSet<String>,
+    /// Kept-alive connections to the gateway, shared by the instance's requests: a request to a
+    /// dependency costs no connection setup.
+    client: Client<HttpConnector, WasiBody>,
 }
+
+impl DependencyRoutes {
+    pub fn new(gateway: SocketAddr, domain: String, names: BTreeSet<String>) -> Self {
+        DependencyRoutes {
+            gateway,
+            domain,
+            names,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl PartialEq for DependencyRoutes {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.gateway, &self.domain, &self.names) == (&other.gateway, &other.domain, &other.names)
+    }
+}
+
+impl Eq for DependencyRoutes {}
 
 /// The hooks of one request's store.
 #[derive(Default)]
@@ -68,6 +94,21 @@ impl WasiHttpHooks for Outgoing {
             if let Ok(value) = format!("{name}.{}", routes.domain).parse() {
                 request.headers_mut().insert(http::header::HOST, value);
             }
+            let client = routes.client.clone();
+            return Box::new(async move {
+                let response = client.request(request).await.map_err(|e| {
+                    tracing::debug!(error = %e, "a dependency request failed");
+                    Error::ConnectionRefused
+                })?;
+                let response = response.map(|body| {
+                    body.map_err(|e| {
+                        tracing::debug!(error = %e, "a dependency's answer broke off");
+                        Error::HttpResponseIncomplete
+                    })
+                    .boxed_unsync()
+                });
+                Ok((response, pending()))
+            });
         }
         Box::new(async move {
             let (response, io) = default_send_request(request, options).await?;
@@ -77,6 +118,11 @@ impl WasiHttpHooks for Outgoing {
             ))
         })
     }
+}
+
+/// The connection task of an answer whose connection the pool drives: none to wait for.
+fn pending() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
+    Box::new(std::future::pending())
 }
 
 /// The connection task of an answer made here: it reads (and drops) the request's body, so the
